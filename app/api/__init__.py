@@ -1,0 +1,9 @@
+"""HTTP blueprints, one module per concern. Handlers stay thin: parse, call, answer."""
+from __future__ import annotations
+
+
+def blueprints():
+    """Every blueprint the API serves, in registration order."""
+    from app.api import jobs, probes, schema
+
+    return [probes.bp, schema.bp, jobs.bp]

@@ -1,0 +1,47 @@
+"""Helpers shared by the blueprints: the JSON body, and the trigger answer."""
+from __future__ import annotations
+
+import json
+import re
+
+from flask import current_app, g, jsonify, request
+
+from app import db
+from app.errors import BadRequest
+from app.jobs import service
+from app.jobs.base import JobKind
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+
+def settings():
+    return current_app.config["SETTINGS"]
+
+
+def json_body() -> dict:
+    """The request's JSON object ({} when the body is empty). 400 for anything else."""
+    raw = request.get_data(cache=True)  # bounded by MAX_CONTENT_LENGTH (413)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        message = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BadRequest(f"malformed JSON body: {message}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the JSON body must be an object")
+    return body
+
+
+def trigger(kind: JobKind, body: dict | None = None):
+    """Validate, record and enqueue a job; answer 202 with its run id."""
+    params = kind.parse(json_body() if body is None else body)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _KEY.match(key):
+        raise BadRequest("Idempotency-Key must be 1-200 printable ASCII characters")
+    with db.connection(settings()) as conn:
+        sub = service.submit(
+            settings(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key
+        )
+    body = {"status": "accepted", "run_id": sub.run_id, "job": kind.name, "new": sub.created}
+    return jsonify(body), 202, {"Location": f"/jobs/{sub.run_id}"}

@@ -1,0 +1,22 @@
+"""Liveness and readiness probes (no auth)."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from app import health
+from app.api.common import settings
+
+bp = Blueprint("probes", __name__)
+
+
+@bp.get("/health")
+@bp.get("/healthz")
+def liveness():
+    """200 whenever the process answers; the body says how its dependencies are."""
+    return jsonify(health.document(settings()))
+
+
+@bp.get("/readyz")
+def readiness():
+    doc = health.document(settings())
+    return jsonify(doc), 200 if health.ready(doc) else 503

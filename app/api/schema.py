@@ -1,0 +1,23 @@
+"""Schema version (public) and the migrate trigger (admin)."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from app import db, migrator
+from app.api.common import settings, trigger
+from app.auth import admin_required
+from app.jobs import migrate
+
+bp = Blueprint("schema", __name__)
+
+
+@bp.get("/schema/version")
+def schema_version():
+    with db.connection(settings()) as conn:
+        return jsonify(migrator.status(conn))
+
+
+@bp.post("/migrate")
+@admin_required
+def trigger_migrate():
+    return trigger(migrate.KIND)

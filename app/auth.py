@@ -1,0 +1,36 @@
+"""Admin authentication: `Authorization: Bearer <ADMIN_TOKEN>` on every admin and job route."""
+from __future__ import annotations
+
+import hmac
+from functools import wraps
+
+from flask import current_app, request
+
+from app.errors import Unauthorized
+
+
+def check_admin() -> None:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise Unauthorized("missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="market-data-store"'})
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "Authorization must be 'Bearer <token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="market-data-store", error="invalid_request"'},
+        )
+    expected = current_app.config["SETTINGS"].admin_token.encode()
+    if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), expected):
+        raise Unauthorized(
+            "invalid token",
+            headers={"WWW-Authenticate": 'Bearer realm="market-data-store", error="invalid_token"'},
+        )
+
+
+def admin_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        check_admin()
+        return view(*args, **kwargs)
+
+    return wrapper

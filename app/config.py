@@ -1,0 +1,220 @@
+"""Settings: read once from the environment (and an optional `.env`) into one object.
+
+Every process (API worker, job worker, scripts) calls :func:`load_settings` once at
+start. A missing or bad value raises :class:`ConfigError` with one line naming the
+variable; the entry points print that line and exit non-zero.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from app.intervals import IntervalError, parse_interval
+
+VERSION = "0.5.0"
+SERVICE = "market-data-store"
+DEFAULT_ADMIN_TOKEN = "iamalive"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_DB_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+_LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or unusable. The message is one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str  # normalised to postgresql:// (libpq / psycopg form)
+    redis_url: str = "redis://redis:6379/0"
+    registry_url: str = "http://registry:8080"
+    registry_track: str = "v1"
+    port: int = 8082
+    admin_token: str = field(default=DEFAULT_ADMIN_TOKEN, repr=False)
+    log_level: str = "INFO"
+    pulse_enabled: bool = True
+    event_bus_backend: str = "inmem"
+    md_namespace: str = "mdp"
+    queue_name: str = "store"
+    # job supervision
+    heartbeat_interval: float = 5.0  # seconds between a running job's heartbeats
+    lost_after: float = 30.0  # a running job without heartbeat this long is 'worker lost'
+    requeue_after: float = 10.0  # a queued job missing from Redis this long is re-enqueued
+    job_timeout: float = 3600.0  # default wall-clock limit of one job
+    # schedules (None = disabled)
+    retention_every: timedelta | None = timedelta(days=1)
+    refresh_every: timedelta | None = timedelta(minutes=5)
+    drift_every: timedelta | None = timedelta(minutes=5)
+    # database safety
+    lock_timeout_ms: int = 5000
+    statement_timeout_ms: int = 15 * 60 * 1000
+    # sources
+    backfill_source_dir: str = "/data/backfill"
+    backfill_max_download_bytes: int = 2 * 1024**3
+    # http
+    max_body_bytes: int = 1024 * 1024
+    health_timeout: float = 1.0
+
+    @property
+    def yoyo_url(self) -> str:
+        """The database URL in the form yoyo needs to load psycopg 3."""
+        return "postgresql+psycopg" + self.database_url[len("postgresql"):]
+
+    @property
+    def using_default_token(self) -> bool:
+        return self.admin_token == DEFAULT_ADMIN_TOKEN
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in logs, metrics or job documents."""
+        out = [self.admin_token]
+        for url in (self.database_url, self.redis_url):
+            password = urlsplit(url).password
+            if password:
+                out.append(password)
+        return [s for s in out if s and len(s) >= 4]
+
+
+def normalise_database_url(raw: str) -> str:
+    """Accept postgres://, postgresql:// and postgresql+psycopg://; return postgresql://."""
+    try:
+        parts = urlsplit(raw)
+    except ValueError as exc:
+        raise ConfigError(f"DATABASE_URL is not a valid URL: {exc}") from None
+    if parts.scheme not in _DB_SCHEMES:
+        raise ConfigError(
+            "DATABASE_URL must start with postgres://, postgresql:// or postgresql+psycopg://"
+        )
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError("DATABASE_URL has no host")
+    try:
+        parts.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError:
+        raise ConfigError("DATABASE_URL has an invalid port") from None
+    return urlunsplit(("postgresql",) + tuple(parts[1:]))
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str, low: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {value}")
+    return value
+
+
+def _schedule(name: str, raw: str) -> timedelta | None:
+    if raw.strip().lower() in {"off", "0", "none", "disabled"}:
+        return None
+    try:
+        every = parse_interval(raw)
+    except IntervalError as exc:
+        raise ConfigError(f"{name}: {exc} (or 'off')") from None
+    if every < timedelta(seconds=10):
+        raise ConfigError(f"{name} must be at least 10 seconds, got {raw!r}")
+    return every
+
+
+def _url(name: str, raw: str, schemes: set[str]) -> str:
+    scheme = urlsplit(raw).scheme
+    if scheme not in schemes or not urlsplit(raw).netloc:
+        raise ConfigError(f"{name} must be a {'/'.join(sorted(schemes))} URL, got a {scheme or 'schemeless'} value")
+    return raw.rstrip("/") if scheme.startswith("http") else raw
+
+
+def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) -> Settings:
+    """Build the settings from `environ` (default: the process environment).
+
+    A `.env` file in the working directory is read first when `dotenv` is true; values
+    already in the environment win over it.
+    """
+    if environ is None:
+        if dotenv:
+            from dotenv import load_dotenv
+
+            load_dotenv(Path.cwd() / ".env", override=False)
+        environ = dict(os.environ)
+    env = {k: v for k, v in environ.items() if v != ""}
+
+    if "DATABASE_URL" not in env:
+        raise ConfigError("DATABASE_URL is required (e.g. postgresql://user:pass@host:5432/market_data)")
+    kw: dict = {"database_url": normalise_database_url(env["DATABASE_URL"])}
+
+    if "REDIS_URL" in env:
+        kw["redis_url"] = _url("REDIS_URL", env["REDIS_URL"], {"redis", "rediss", "unix"})
+    if "REGISTRY_URL" in env:
+        kw["registry_url"] = _url("REGISTRY_URL", env["REGISTRY_URL"], {"http", "https"})
+    if "REGISTRY_TRACK" in env:
+        if env["REGISTRY_TRACK"] not in {"v1", "v2"}:
+            raise ConfigError(f"REGISTRY_TRACK must be v1 or v2, got {env['REGISTRY_TRACK']!r}")
+        kw["registry_track"] = env["REGISTRY_TRACK"]
+    if "PORT" in env:
+        kw["port"] = _int("PORT", env["PORT"], 1, 65535)
+    if "ADMIN_TOKEN" in env:
+        token = env["ADMIN_TOKEN"]
+        if len(token) < 8 and token != DEFAULT_ADMIN_TOKEN:
+            raise ConfigError("ADMIN_TOKEN must be at least 8 characters")
+        if not token.isprintable() or not token.isascii() or " " in token:
+            raise ConfigError("ADMIN_TOKEN must be printable ASCII without spaces")
+        kw["admin_token"] = token
+    if "LOG_LEVEL" in env:
+        level = env["LOG_LEVEL"].upper()
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(sorted(_LOG_LEVELS))}, got {env['LOG_LEVEL']!r}")
+        kw["log_level"] = level
+    if "PULSE_ENABLED" in env:
+        kw["pulse_enabled"] = _bool("PULSE_ENABLED", env["PULSE_ENABLED"])
+    if "EVENT_BUS_BACKEND" in env:
+        if env["EVENT_BUS_BACKEND"] not in {"inmem", "redis"}:
+            raise ConfigError(f"EVENT_BUS_BACKEND must be inmem or redis, got {env['EVENT_BUS_BACKEND']!r}")
+        kw["event_bus_backend"] = env["EVENT_BUS_BACKEND"]
+    if "MD_NAMESPACE" in env:
+        kw["md_namespace"] = env["MD_NAMESPACE"]
+    if "STORE_QUEUE" in env:
+        kw["queue_name"] = env["STORE_QUEUE"]
+    if "JOB_HEARTBEAT_SECONDS" in env:
+        kw["heartbeat_interval"] = _float("JOB_HEARTBEAT_SECONDS", env["JOB_HEARTBEAT_SECONDS"], 0.2)
+    if "JOB_LOST_AFTER_SECONDS" in env:
+        kw["lost_after"] = _float("JOB_LOST_AFTER_SECONDS", env["JOB_LOST_AFTER_SECONDS"], 1.0)
+    if "JOB_REQUEUE_AFTER_SECONDS" in env:
+        kw["requeue_after"] = _float("JOB_REQUEUE_AFTER_SECONDS", env["JOB_REQUEUE_AFTER_SECONDS"], 1.0)
+    if "JOB_TIMEOUT_SECONDS" in env:
+        kw["job_timeout"] = _float("JOB_TIMEOUT_SECONDS", env["JOB_TIMEOUT_SECONDS"], 1.0)
+    if "RETENTION_SCHEDULE" in env:
+        kw["retention_every"] = _schedule("RETENTION_SCHEDULE", env["RETENTION_SCHEDULE"])
+    if "REFRESH_SCHEDULE" in env:
+        kw["refresh_every"] = _schedule("REFRESH_SCHEDULE", env["REFRESH_SCHEDULE"])
+    if "DRIFT_CHECK_SCHEDULE" in env:
+        kw["drift_every"] = _schedule("DRIFT_CHECK_SCHEDULE", env["DRIFT_CHECK_SCHEDULE"])
+    if "DB_LOCK_TIMEOUT_MS" in env:
+        kw["lock_timeout_ms"] = _int("DB_LOCK_TIMEOUT_MS", env["DB_LOCK_TIMEOUT_MS"], 1, 3_600_000)
+    if "DB_STATEMENT_TIMEOUT_MS" in env:
+        kw["statement_timeout_ms"] = _int("DB_STATEMENT_TIMEOUT_MS", env["DB_STATEMENT_TIMEOUT_MS"], 1, 86_400_000)
+    if "BACKFILL_SOURCE_DIR" in env:
+        kw["backfill_source_dir"] = env["BACKFILL_SOURCE_DIR"]
+    if "HEALTH_TIMEOUT_SECONDS" in env:
+        kw["health_timeout"] = _float("HEALTH_TIMEOUT_SECONDS", env["HEALTH_TIMEOUT_SECONDS"], 0.05)
+    return Settings(**kw)

@@ -1,0 +1,99 @@
+"""The health document (CONTRACTS.md §1): components, each bounded to about a second.
+
+Checks borrow pooled connections and the shared Redis client; nothing is created per
+request. Results are cached for a fraction of a second per process, so a probe storm
+costs one database round trip per process per interval.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from app import db, migrator, queue
+from app.config import SERVICE, VERSION, Settings
+
+_RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+_CACHE_TTL = 0.5
+_cache: dict = {}
+_cache_lock = threading.Lock()
+
+
+def _component(name: str, state: str, **details) -> dict:
+    doc = {"name": name, "state": state}
+    if details:
+        doc["details"] = {k: str(v) for k, v in details.items()}  # the contract wants strings
+    return doc
+
+
+def _database(settings: Settings) -> tuple[dict, dict]:
+    started = time.perf_counter()
+    try:
+        with db.connection(settings, timeout=settings.health_timeout) as conn:
+            conn.execute(f"SET statement_timeout = {int(settings.health_timeout * 1000)}")
+            schema = migrator.status(conn)
+            registry = _registry_state(conn)
+    except Exception as exc:  # noqa: BLE001 - any failure is a finding, not a crash
+        reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:200]
+        unknown = _component("schema", "degraded", reason="database unavailable")
+        return _component("database", "degraded", reachable="false", error=reason), {"schema": unknown, "registry": None}
+    latency = (time.perf_counter() - started) * 1000
+    state = "healthy" if latency < settings.health_timeout * 500 else "degraded"
+    if schema["pending"]:
+        schema_doc = _component("schema", "degraded", version=schema["version"], pending=len(schema["pending"]))
+    else:
+        schema_doc = _component("schema", "healthy", version=schema["version"])
+    return _component("database", state, latency_ms=f"{latency:.1f}"), {"schema": schema_doc, "registry": registry}
+
+
+def _registry_state(conn) -> dict | None:
+    """The registry as seen by the last drift check (never a live call from a probe)."""
+    try:
+        from app.drift import health_component
+    except ImportError:
+        return None
+    return health_component(conn)
+
+
+def _redis(settings: Settings) -> dict:
+    started = time.perf_counter()
+    try:
+        queue.client(settings).ping()
+    except Exception as exc:  # noqa: BLE001
+        return _component("redis", "degraded", reachable="false", error=str(exc)[:200] or type(exc).__name__)
+    return _component("redis", "healthy", latency_ms=f"{(time.perf_counter() - started) * 1000:.1f}")
+
+
+def _prometheus() -> dict:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path and not os.access(path, os.W_OK):
+        return _component("prometheus", "degraded", error="PROMETHEUS_MULTIPROC_DIR is not writable")
+    return _component("prometheus", "healthy", mode="multiprocess" if path else "single")
+
+
+def document(settings: Settings) -> dict:
+    """The current health document (cached for _CACHE_TTL seconds per process)."""
+    now = time.monotonic()
+    cached = _cache.get("doc")
+    if cached and now - cached[0] < _CACHE_TTL:
+        return cached[1]
+    with _cache_lock:
+        cached = _cache.get("doc")
+        if cached and time.monotonic() - cached[0] < _CACHE_TTL:
+            return cached[1]
+        database, extra = _database(settings)
+        components = [database, _redis(settings), _prometheus(), extra["schema"]]
+        if extra["registry"]:
+            components.append(extra["registry"])
+        # The worst component's state. An unreachable dependency is 'degraded' (the guide:
+        # "DB slow/unreachable -> degraded"); readiness looks at reachability instead.
+        state = max((c["state"] for c in components), key=_RANK.__getitem__)
+        doc = {"service": SERVICE, "state": state, "components": components, "version": VERSION, "ts": time.time()}
+        _cache["doc"] = (time.monotonic(), doc)
+        return doc
+
+
+def ready(doc: dict) -> bool:
+    """Ready when the database and Redis answer."""
+    unreachable = {c["name"] for c in doc["components"] if c.get("details", {}).get("reachable") == "false"}
+    return not unreachable & {"database", "redis"}

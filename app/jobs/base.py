@@ -1,0 +1,124 @@
+"""What a job kind is, and what a running job can use (`JobContext`).
+
+A job kind is a module in `app/jobs/` that defines `KIND = JobKind(...)`:
+
+- `parse(body) -> params`: validate the trigger's JSON body in the API, before anything
+  is recorded; raise `app.errors.BadRequest` / `NotFound` naming the field.
+- `run(ctx, params) -> result`: runs in the worker; returns a JSON-serialisable dict.
+  Raise `JobError("...")` for an expected failure (its message becomes the job's error).
+- `single_flight(params) -> key | None`: jobs with the same key never run at once; a
+  trigger while one is queued or running answers with that run's id.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psycopg
+
+from app import db
+from app.config import Settings
+
+
+class JobError(Exception):
+    """An expected failure; the message is shown to the user as the job's `error`."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when a cancel was requested."""
+
+
+class JobTimedOut(Exception):
+    """Raised inside a job when it ran past its timeout."""
+
+
+def _no_params(body: dict) -> dict:
+    from app.errors import BadRequest
+
+    if body:
+        raise BadRequest(f"this job takes no parameters, got: {', '.join(sorted(body))}")
+    return {}
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    run: Callable[["JobContext", dict], dict]
+    parse: Callable[[dict], dict] = _no_params
+    single_flight: Callable[[dict], str | None] = lambda params: None
+    timeout_s: float | None = None  # None: the configured JOB_TIMEOUT_SECONDS
+    description: str = ""
+
+
+@dataclass
+class JobContext:
+    """Handed to `JobKind.run`. Thread-safe where it matters (the heartbeat thread reads it)."""
+
+    run_id: str
+    kind: str
+    settings: Settings
+    log: Any
+    deadline: float  # time.monotonic() after which the job is past its timeout
+    _progress: dict = field(default_factory=dict)
+    _progress_dirty: bool = False
+    _stop: str | None = None  # 'cancelled' | 'timeout'
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- database ---------------------------------------------------------------------
+    @property
+    def session_name(self) -> str:
+        """`application_name` of every session this job opens; cancel/timeout terminates them."""
+        return f"store-job:{self.run_id}"
+
+    @contextmanager
+    def connect(self, autocommit: bool = False, **kw):
+        """A dedicated connection for this job, with the store's safety timeouts."""
+        self.check()
+        conn = db.connect(self.settings, application_name=self.session_name, autocommit=autocommit, **kw)
+        try:
+            yield conn
+        except psycopg.Error:
+            self.check()  # a session we terminated shows up here: report why
+            raise
+        finally:
+            conn.close()
+
+    # -- progress and cancellation -------------------------------------------------------
+    def progress(self, **fields: Any) -> None:
+        """Merge fields into the job's `progress`; the heartbeat writes it to the ledger."""
+        with self._lock:
+            self._progress.update(fields)
+            self._progress_dirty = True
+
+    def take_progress(self) -> dict | None:
+        with self._lock:
+            if not self._progress_dirty:
+                return None
+            self._progress_dirty = False
+            return dict(self._progress)
+
+    def snapshot_progress(self) -> dict:
+        with self._lock:
+            return dict(self._progress)
+
+    def request_stop(self, reason: str) -> None:
+        """Mark the job stopping ('cancelled' or 'timeout')."""
+        with self._lock:
+            if self._stop is None:
+                self._stop = reason
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop
+
+    def check(self) -> None:
+        """Raise if the job was cancelled or is past its deadline. Call between steps."""
+        if self._stop is None and time.monotonic() > self.deadline:
+            self._stop = "timeout"
+        if self._stop == "cancelled":
+            raise JobCancelled("cancelled on request")
+        if self._stop == "timeout":
+            raise JobTimedOut("job exceeded its timeout")

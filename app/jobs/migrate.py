@@ -1,0 +1,36 @@
+"""Job `migrate`: apply pending yoyo migrations (or list them with dry_run)."""
+from __future__ import annotations
+
+from app import metrics, migrator
+from app.errors import BadRequest
+from app.jobs.base import JobContext, JobError, JobKind
+
+
+def parse(body: dict) -> dict:
+    unknown = set(body) - {"dry_run"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: dry_run")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadRequest("dry_run must be true or false")
+    return {"dry_run": dry_run}
+
+
+def run(ctx: JobContext, params: dict) -> dict:
+    try:
+        result = migrator.apply(ctx.settings, dry_run=params["dry_run"], session_name=ctx.session_name)
+    except migrator.MigrationBusy as exc:
+        raise JobError(str(exc)) from None
+    if result["applied"]:
+        metrics.MIGRATIONS_APPLIED.inc(len(result["applied"]))
+    return result
+
+
+KIND = JobKind(
+    name="migrate",
+    run=run,
+    parse=parse,
+    single_flight=lambda p: "migrate:dry-run" if p["dry_run"] else "migrate",
+    timeout_s=1800,
+    description="Apply pending schema migrations (dry_run lists them).",
+)

@@ -1,0 +1,96 @@
+"""Submitting jobs: the one path from a trigger (API or scheduler) to ledger + queue.
+
+`submit` records the job in Postgres first (with idempotency and single-flight), then
+enqueues its run id on RQ. If Redis is down the job stays `queued` in the ledger and
+the reaper enqueues it once Redis answers again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import psycopg
+import redis
+
+from app import logs, queue
+from app.config import Settings
+from app.errors import Conflict
+from app.jobs import ledger
+from app.jobs.base import JobKind
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_id: str
+    created: bool  # False: an existing run answered (single flight or idempotency)
+
+
+def request_hash(kind: str, params: dict) -> str:
+    canonical = json.dumps({"job": kind, "params": params}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _timeout(settings: Settings, kind: JobKind) -> float:
+    return kind.timeout_s if kind.timeout_s is not None else settings.job_timeout
+
+
+def submit(
+    settings: Settings,
+    conn: psycopg.Connection,
+    kind: JobKind,
+    params: dict,
+    *,
+    request_id: str | None = None,
+    idempotency_key: str | None = None,
+    trigger: str = "api",
+) -> Submitted:
+    """Record and enqueue a job. `conn` must be an autocommit connection."""
+    ledger.bootstrap(conn, settings.database_url)
+    digest = request_hash(kind.name, params)
+    while True:
+        with conn.transaction() as tx:
+            if idempotency_key:
+                prior = conn.execute(
+                    "SELECT request_hash, run_id::text FROM store_idempotency WHERE key = %s", (idempotency_key,)
+                ).fetchone()
+                if prior:
+                    if prior[0] != digest:
+                        raise Conflict(
+                            "Idempotency-Key was already used with a different request",
+                            run_id=prior[1],
+                        )
+                    return Submitted(prior[1], False)
+            run_id, created = ledger.create(
+                conn,
+                kind.name,
+                params,
+                request_id=request_id,
+                single_flight_key=kind.single_flight(params),
+                timeout_s=_timeout(settings, kind),
+                trigger=trigger,
+            )
+            if idempotency_key:
+                stored = conn.execute(
+                    """INSERT INTO store_idempotency (key, request_hash, run_id) VALUES (%s, %s, %s)
+                       ON CONFLICT (key) DO NOTHING RETURNING 1""",
+                    (idempotency_key, digest, run_id),
+                ).fetchone()
+                if not stored:  # a concurrent request with the same key won: read its answer
+                    tx.force_rollback = True
+                    continue
+        break
+    if created:
+        enqueue(settings, conn, run_id, _timeout(settings, kind))
+    return Submitted(run_id, created)
+
+
+def enqueue(settings: Settings, conn: psycopg.Connection, run_id: str, timeout_s: float) -> bool:
+    """Hand a recorded job to RQ. False (job left queued for the reaper) if Redis is down."""
+    try:
+        queue.enqueue(settings, run_id, timeout_s)
+    except redis.exceptions.RedisError as exc:
+        logs.get("jobs").warning("enqueue failed; the reaper will retry", run_id=run_id, error=str(exc))
+        return False
+    ledger.mark_enqueued(conn, run_id)
+    return True

@@ -1,0 +1,51 @@
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py` serves the API on 0.0.0.0:$PORT."""
+import os
+import shutil
+import sys
+
+# Configuration errors stop the master with one line, before any worker forks.
+from app.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as _exc:
+    sys.stderr.write(f"market-data-store: {_exc}\n")
+    sys.exit(2)
+
+from app import logs  # noqa: E402
+
+wsgi_app = "app:create_app()"
+bind = f"0.0.0.0:{_settings.port}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+timeout = 30
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
+keepalive = 5
+limit_request_field_size = 8190
+accesslog = None  # the app logs each request itself, with its request id
+errorlog = "-"
+loglevel = _settings.log_level.lower()
+logconfig_dict = logs.logging_dict(_settings.log_level)
+control_socket_disable = True  # gunicorn >= 25: no control socket in a read-only container
+
+# Prometheus multiprocess mode: one directory shared by the workers, wiped at start.
+_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/market-data-store-metrics")
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}"]
+
+
+def on_starting(server):
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+    logs.configure(_settings.log_level, _settings.secrets())
+    logs.get("gunicorn").info("starting market-data-store API", bind=bind, workers=workers, threads=threads)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_int(worker):
+    logs.get("gunicorn").info("worker interrupted", pid=worker.pid)

@@ -1,0 +1,1 @@
+"""The job worker: `python -m worker` runs ledger jobs from the RQ queue."""
