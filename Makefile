@@ -1,0 +1,32 @@
+# market-data-store: the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+
+.PHONY: run test test-timescale venv bench clean
+
+## run: the API and one worker in the foreground (starts local Postgres/Redis if needed)
+run: venv
+	./scripts/run-local.sh
+
+## test: the whole test suite against real Postgres, Redis, gunicorn and workers
+test: venv
+	$(PY) -m pytest
+
+## test-timescale: only the TimescaleDB-marked tests (skipped where the extension is absent)
+test-timescale: venv
+	$(PY) -m pytest -m timescaledb
+
+## bench: every benchmark script (prints ratios against a baseline)
+bench: venv
+	for script in bench/*.py; do $(PY) $$script || exit 1; done
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache
