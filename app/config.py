@@ -7,6 +7,7 @@ variable; the entry points print that line and exit non-zero.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +46,7 @@ class Settings:
     lost_after: float = 30.0  # a running job without heartbeat this long is 'worker lost'
     requeue_after: float = 10.0  # a queued job missing from Redis this long is re-enqueued
     job_timeout: float = 3600.0  # default wall-clock limit of one job
+    kind_timeouts: tuple[tuple[str, float], ...] = ()  # JOB_TIMEOUT_<KIND>_SECONDS overrides
     # schedules (None = disabled)
     retention_every: timedelta | None = timedelta(days=1)
     refresh_every: timedelta | None = timedelta(minutes=5)
@@ -203,6 +205,13 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         kw["requeue_after"] = _float("JOB_REQUEUE_AFTER_SECONDS", env["JOB_REQUEUE_AFTER_SECONDS"], 1.0)
     if "JOB_TIMEOUT_SECONDS" in env:
         kw["job_timeout"] = _float("JOB_TIMEOUT_SECONDS", env["JOB_TIMEOUT_SECONDS"], 1.0)
+    kind_timeouts = []
+    for name in sorted(env):
+        match = re.fullmatch(r"JOB_TIMEOUT_([A-Z][A-Z0-9_]*)_SECONDS", name)
+        if match:
+            kind_timeouts.append((match.group(1).lower(), _float(name, env[name], 1.0)))
+    if kind_timeouts:
+        kw["kind_timeouts"] = tuple(kind_timeouts)
     if "RETENTION_SCHEDULE" in env:
         kw["retention_every"] = _schedule("RETENTION_SCHEDULE", env["RETENTION_SCHEDULE"])
     if "REFRESH_SCHEDULE" in env:

@@ -32,6 +32,10 @@ def request_hash(kind: str, params: dict) -> str:
 
 
 def _timeout(settings: Settings, kind: JobKind) -> float:
+    """JOB_TIMEOUT_<KIND>_SECONDS, else the kind's own limit, else JOB_TIMEOUT_SECONDS."""
+    override = dict(settings.kind_timeouts).get(kind.name)
+    if override is not None:
+        return override
     return kind.timeout_s if kind.timeout_s is not None else settings.job_timeout
 
 
