@@ -50,21 +50,40 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _install_metrics(app: Flask, settings: Settings) -> None:
-    from prometheus_client import REGISTRY
+    """GET /metrics via prometheus-flask-exporter, with our own metrics only (no defaults):
+    the per-process HTTP metrics (multiprocess mode under gunicorn) plus StoreCollector."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
     from prometheus_flask_exporter import PrometheusMetrics
-    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
     from app.metrics import StoreCollector
 
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        exporter = GunicornInternalPrometheusMetrics(app, export_defaults=False)
-        exporter.registry.register(StoreCollector(settings))
-    else:  # single process (tests, flask run): the default registry, collector added once
-        exporter = PrometheusMetrics(app, export_defaults=False, registry=REGISTRY)
-        if not getattr(REGISTRY, "_store_collector", False):
-            REGISTRY.register(StoreCollector(settings))
-            REGISTRY._store_collector = True
-    app.extensions["prometheus"] = exporter
+    collector = StoreCollector(settings)
+
+    class Exporter(PrometheusMetrics):
+        def generate_metrics(self, accept_header=None, names=None):
+            from prometheus_flask_exporter import choose_encoder
+
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                registry = CollectorRegistry()
+                multiprocess.MultiProcessCollector(registry)
+            else:
+                registry = CollectorRegistry()
+                registry.register(_Delegate(REGISTRY))
+            registry.register(collector)
+            encode, content_type = choose_encoder(accept_header)
+            return encode(registry).decode("utf-8"), content_type
+
+    app.extensions["prometheus"] = Exporter(app, export_defaults=False, registry=CollectorRegistry())
+
+
+class _Delegate:
+    """Expose another registry's samples inside a fresh one (single-process mode)."""
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def collect(self):
+        return self.registry.collect()
 
 
 def _install_request_context(app: Flask) -> None:

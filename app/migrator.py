@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from yoyo import get_backend, read_migrations
@@ -65,7 +65,7 @@ def yoyo_url(settings: Settings, session_name: str) -> str:
         f"-c lock_timeout={int(settings.lock_timeout_ms)} "
         f"-c statement_timeout={int(settings.statement_timeout_ms)} -c TimeZone=UTC"
     )
-    return urlunsplit(parts._replace(query=urlencode(args)))
+    return urlunsplit(parts._replace(query=urlencode(args, quote_via=quote)))
 
 
 def apply(settings: Settings, dry_run: bool = False, session_name: str = "store-migrate", wait_s: float = 30.0) -> dict:
