@@ -1,0 +1,30 @@
+"""The `redis` event bus: Redis Streams with the platform's envelope (CONTRACTS.md §3).
+
+One XADD per event on key `<namespace>:<stream>` with the single field `data` (the JSON
+envelope), trimmed to about `MAXLEN` entries (MAXLEN ~) so a stream nobody consumes
+stays bounded.
+"""
+from __future__ import annotations
+
+import json
+
+from app import queue
+from app.config import Settings
+
+MAXLEN = 10_000
+
+
+def stream_key(settings: Settings, stream: str) -> str:
+    return f"{settings.md_namespace}:{stream}"
+
+
+class RedisStreamsBus:
+    def __init__(self, settings: Settings, maxlen: int = MAXLEN):
+        self.settings = settings
+        self.maxlen = maxlen
+
+    def send(self, stream: str, envelope: dict) -> None:
+        data = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        queue.client(self.settings).xadd(
+            stream_key(self.settings, stream), {"data": data}, maxlen=self.maxlen, approximate=True
+        )
