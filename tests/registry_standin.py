@@ -8,7 +8,8 @@ be switched to:
 - `content`: same `$core_version`, one description changed (content_mismatch);
 - `version`: `$core_version` bumped and a property added (version_mismatch);
 - `missing`: 404;
-- `error`: 503 on every request for it.
+- `error`: 503 on every request for it;
+- `garbage`: 200 with a body that is not JSON.
 
 `stop()` closes the listening socket (connection refused: unreachable); `start()` binds
 the same port again. `fail_next(n)` answers 503 to the next n requests (retries).
@@ -30,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / "contracts" / "v1"
-MODES = ("synced", "content", "version", "missing", "error")
+MODES = ("synced", "content", "version", "missing", "error", "garbage")
 
 
 def _reversed(value):
@@ -173,7 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body) -> None:
-        data = json.dumps(body).encode()
+        self._send_raw(status, json.dumps(body).encode())
+
+    def _send_raw(self, status: int, data: bytes) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -201,6 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(404, {"detail": f"schema {name} not found"})
             if s.mode(schema_id) == "error":
                 return self._send(503, {"detail": "backend error"})
+            if s.mode(schema_id) == "garbage":
+                return self._send_raw(200, b"<html>proxy error</html>")
             content = s.served(schema_id)
             if content is None:
                 return self._send(404, {"detail": f"schema {name} not found"})
