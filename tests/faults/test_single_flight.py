@@ -1,0 +1,45 @@
+"""Simultaneous identical triggers collapse onto one run."""
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+import requests
+
+from conftest import TOKEN
+
+pytestmark = pytest.mark.timeout(120)
+N = 30
+
+
+def _storm(url: str, body: dict | None) -> list[requests.Response]:
+    barrier = threading.Barrier(N)
+    out: list = [None] * N
+
+    def one(i: int) -> None:
+        with requests.Session() as s:
+            s.headers["Authorization"] = f"Bearer {TOKEN}"
+            barrier.wait()
+            out[i] = s.post(url, json=body, timeout=30)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+@pytest.mark.parametrize("path,body", [("/migrate", None), ("/migrate", {"dry_run": True})])
+def test_thirty_simultaneous_triggers_make_one_run(database_url, service_factory, path, body):
+    svc = service_factory(database_url, env={"WEB_CONCURRENCY": "4"})
+    responses = _storm(svc.url + path, body)
+    assert [r.status_code for r in responses] == [202] * N, [r.text for r in responses if r.status_code != 202]
+    run_ids = {r.json()["run_id"] for r in responses}
+    assert len(run_ids) == 1, run_ids
+    assert sum(r.json()["new"] for r in responses) == 1
+    (run_id,) = run_ids
+    assert svc.wait_job(run_id)["status"] == "success"
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM store_jobs").fetchone()[0] == 1
