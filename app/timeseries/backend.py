@@ -1,0 +1,72 @@
+"""Which time-series backend a database (and a table) uses: TimescaleDB or plain Postgres.
+
+The choice is made once, by the migration that creates the time-series tables: if the
+`timescaledb` extension is installed, or available and preloaded
+(`shared_preload_libraries`), tables become hypertables; otherwise they become
+natively range-partitioned tables managed by `app.timeseries.partitions`.
+Afterwards each table's own kind is the truth (`table_backend`).
+"""
+from __future__ import annotations
+
+import psycopg
+
+TIMESCALEDB = "timescaledb"
+POSTGRES = "postgres"
+
+
+def timescaledb_version(conn: psycopg.Connection) -> str | None:
+    """The installed extension version in this database, or None."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    return row[0] if row else None
+
+
+def timescaledb_installable(conn: psycopg.Connection) -> bool:
+    """The extension's files are present and the library is preloaded by the server."""
+    row = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+                  AND current_setting('shared_preload_libraries') ~ '(^|[ ,])timescaledb($|[ ,])'"""
+    ).fetchone()
+    return bool(row[0])
+
+
+def enable_timescaledb(conn: psycopg.Connection) -> str:
+    """Install the extension when possible; return the backend new tables will use.
+
+    A server that preloads TimescaleDB but refuses CREATE EXTENSION (no privilege)
+    falls back to plain Postgres partitioning rather than failing the migration.
+    """
+    if timescaledb_version(conn):
+        return TIMESCALEDB
+    if not timescaledb_installable(conn):
+        return POSTGRES
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.errors.InsufficientPrivilege:
+        return POSTGRES
+    return TIMESCALEDB
+
+
+def is_hypertable(conn: psycopg.Connection, table: str) -> bool:
+    if not timescaledb_version(conn):
+        return False
+    row = conn.execute(
+        """SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                          WHERE hypertable_schema = current_schema() AND hypertable_name = %s)""",
+        (table,),
+    ).fetchone()
+    return bool(row[0])
+
+
+def is_partitioned(conn: psycopg.Connection, table: str) -> bool:
+    row = conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(%s)", (table,)).fetchone()
+    return bool(row and row[0])
+
+
+def table_backend(conn: psycopg.Connection, table: str) -> str:
+    """'timescaledb' for a hypertable, 'postgres' for a partitioned table; ValueError otherwise."""
+    if is_partitioned(conn, table):
+        return POSTGRES
+    if is_hypertable(conn, table):
+        return TIMESCALEDB
+    raise ValueError(f"{table} is neither a hypertable nor a partitioned table")

@@ -1,0 +1,313 @@
+"""Continuous aggregates of bars_ohlcv: `bars_ohlcv_1h` and `bars_ohlcv_1d`.
+
+Columns: provider, symbol, interval, bucket (UTC), open (first by ts), high, low,
+close (last by ts), volume (sum).
+
+- TimescaleDB: real continuous aggregates (materialized only), refreshed with
+  `CALL refresh_continuous_aggregate(...)`, which refuses to run inside a transaction
+  block: pass an autocommit connection.
+- Plain Postgres: rollup tables of the same name and shape. Statement-level triggers
+  with transition tables on the source (INSERT, UPDATE, DELETE) append the buckets
+  each statement touched to `store_rollup_invalidations`; a refresh recomputes only
+  the requested window or the invalidated buckets, in slices of one transaction each
+  (delete the slice's rollup rows, re-insert a GROUP BY over the source slice).
+  TRUNCATE of the source is not tracked.
+- Retention keeps rollups: buckets that begin before the source table's retention
+  watermark (`store_retention_policies.last_cutoff`) are frozen, never recomputed from
+  the partly dropped source. A refresh window is clamped to start at the first bucket
+  boundary at or after the watermark, and invalidations of frozen buckets are discarded.
+
+Concurrency: refreshes of one aggregate are serialised by an advisory lock; a refresh
+holds a shared advisory lock on its source that retention takes exclusively while it
+moves the watermark, so no refresh straddles a watermark move.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from app.timeseries import backend, catalog
+from app.timeseries.partitions import align, utc
+from app.timeseries.retry import retrying
+
+NAMES: tuple[str, ...] = catalog.AGGREGATE_NAMES
+ROLLUP_LOCK = 0x4D44_5341  # advisory namespace: one refresher per aggregate ('MDSA')
+WATERMARK_LOCK = 0x4D44_5357  # advisory namespace: retention watermark of a source table ('MDSW')
+ORIGIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
+DEFAULT_SLICE = timedelta(days=1)
+
+
+class RefreshError(Exception):
+    """The refresh cannot be done as asked (e.g. inside a transaction on TimescaleDB)."""
+
+
+def aggregate(name: str) -> catalog.Aggregate:
+    """Catalog entry; KeyError for an unknown name."""
+    return catalog.AGGREGATES[name]
+
+
+def ceil_bucket(ts: datetime, width: timedelta) -> datetime:
+    low = align(ts, width)
+    return low if low == utc(ts) else low + width
+
+
+def aligned_window(start: datetime, end: datetime, width: timedelta) -> tuple[datetime, datetime]:
+    """[start, end) widened to whole buckets."""
+    return align(start, width), ceil_bucket(end, width)
+
+
+def watermark(conn: psycopg.Connection, table: str) -> datetime | None:
+    """The source table's retention watermark (rows before it may have been removed)."""
+    row = conn.execute("SELECT last_cutoff FROM store_retention_policies WHERE table_name = %s", (table,)).fetchone()
+    return utc(row[0]) if row and row[0] else None
+
+
+def _source_oid_lock(conn: psycopg.Connection, table: str, shared: bool, xact: bool) -> None:
+    fn = {(True, True): "pg_advisory_xact_lock_shared", (True, False): "pg_advisory_lock_shared",
+          (False, True): "pg_advisory_xact_lock", (False, False): "pg_advisory_lock"}[(shared, xact)]
+    conn.execute(sql.SQL("SELECT {}(%s, %s::regclass::oid::int)").format(sql.Identifier(fn)), (WATERMARK_LOCK, table))
+
+
+def lock_watermark(conn: psycopg.Connection, table: str) -> None:
+    """Exclusive, transaction-level: taken by retention while it moves the watermark."""
+    _source_oid_lock(conn, table, shared=False, xact=True)
+
+
+# -- plain Postgres ----------------------------------------------------------------------
+_RECOMPUTE = """
+INSERT INTO {agg} (provider, symbol, "interval", bucket, open, high, low, close, volume)
+SELECT provider, symbol, "interval", date_bin(%(w)s, ts, %(origin)s),
+       (array_agg(open ORDER BY ts))[1], max(high), min(low), (array_agg(close ORDER BY ts DESC))[1], sum(volume)
+FROM {src}
+WHERE ts >= %(lo)s AND ts < %(hi)s
+GROUP BY 1, 2, 3, 4
+"""
+
+
+def _recompute_slice(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime, hi: datetime) -> dict:
+    """One transaction: recompute the rollup rows of buckets in [lo, hi) (clamped to the watermark)."""
+    ident = sql.Identifier(agg.name)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (ROLLUP_LOCK, agg.name))
+        _source_oid_lock(conn, agg.source, shared=True, xact=True)
+        frozen = watermark(conn, agg.source)
+        if frozen is not None:
+            lo = max(lo, ceil_bucket(frozen, agg.bucket))
+        if lo >= hi:
+            return {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
+        cleared = conn.execute(
+            "DELETE FROM store_rollup_invalidations WHERE aggregate = %s AND bucket >= %s AND bucket < %s",
+            (agg.name, lo, hi),
+        ).rowcount
+        conn.execute(sql.SQL("DELETE FROM {} WHERE bucket >= %s AND bucket < %s").format(ident), (lo, hi))
+        written = conn.execute(
+            sql.SQL(_RECOMPUTE).format(agg=ident, src=sql.Identifier(agg.source)),
+            {"w": agg.bucket, "origin": ORIGIN, "lo": lo, "hi": hi},
+        ).rowcount
+        conn.execute(
+            """UPDATE store_aggregates SET last_refresh_at = now(),
+                      watermark = greatest(watermark, %s) WHERE name = %s""",
+            (hi, agg.name),
+        )
+    return {"buckets": int((hi - lo) / agg.bucket), "rows_written": written, "invalidations_cleared": cleared}
+
+
+def _slices(lo: datetime, hi: datetime, width: timedelta):
+    cur = lo
+    while cur < hi:
+        nxt = min(hi, align(cur, width) + width)
+        yield cur, nxt
+        cur = nxt
+
+
+def _add(total: dict, part: dict) -> None:
+    for key, value in part.items():
+        total[key] = total.get(key, 0) + value
+
+
+def _pg_window(conn, agg, lo, hi, check, slice_width) -> dict:
+    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
+    width = max(slice_width, agg.bucket)
+    for s_lo, s_hi in _slices(lo, hi, width):
+        if check is not None:
+            check()
+        _add(total, retrying(lambda a=s_lo, b=s_hi: _recompute_slice(conn, agg, a, b), f"refresh {agg.name}",
+                             check=check))
+    return total
+
+
+def _pending_runs(conn: psycopg.Connection, agg: catalog.Aggregate) -> list[tuple[datetime, datetime]]:
+    """Invalidated buckets merged into contiguous [lo, hi) runs."""
+    rows = conn.execute(
+        """SELECT min(bucket), max(bucket) FROM (
+               SELECT bucket, bucket - (row_number() OVER (ORDER BY bucket)) * %s::interval AS grp
+               FROM (SELECT DISTINCT bucket FROM store_rollup_invalidations WHERE aggregate = %s) b
+           ) g GROUP BY grp ORDER BY 1""",
+        (agg.bucket, agg.name),
+    ).fetchall()
+    return [(utc(lo), utc(hi) + agg.bucket) for lo, hi in rows]
+
+
+def _pg_pending(conn, agg, check, slice_width) -> dict:
+    frozen = watermark(conn, agg.source)
+    dropped = 0
+    if frozen is not None:
+        dropped = conn.execute(
+            "DELETE FROM store_rollup_invalidations WHERE aggregate = %s AND bucket < %s",
+            (agg.name, ceil_bucket(frozen, agg.bucket)),
+        ).rowcount
+    runs = _pending_runs(conn, agg)
+    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
+    for lo, hi in runs:
+        _add(total, _pg_window(conn, agg, lo, hi, check, slice_width))
+    total["invalidations_frozen_discarded"] = dropped
+    total["ranges"] = len(runs)
+    window = {"start": runs[0][0].isoformat(), "end": runs[-1][1].isoformat()} if runs else None
+    return {"window": window, **total}
+
+
+# -- TimescaleDB ---------------------------------------------------------------------------
+def _require_autocommit(conn: psycopg.Connection) -> None:
+    if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RefreshError("refresh_continuous_aggregate cannot run inside a transaction: pass an idle autocommit connection")
+
+
+def _ts_refresh(conn, agg, lo: datetime | None, hi: datetime | None) -> dict:
+    """CALL refresh_continuous_aggregate over [lo, hi) (None: open end), under the shared watermark lock."""
+    _require_autocommit(conn)
+
+    def run() -> dict:
+        _source_oid_lock(conn, agg.source, shared=True, xact=False)
+        try:
+            frozen = watermark(conn, agg.source)
+            start = lo
+            if frozen is not None:
+                start = max(start, ceil_bucket(frozen, agg.bucket)) if start else ceil_bucket(frozen, agg.bucket)
+            if start is not None and hi is not None and start >= hi:
+                return {"buckets": 0, "rows_written": 0, "start": start, "end": hi}
+            conn.execute("CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
+                         (agg.name, start, hi))
+            conn.execute("UPDATE store_aggregates SET last_refresh_at = now() WHERE name = %s", (agg.name,))
+            written = conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE (%s::timestamptz IS NULL OR bucket >= %s) "
+                        "AND (%s::timestamptz IS NULL OR bucket < %s)").format(sql.Identifier(agg.name)),
+                (start, start, hi, hi),
+            ).fetchone()[0]
+            buckets = int((hi - start) / agg.bucket) if start and hi else None
+            return {"buckets": buckets, "rows_written": written, "start": start, "end": hi}
+        finally:
+            conn.execute("SELECT pg_advisory_unlock_shared(%s, %s::regclass::oid::int)", (WATERMARK_LOCK, agg.source))
+
+    return retrying(run, f"refresh {agg.name}")
+
+
+# -- the interface -------------------------------------------------------------------------
+def refresh(
+    conn: psycopg.Connection, name: str, start: datetime, end: datetime, *,
+    check: Callable[[], None] | None = None, slice_width: timedelta = DEFAULT_SLICE,
+) -> dict:
+    """Recompute aggregate `name` over [start, end) widened to whole buckets.
+
+    `conn`: an autocommit connection (required on TimescaleDB; on plain Postgres every
+    slice of `slice_width` is its own transaction, or a savepoint when `conn` is already
+    inside a transaction). Safe to run concurrently with ingest and with other
+    refreshes (serialised per aggregate). Returns the window refreshed, the number of
+    time buckets recomputed and of rollup rows (bucket x series) written.
+    """
+    agg = aggregate(name)
+    lo, hi = aligned_window(utc(start), utc(end), agg.bucket)
+    if lo >= hi:
+        raise ValueError("start must be before end")
+    frozen = watermark(conn, agg.source)
+    if backend.is_hypertable(conn, agg.source):
+        out = _ts_refresh(conn, agg, lo, hi)
+        result = {"buckets": out["buckets"], "rows_written": out["rows_written"]}
+        eff_lo = out["start"]
+    else:
+        result = _pg_window(conn, agg, lo, hi, check, slice_width)
+        eff_lo = max(lo, ceil_bucket(frozen, agg.bucket)) if frozen else lo
+    _record(conn, agg, {"mode": "window", **result})
+    return {
+        "aggregate": name,
+        "window": {"start": min(eff_lo, hi).isoformat(), "end": hi.isoformat()},
+        "frozen_before": frozen.isoformat() if frozen else None,
+        **result,
+    }
+
+
+def refresh_pending(
+    conn: psycopg.Connection, name: str, *, check: Callable[[], None] | None = None,
+    slice_width: timedelta = DEFAULT_SLICE,
+) -> dict:
+    """Recompute only what changed since the last refresh (inserts, updates, deletes).
+
+    Plain Postgres: the invalidated buckets (minus frozen ones). TimescaleDB: its own
+    invalidation log, from the watermark on. Same connection rules as `refresh`.
+    """
+    agg = aggregate(name)
+    frozen = watermark(conn, agg.source)
+    if backend.is_hypertable(conn, agg.source):
+        pending = pending_invalidations(conn, name)
+        out = _ts_refresh(conn, agg, None, None)
+        result = {"window": {"start": out["start"].isoformat() if out["start"] else None, "end": None},
+                  "buckets": None, "rows_written": out["rows_written"], "invalidations_cleared": pending}
+    else:
+        result = _pg_pending(conn, agg, check, slice_width)
+    _record(conn, agg, {"mode": "pending", **result})
+    return {"aggregate": name, "frozen_before": frozen.isoformat() if frozen else None, **result}
+
+
+def _record(conn: psycopg.Connection, agg: catalog.Aggregate, result: dict) -> None:
+    with conn.transaction():
+        conn.execute("UPDATE store_aggregates SET last_refresh_at = now(), last_result = %s WHERE name = %s",
+                     (Jsonb(result), agg.name))
+
+
+def pending_invalidations(conn: psycopg.Connection, name: str) -> int | None:
+    """Buckets waiting for a refresh (plain Postgres), or TimescaleDB's invalidation ranges."""
+    agg = aggregate(name)
+    if backend.is_hypertable(conn, agg.source):
+        row = conn.execute(
+            """SELECT count(*) FROM _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l
+               JOIN _timescaledb_catalog.continuous_agg c ON c.mat_hypertable_id = l.materialization_id
+               WHERE c.user_view_name = %s AND c.user_view_schema = current_schema()""",
+            (name,),
+        ).fetchone()
+        return int(row[0])
+    row = conn.execute(
+        "SELECT count(DISTINCT bucket) FROM store_rollup_invalidations WHERE aggregate = %s", (name,)
+    ).fetchone()
+    return int(row[0])
+
+
+def describe(conn: psycopg.Connection) -> list[dict]:
+    """GET /aggregates: name, source, bucket width, backend, last refresh, watermark, pending."""
+    out = []
+    for row in conn.execute(
+        "SELECT name, source, bucket_width, last_refresh_at, watermark, last_result FROM store_aggregates ORDER BY bucket_width, name"
+    ).fetchall():
+        name, source, width, last, mark, last_result = row
+        ts = backend.is_hypertable(conn, source)
+        if ts:
+            mark = conn.execute(
+                """SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id))
+                   FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s AND user_view_schema = current_schema()""",
+                (name,),
+            ).fetchone()[0]
+        frozen = watermark(conn, source)
+        out.append({
+            "name": name,
+            "source": source,
+            "bucket_width": width,
+            "backend": backend.TIMESCALEDB if ts else backend.POSTGRES,
+            "last_refresh_at": last,
+            "watermark": mark,
+            "frozen_before": frozen,
+            "pending_invalidations": pending_invalidations(conn, name),
+            "last_result": last_result,
+        })
+    return out
