@@ -4,6 +4,6 @@ from __future__ import annotations
 
 def blueprints():
     """Every blueprint the API serves, in registration order."""
-    from app.api import drift, jobs, probes, schema
+    from app.api import drift, jobs, openapi, probes, schema
 
-    return [probes.bp, schema.bp, jobs.bp, drift.bp]
+    return [probes.bp, schema.bp, jobs.bp, drift.bp, openapi.bp]
