@@ -271,9 +271,15 @@ def pending_invalidations(conn: psycopg.Connection, name: str) -> int | None:
     """Buckets waiting for a refresh (plain Postgres), or TimescaleDB's invalidation ranges."""
     agg = aggregate(name)
     if backend.is_hypertable(conn, agg.source):
+        # Finite ranges only: TimescaleDB keeps open-ended sentinel ranges in the log.
         row = conn.execute(
-            """SELECT count(*) FROM _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l
-               JOIN _timescaledb_catalog.continuous_agg c ON c.mat_hypertable_id = l.materialization_id
+            """SELECT (SELECT count(*) FROM _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l
+                       WHERE l.materialization_id = c.mat_hypertable_id
+                         AND l.lowest_modified_value > -9223372036854775808
+                         AND l.greatest_modified_value < 9223372036854775807)
+                    + (SELECT count(*) FROM _timescaledb_catalog.continuous_aggs_hypertable_invalidation_log h
+                       WHERE h.hypertable_id = c.raw_hypertable_id)
+               FROM _timescaledb_catalog.continuous_agg c
                WHERE c.user_view_name = %s AND c.user_view_schema = current_schema()""",
             (name,),
         ).fetchone()

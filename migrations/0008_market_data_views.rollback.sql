@@ -1,0 +1,2 @@
+DROP VIEW IF EXISTS data_freshness;
+DROP VIEW IF EXISTS latest_prices;
