@@ -7,7 +7,7 @@ import re
 from flask import current_app, g, jsonify, request
 
 from app import db
-from app.errors import BadRequest
+from app.errors import ApiError, BadRequest
 from app.jobs import service
 from app.jobs.base import JobKind
 
@@ -18,9 +18,27 @@ def settings():
     return current_app.config["SETTINGS"]
 
 
+def _read_body() -> bytes:
+    """The raw body, at most MAX_CONTENT_LENGTH bytes, chunked bodies included (413 past it)."""
+    if "body" in g:
+        return g.body
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    parts, size = [], 0
+    while size <= limit:
+        chunk = request.stream.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise ApiError(f"request body too large (limit {limit} bytes)", 413)
+    g.body = b"".join(parts)
+    return g.body
+
+
 def json_body() -> dict:
     """The request's JSON object ({} when the body is empty). 400 for anything else."""
-    raw = request.get_data(cache=True)  # bounded by MAX_CONTENT_LENGTH (413)
+    raw = _read_body()
     if not raw.strip():
         return {}
     try:

@@ -95,9 +95,16 @@ def execute(run_id: str) -> None:
     if row is None:
         log.info("job not queued any more; skipping", run_id=run_id)
         return
-    kind = _kinds().get(row["job"])
     structlog.contextvars.bind_contextvars(run_id=run_id, job=row["job"], request_id=row["request_id"])
+    try:
+        _run_claimed(s, run_id, row)
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id", "job", "request_id")
+
+
+def _run_claimed(s: config.Settings, run_id: str, row: dict) -> None:
     log = logs.get("worker")
+    kind = _kinds().get(row["job"])
     ctx = JobContext(
         run_id=run_id, kind=row["job"], settings=s, log=log, deadline=time.monotonic() + float(row["timeout_s"])
     )
@@ -112,23 +119,17 @@ def execute(run_id: str) -> None:
         result = kind.run(ctx, row["params"]) or {}
         ctx.check()
         status = "success"
-    except (JobCancelled, JobTimedOut, JobError) as exc:
-        status, error = _outcome(ctx, exc, float(row["timeout_s"]))
     except Exception as exc:  # noqa: BLE001 - every failure must reach the ledger
         status, error = _outcome(ctx, exc, float(row["timeout_s"]))
-        if status == "failed" and ctx.stop_reason is None:
+        if not isinstance(exc, (JobCancelled, JobTimedOut, JobError)) and ctx.stop_reason is None:
             log.exception("job crashed")
     finally:
         beat.done.set()
         beat.join(timeout=5)
-        structlog.contextvars.unbind_contextvars("run_id", "job", "request_id")
     duration = time.monotonic() - started
     with db.connect(s, application_name="store-runner", autocommit=True) as conn:
-        recorded = ledger.finish(
-            conn, run_id, status, result=result, error=error, progress=ctx.snapshot_progress()
-        )
-    log.info("job finished", run_id=run_id, job=row["job"], status=status, error=error,
-             duration_s=round(duration, 3), recorded=recorded)
+        recorded = ledger.finish(conn, run_id, status, result=result, error=error, progress=ctx.snapshot_progress())
+    log.info("job finished", status=status, error=error, duration_s=round(duration, 3), recorded=recorded)
     metrics.JOBS_FINISHED.inc(job=row["job"], status=status)
     metrics.JOB_DURATION.observe(duration, job=row["job"])
     _publish_end(s, run_id, row["job"], status, duration, error)
