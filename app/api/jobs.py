@@ -50,7 +50,8 @@ def list_jobs():
     if status is not None and status not in ledger.STATUSES:
         raise BadRequest(f"unknown status {status[:80]!r}; known: {', '.join(ledger.STATUSES)}")
     raw_limit = request.args.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    # isascii: str.isdigit() is also true for digits int() rejects, such as "²"
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
     with db.connection(settings()) as conn:
         ledger.bootstrap(conn, settings().database_url)
