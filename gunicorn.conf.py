@@ -2,6 +2,7 @@
 import os
 import shutil
 import sys
+import tempfile
 
 # Configuration errors stop the master with one line, before any worker forks.
 from app.config import ConfigError, load_settings
@@ -28,9 +29,17 @@ errorlog = "-"
 loglevel = _settings.log_level.lower()
 logconfig_dict = logs.logging_dict(_settings.log_level)
 control_socket_disable = True  # gunicorn >= 25: no control socket in a read-only container
+# Worker heartbeat files in memory (/dev/shm is a tmpfs in every container), not on the
+# image's overlay filesystem where a slow disk can stall heartbeats.
+if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+    worker_tmp_dir = "/dev/shm"
 
-# Prometheus multiprocess mode: one directory shared by the workers, wiped at start.
-_metrics_dir = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/market-data-store-metrics")
+# Prometheus multiprocess mode: one directory shared by the workers, wiped at start. It
+# lives under the temporary directory (/tmp in the image, a tmpfs in compose), so the
+# application directory can stay read-only.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "market-data-store-metrics")
+)
 raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}"]
 
 
