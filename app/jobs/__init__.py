@@ -5,7 +5,7 @@ To add a kind: write `app/jobs/<kind>.py` defining `KIND = JobKind(...)` (see
 """
 from __future__ import annotations
 
-from app.jobs import drift, migrate
+from app.jobs import aggregates, drift, migrate, retention
 from app.jobs.base import JobKind
 
-KINDS: dict[str, JobKind] = {m.KIND.name: m.KIND for m in (migrate, drift)}
+KINDS: dict[str, JobKind] = {m.KIND.name: m.KIND for m in (migrate, drift, retention, aggregates)}

@@ -1,0 +1,53 @@
+"""Retention policies and the retention trigger (admin)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, jsonify
+
+from app import db
+from app.api.common import json_body, settings, trigger
+from app.auth import admin_required
+from app.errors import BadRequest, NotFound
+from app.intervals import IntervalError, format_interval, parse_interval
+from app.jobs import retention as retention_job
+from app.timeseries import catalog, retention
+
+bp = Blueprint("retention", __name__)
+
+
+@bp.get("/retention/policies")
+@admin_required
+def list_policies():
+    with db.connection(settings()) as conn:
+        return jsonify({"policies": retention.policies(conn)})
+
+
+@bp.put("/retention/policies/<table>")
+@admin_required
+def put_policy(table: str):
+    if table not in catalog.TABLES:
+        raise NotFound(f"table {table[:80]!r} is not a time-series table; known: {', '.join(catalog.TABLES)}")
+    body = json_body()
+    unknown = set(body) - {"retain", "enabled"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: retain, enabled")
+    if "retain" not in body or body["retain"] is None:
+        raise BadRequest("retain is required, e.g. {\"retain\": \"30 days\"}")
+    try:
+        retain = parse_interval(body["retain"])
+    except IntervalError as exc:
+        raise BadRequest(f"retain: {exc}") from None
+    if retain < catalog.MIN_RETAIN:
+        raise BadRequest(f"retain must be at least {format_interval(catalog.MIN_RETAIN)}, got {body['retain']!r}")
+    enabled = body.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise BadRequest("enabled must be true or false")
+    with db.connection(settings()) as conn:
+        return jsonify(retention.set_policy(conn, table, timedelta(seconds=int(retain.total_seconds())), enabled))
+
+
+@bp.post("/retention/apply")
+@admin_required
+def apply_retention():
+    return trigger(retention_job.KIND)

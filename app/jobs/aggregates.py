@@ -1,0 +1,89 @@
+"""Job `refresh_aggregate`: refresh continuous aggregates (one or all), pending or over a window."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import psycopg
+
+from app.errors import BadRequest, NotFound
+from app.jobs.base import JobContext, JobError, JobKind
+from app.timeseries import rollups
+
+_MIN = datetime(1000, 1, 1, tzinfo=timezone.utc)
+_MAX = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def parse_time(field: str, value: object) -> datetime:
+    """Strict ISO 8601 (a 'Z' or offset; no offset means UTC); 400 naming the field."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{field} must be an ISO 8601 time such as 2024-01-31T00:00:00Z")
+    try:
+        ts = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise BadRequest(f"{field} is not an ISO 8601 time: {value[:80]!r}") from None
+    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    if not _MIN <= ts < _MAX:
+        raise BadRequest(f"{field} is out of range (years 1000 to 8999)")
+    return ts
+
+
+def parse(body: dict) -> dict:
+    unknown = set(body) - {"name", "start", "end"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: name, start, end")
+    name = body.get("name")
+    if name is not None:
+        if not isinstance(name, str) or not name:
+            raise BadRequest("name must be the name of an aggregate")
+        if name not in rollups.NAMES:
+            raise NotFound(f"no aggregate named {name[:80]!r}; known: {', '.join(rollups.NAMES)}")
+    start = parse_time("start", body["start"]) if body.get("start") is not None else None
+    end = parse_time("end", body["end"]) if body.get("end") is not None else None
+    if end is not None and start is None:
+        raise BadRequest("end needs a start (without both, the pending invalidations are refreshed)")
+    if start is not None and end is not None and start >= end:
+        raise BadRequest("start must be before end")
+    return {
+        "name": name,
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat() if end else None,
+    }
+
+
+def run(ctx: JobContext, params: dict) -> dict:
+    names = [params["name"]] if params["name"] else list(rollups.NAMES)
+    results: dict[str, dict] = {}
+    with ctx.connect(autocommit=True) as conn:
+        for name in names:
+            ctx.check()
+            try:
+                if params["start"]:
+                    start = datetime.fromisoformat(params["start"])
+                    end = datetime.fromisoformat(params["end"]) if params["end"] else datetime.now(timezone.utc)
+                    if start >= end:
+                        raise JobError(f"start {params['start']} is not before now")
+                    results[name] = rollups.refresh(conn, name, start, end, check=ctx.check)
+                else:
+                    results[name] = rollups.refresh_pending(conn, name, check=ctx.check)
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") from None
+            ctx.progress(aggregates=results)
+            ctx.log.info("aggregate refreshed", aggregate=name, result=results[name])
+    return {"aggregates": results}
+
+
+def _key(params: dict) -> str:
+    key = f"refresh_aggregate:{params['name'] or '*'}"
+    if params["start"]:
+        key += f":{params['start']}..{params['end'] or 'now'}"
+    return key
+
+
+KIND = JobKind(
+    name="refresh_aggregate",
+    run=run,
+    parse=parse,
+    single_flight=_key,
+    timeout_s=3600,
+    description="Refresh continuous aggregates: the pending invalidations, or a start/end window.",
+)

@@ -1,0 +1,59 @@
+"""Job `retention`: apply the retention policies (all tables, or one), optionally as a dry run."""
+from __future__ import annotations
+
+import psycopg
+
+from app.errors import BadRequest, NotFound
+from app.jobs.base import JobContext, JobError, JobKind
+from app.timeseries import catalog, retention
+
+
+def parse(body: dict) -> dict:
+    unknown = set(body) - {"table", "dry_run"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: table, dry_run")
+    table = body.get("table")
+    if table is not None:
+        if not isinstance(table, str) or not table:
+            raise BadRequest("table must be the name of a time-series table")
+        if table not in catalog.TABLES:
+            raise NotFound(f"table {table[:80]!r} is not a time-series table; known: {', '.join(catalog.TABLES)}")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise BadRequest("dry_run must be true or false")
+    return {"table": table, "dry_run": dry_run}
+
+
+def run(ctx: JobContext, params: dict) -> dict:
+    tables = [params["table"]] if params["table"] else list(catalog.TABLES)
+    results: dict[str, dict] = {}
+    failed: dict[str, str] = {}
+    with ctx.connect(autocommit=True) as conn:
+        for table in tables:
+            ctx.check()
+            try:
+                results[table] = retention.apply_table(
+                    conn, table, dry_run=params["dry_run"], check=ctx.check, progress=ctx.progress
+                )
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                failed[table] = f"gave up waiting for locks: {str(exc).splitlines()[0]}"
+            ctx.progress(tables=results, failed=failed)
+            ctx.log.info("retention applied", table=table, result=results.get(table), error=failed.get(table))
+    if failed:
+        raise JobError("retention incomplete: " + "; ".join(f"{t}: {m}" for t, m in failed.items()))
+    return {"dry_run": params["dry_run"], "tables": results}
+
+
+def _key(params: dict) -> str:
+    prefix = "retention-dry-run" if params["dry_run"] else "retention"
+    return f"{prefix}:{params['table'] or '*'}"
+
+
+KIND = JobKind(
+    name="retention",
+    run=run,
+    parse=parse,
+    single_flight=_key,
+    timeout_s=4 * 3600,
+    description="Remove rows older than each table's retention (drop partitions/chunks, delete the straddling part).",
+)

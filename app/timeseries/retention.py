@@ -1,0 +1,311 @@
+"""Retention: the policies (one row per time-series table) and removing what they expire.
+
+For a table whose policy is enabled, `apply_table` removes every row older than
+cutoff = now() - retain:
+
+1. moves the retention watermark (`last_cutoff`) first, under the exclusive watermark
+   lock, so no rollup refresh recomputes buckets from rows about to go (rollups are
+   the long-term record and keep the dropped ranges);
+2. plain Postgres: makes the partitions ahead of time and sweeps the DEFAULT
+   partition (rows newer than the cutoff move into proper partitions);
+3. drops whole partitions / chunks that end at or before the cutoff;
+4. deletes, in bounded batches, the rows older than the cutoff in the partition or
+   chunk that straddles it (and in the DEFAULT partition).
+
+Every step is a short transaction under the session's lock_timeout and is retried on
+lock timeouts and deadlocks, so ingest is never queued behind retention for long.
+A dry run computes the same figures and changes nothing.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Callable
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from app.intervals import format_interval
+from app.timeseries import backend, catalog, partitions, rollups
+from app.timeseries.partitions import utc
+from app.timeseries.retry import retrying
+
+RUN_LOCK = 0x4D44_5352  # advisory namespace: one retention run per table ('MDSR'), object = table oid
+BATCH_ROWS = 20_000
+
+Check = Callable[[], None]
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return utc(ts).isoformat() if ts else None
+
+
+# -- policies ------------------------------------------------------------------------------
+_POLICY_COLUMNS = "table_name, retain, enabled, updated_at, last_applied_at, last_cutoff, last_result"
+
+
+def _policy_doc(row) -> dict:
+    name, retain, enabled, updated, applied, cutoff, last = row
+    info = catalog.TABLES.get(name)
+    return {
+        "table": name,
+        "retain": format_interval(retain),
+        "retain_seconds": int(retain.total_seconds()),
+        "enabled": enabled,
+        "time_column": info.time_column if info else None,
+        "chunk_interval": format_interval(info.chunk) if info else None,
+        "default_retain": format_interval(info.default_retain) if info else None,
+        "updated_at": _iso(updated),
+        "last_applied_at": _iso(applied),
+        "watermark": _iso(cutoff),
+        "last_result": last,
+    }
+
+
+def policies(conn: psycopg.Connection) -> list[dict]:
+    rows = conn.execute(f"SELECT {_POLICY_COLUMNS} FROM store_retention_policies ORDER BY table_name").fetchall()
+    docs = [_policy_doc(r) for r in rows if r[0] in catalog.TABLES]
+    for doc in docs:
+        doc["backend"] = _backend_or_none(conn, doc["table"])
+    return docs
+
+
+def _backend_or_none(conn: psycopg.Connection, table: str) -> str | None:
+    try:
+        return backend.table_backend(conn, table)
+    except ValueError:
+        return None
+
+
+def get_policy(conn: psycopg.Connection, table: str) -> dict | None:
+    row = conn.execute(f"SELECT {_POLICY_COLUMNS} FROM store_retention_policies WHERE table_name = %s",
+                       (table,)).fetchone()
+    return _policy_doc(row) if row else None
+
+
+def set_policy(conn: psycopg.Connection, table: str, retain: timedelta, enabled: bool | None) -> dict:
+    """Create or replace a table's policy; `enabled=None` keeps the current value (new: true)."""
+    row = conn.execute(
+        f"""INSERT INTO store_retention_policies (table_name, retain, enabled) VALUES (%s, %s, coalesce(%s, true))
+            ON CONFLICT (table_name) DO UPDATE
+            SET retain = EXCLUDED.retain,
+                enabled = coalesce(%s, store_retention_policies.enabled),
+                updated_at = now()
+            RETURNING {_POLICY_COLUMNS}""",
+        (table, retain, enabled, enabled),
+    ).fetchone()
+    return _policy_doc(row)
+
+
+# -- applying one table ----------------------------------------------------------------------
+class _Run:
+    """State of one table's retention pass."""
+
+    def __init__(self, conn, table, dry_run, check, progress, batch_rows):
+        self.conn, self.table, self.dry_run = conn, table, dry_run
+        self.info = catalog.table(table)
+        self.check = check or (lambda: None)
+        self.progress = progress or (lambda **kw: None)
+        self.batch_rows = batch_rows
+        self.rows_removed = 0
+        self.dropped: list[str] = []
+
+    def note(self, phase: str) -> None:
+        self.progress(table=self.table, phase=phase, rows_removed=self.rows_removed, dropped=len(self.dropped))
+
+    def count(self, relation: str, cutoff: datetime | None = None) -> int:
+        q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(relation))
+        if cutoff is None:
+            return self.conn.execute(q).fetchone()[0]
+        q += sql.SQL(" WHERE {} < %s").format(sql.Identifier(self.info.time_column))
+        return self.conn.execute(q, (cutoff,)).fetchone()[0]
+
+    def delete_batches(self, relation: str, cutoff: datetime) -> int:
+        """Delete rows of `relation` (a partition) older than cutoff, BATCH_ROWS per transaction."""
+        rel, col = sql.Identifier(relation), sql.Identifier(self.info.time_column)
+        stmt = sql.SQL(
+            "DELETE FROM {r} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {r} WHERE {c} < %s LIMIT %s))"
+        ).format(r=rel, c=col)
+        removed = 0
+        while True:
+            self.check()
+            n = retrying(lambda: self.conn.execute(stmt, (cutoff, self.batch_rows)).rowcount,
+                         f"delete from {relation}", check=self.check)
+            removed += n
+            self.rows_removed += n
+            self.note("deleting")
+            if n == 0:
+                return removed
+
+    def delete_batches_by_key(self, lo: datetime, cutoff: datetime) -> int:
+        """Hypertable: delete rows in [lo, cutoff) by primary key batches (works on compressed chunks)."""
+        keys = primary_key(self.conn, self.table)
+        cols = sql.SQL(", ").join(map(sql.Identifier, keys))
+        col = sql.Identifier(self.info.time_column)
+        stmt = sql.SQL(
+            "DELETE FROM {t} WHERE ({k}) IN (SELECT {k} FROM {t} WHERE {c} >= %s AND {c} < %s LIMIT %s)"
+        ).format(t=sql.Identifier(self.table), k=cols, c=col)
+        removed = 0
+        while True:
+            self.check()
+            n = retrying(lambda: self.conn.execute(stmt, (lo, cutoff, self.batch_rows)).rowcount,
+                         f"delete from {self.table}", check=self.check)
+            removed += n
+            self.rows_removed += n
+            self.note("deleting")
+            if n == 0:
+                return removed
+
+
+def primary_key(conn: psycopg.Connection, table: str) -> list[str]:
+    rows = conn.execute(
+        """SELECT a.attname FROM pg_index i
+           CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+           WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY k.pos""",
+        (table,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _move_watermark(conn: psycopg.Connection, table: str, cutoff: datetime) -> None:
+    def move() -> None:
+        with conn.transaction():
+            rollups.lock_watermark(conn, table)
+            conn.execute(
+                """UPDATE store_retention_policies
+                   SET last_cutoff = greatest(coalesce(last_cutoff, '-infinity'), %s) WHERE table_name = %s""",
+                (cutoff, table),
+            )
+
+    retrying(move, f"move retention watermark of {table}")
+
+
+def _postgres(run: _Run, cutoff: datetime) -> dict:
+    conn, table = run.conn, run.table
+    made = moved = 0
+    if not run.dry_run:
+        run.note("premaking partitions")
+        made = partitions.premake(conn, table)
+        run.note("sweeping default partition")
+        swept = partitions.sweep_default(conn, table, not_before=cutoff, check=run.check)
+        made += swept["partitions_created"]
+        moved = swept["rows_moved"]
+        # Partitions detached by an earlier run that stopped before dropping them.
+        for name in partitions.retired_tables(conn, table):
+            run.rows_removed += run.count(name)
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+            run.dropped.append(name)
+    straddling = []
+    for part in partitions.list_partitions(conn, table):
+        run.check()
+        if part.hi <= cutoff:
+            if run.dry_run:
+                run.rows_removed += run.count(part.name)
+                run.dropped.append(part.name)
+                continue
+            run.note("dropping partitions")
+            retired = partitions.retire(conn, table, part.name)
+            run.rows_removed += run.count(retired)
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(retired)))
+            run.dropped.append(part.name)
+        elif part.lo < cutoff:
+            straddling.append(part.name)
+    default = partitions.default_partition(conn, table)
+    if default:
+        straddling.append(default)
+    for name in straddling:
+        if run.dry_run:
+            run.rows_removed += run.count(name, cutoff)
+        else:
+            run.delete_batches(name, cutoff)
+    return {"partitions_created": made, "rows_moved_from_default": moved}
+
+
+def _timescaledb(run: _Run, cutoff: datetime) -> dict:
+    conn, table = run.conn, run.table
+    chunks = conn.execute(
+        """SELECT chunk_schema, chunk_name, range_start, range_end
+           FROM timescaledb_information.chunks
+           WHERE hypertable_schema = current_schema() AND hypertable_name = %s AND range_start < %s
+           ORDER BY range_start""",
+        (table, cutoff),
+    ).fetchall()
+    whole = [(f"{schema}.{name}", lo, hi) for schema, name, lo, hi in chunks if hi <= cutoff]
+    for schema, name, _lo, hi in chunks:
+        if hi <= cutoff:
+            run.check()
+            run.rows_removed += conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()[0]
+    if whole and not run.dry_run:
+        run.note("dropping chunks")
+        dropped = retrying(
+            lambda: conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (table, cutoff)).fetchall(),
+            f"drop chunks of {table}", check=run.check,
+        )
+        run.dropped.extend(r[0] for r in dropped)
+    else:
+        run.dropped.extend(name for name, _lo, _hi in whole)
+    for _schema, _name, lo, hi in chunks:
+        if hi > cutoff:
+            if run.dry_run:
+                col = sql.Identifier(run.info.time_column)
+                run.rows_removed += conn.execute(
+                    sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s AND {} < %s").format(sql.Identifier(table), col, col),
+                    (lo, cutoff),
+                ).fetchone()[0]
+            else:
+                run.delete_batches_by_key(lo, cutoff)
+    return {}
+
+
+def apply_table(
+    conn: psycopg.Connection, table: str, *, dry_run: bool = False, check: Check | None = None,
+    progress: Callable[..., None] | None = None, batch_rows: int = BATCH_ROWS,
+) -> dict:
+    """Apply `table`'s policy now. `conn` must be an autocommit connection.
+
+    Returns cutoff, rows removed (or that would be), partitions/chunks dropped.
+    A table whose policy is disabled, or that another retention run is working on,
+    is skipped (`skipped` says why); plain-Postgres partition upkeep still runs for
+    a disabled policy.
+    """
+    if not conn.autocommit:
+        raise ValueError("apply_table needs an autocommit connection")
+    policy = get_policy(conn, table)
+    if policy is None:
+        raise ValueError(f"no retention policy for {table}")
+    use = backend.table_backend(conn, table)
+    got = conn.execute("SELECT pg_try_advisory_lock(%s, %s::regclass::oid::int)", (RUN_LOCK, table)).fetchone()[0]
+    if not got:
+        return {"table": table, "skipped": "another retention run is working on this table"}
+    try:
+        if not policy["enabled"]:
+            if use == backend.POSTGRES and not dry_run:
+                partitions.premake(conn, table)
+            return {"table": table, "backend": use, "skipped": "policy disabled", "retain": policy["retain"]}
+        retain = timedelta(seconds=policy["retain_seconds"])
+        cutoff = utc(conn.execute("SELECT now() - %s::interval", (retain,)).fetchone()[0])
+        run = _Run(conn, table, dry_run, check, progress, batch_rows)
+        if not dry_run:
+            _move_watermark(conn, table, cutoff)
+        extra = (_postgres if use == backend.POSTGRES else _timescaledb)(run, cutoff)
+        result = {
+            "table": table,
+            "backend": use,
+            "dry_run": dry_run,
+            "retain": policy["retain"],
+            "cutoff": cutoff.isoformat(),
+            "rows_removed": run.rows_removed,
+            "dropped": len(run.dropped),
+            "dropped_names": run.dropped,
+            **extra,
+        }
+        if not dry_run:
+            conn.execute(
+                "UPDATE store_retention_policies SET last_applied_at = now(), last_result = %s WHERE table_name = %s",
+                (Jsonb(result), table),
+            )
+        return result
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s::regclass::oid::int)", (RUN_LOCK, table))
