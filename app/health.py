@@ -30,8 +30,9 @@ def _database(settings: Settings) -> tuple[dict, dict]:
     started = time.perf_counter()
     try:
         with db.connection(settings, timeout=settings.health_timeout) as conn:
-            conn.execute(f"SET statement_timeout = {int(settings.health_timeout * 1000)}")
-            schema = migrator.status(conn)
+            with conn.transaction():
+                conn.execute(f"SET LOCAL statement_timeout = {int(settings.health_timeout * 1000)}")
+                schema = migrator.status(conn)
             registry = _registry_state(conn)
     except Exception as exc:  # noqa: BLE001 - any failure is a finding, not a crash
         reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:200]
@@ -48,11 +49,9 @@ def _database(settings: Settings) -> tuple[dict, dict]:
 
 def _registry_state(conn) -> dict | None:
     """The registry as seen by the last drift check (never a live call from a probe)."""
-    try:
-        from app.drift import health_component
-    except ImportError:
-        return None
-    return health_component(conn)
+    from app.drift import health_component
+
+    return health_component(conn)  # autocommit: its own failures leave nothing behind
 
 
 def _redis(settings: Settings) -> dict:
