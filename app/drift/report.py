@@ -14,8 +14,6 @@ def report(settings: Settings, check: Check) -> int:
     from app import pulse
 
     at = check.checked_at.timestamp()
-    metrics.REGISTRY_UP.set(1 if check.registry_reachable else 0, track=check.track)
-    metrics.DRIFT_LAST_CHECK.set(at, track=check.track)
     published = 0
     for r in check.results:
         if not r.drifted:
@@ -24,4 +22,8 @@ def report(settings: Settings, check: Check) -> int:
         metrics.SCHEMA_DRIFT.inc(**labels)
         metrics.SCHEMA_DRIFT_LAST.set(at, **labels)
         published += pulse.publish_drift(settings, r, track=check.track, detected_at=at)
+    # after the drift gauges: StoreSchemaDriftSustained compares the two timestamps, and a
+    # scrape between the writes must not see this check without its drift
+    metrics.REGISTRY_UP.set(1 if check.registry_reachable else 0, track=check.track)
+    metrics.DRIFT_LAST_CHECK.set(at, track=check.track)
     return published
