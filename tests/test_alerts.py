@@ -127,3 +127,15 @@ def test_dashboard_is_importable(tmp_path):
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     out = run(promtool(), "check", "rules", str(path))
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_runbook_links_point_at_runbook_sections():
+    for name, rule in alerts().items():
+        url = rule["annotations"].get("runbook_url")
+        if url is None:
+            continue
+        path, _, anchor = url.partition("#")
+        text = (ROOT / path).read_text()
+        headings = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+                    for h in re.findall(r"^#+ (.+)$", text, re.M)}
+        assert anchor in headings, (name, anchor)
