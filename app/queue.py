@@ -23,7 +23,7 @@ def client(settings: Settings, blocking: bool = False) -> redis.Redis:
                 _clients[key] = redis.Redis.from_url(
                     settings.redis_url,
                     socket_connect_timeout=1.0,
-                    socket_timeout=None if blocking else 2.0,
+                    socket_timeout=None if blocking else 1.0,
                     health_check_interval=15,
                     retry_on_timeout=False,
                 )

@@ -12,6 +12,7 @@ import time
 import uuid
 
 import psycopg
+import redis
 from rq import SimpleWorker
 
 from app import config, db, logs, metrics, queue
@@ -33,6 +34,18 @@ def _wait_for_database(settings: config.Settings, log) -> None:
             delay = min(delay * 2, 10)
 
 
+def _wait_for_redis(settings: config.Settings, log) -> None:
+    delay = 0.5
+    while True:
+        try:
+            queue.client(settings, blocking=True).ping()
+            return
+        except redis.exceptions.RedisError as exc:
+            log.warning("redis not reachable yet; retrying", error=str(exc), retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
 def main() -> int:
     try:
         settings = config.load_settings()
@@ -43,6 +56,7 @@ def main() -> int:
     runner.use_settings(settings)
     metrics.bind(settings)
     _wait_for_database(settings, log)
+    _wait_for_redis(settings, log)
 
     scheduler = Scheduler(settings)
     scheduler.start()
