@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from app.drift.check import Check
 
 HISTORY_DAYS = 30
+HEALTH_TIMEOUT_MS = 1000
 STATUSES = ("synced", "drift", "missing_in_registry", "unknown")
 
 _UPSERT = """
@@ -92,17 +93,19 @@ def last_drift(conn: psycopg.Connection, track: str) -> dict[str, datetime]:
 def health_component(conn: psycopg.Connection) -> dict | None:
     """The `registry` health component from the last persisted check (None before any check).
 
-    Never calls the registry. `conn` is an autocommit connection, so a failed query here
-    leaves no aborted transaction behind.
+    Never calls the registry. Bounded by its own statement timeout; its queries run in a
+    transaction of their own, so a failure leaves the (autocommit) connection usable.
     """
     try:
-        if not _exists(conn):
-            return None
-        row = conn.execute(
-            """SELECT track, checked_at, registry_reachable, error, results,
-                      EXTRACT(EPOCH FROM now() - checked_at)
-               FROM store_drift_checks ORDER BY checked_at DESC, id DESC LIMIT 1"""
-        ).fetchone()
+        with conn.transaction():  # rolled back on error: the connection stays usable
+            conn.execute(f"SET LOCAL statement_timeout = {HEALTH_TIMEOUT_MS}")
+            if not _exists(conn):
+                return None
+            row = conn.execute(
+                """SELECT track, checked_at, registry_reachable, error, results,
+                          EXTRACT(EPOCH FROM now() - checked_at)
+                   FROM store_drift_checks ORDER BY checked_at DESC, id DESC LIMIT 1"""
+            ).fetchone()
     except psycopg.Error as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         return {"name": "registry", "state": "degraded", "details": {"error": f"last drift check unreadable: {reason}"}}
