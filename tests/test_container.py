@@ -283,6 +283,7 @@ def test_store_service_keeps_the_hub_and_gains_redis():
     assert store["profiles"] == ["store"]
     assert store["build"] == {"context": "../market-data-store"}
     assert store["image"] == "market-data-store:latest"
+    assert store["pull_policy"] == "build", "compose would first try to pull market-data-store:latest"
     # read-only root file system; the only writable place the processes need is /tmp
     assert store.get("read_only") is True and "/tmp" in store["tmpfs"]
 
@@ -308,6 +309,7 @@ def _volume_target(volume) -> str:
 def test_worker_service_is_the_same_image_running_the_worker():
     store, worker = service("store"), service("worker")
     assert worker["build"] == store["build"] and worker["image"] == store["image"], "same build as the store"
+    assert worker["pull_policy"] == store["pull_policy"] == "build"
     assert worker["command"] == ["python", "-m", "worker"]
     assert worker["depends_on"] == {"postgres": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}}
     assert worker.get("healthcheck") == {"disable": True}, "the image's HTTP health check does not apply to a worker"
