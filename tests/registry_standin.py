@@ -9,7 +9,8 @@ be switched to:
 - `version`: `$core_version` bumped and a property added (version_mismatch);
 - `missing`: 404;
 - `error`: 503 on every request for it;
-- `garbage`: 200 with a body that is not JSON.
+- `garbage`: 200 with a body that is not JSON;
+- `hang`: answers only after `hang_s` seconds (read timeouts).
 
 `stop()` closes the listening socket (connection refused: unreachable); `start()` binds
 the same port again. `fail_next(n)` answers 503 to the next n requests (retries).
@@ -23,6 +24,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / "contracts" / "v1"
-MODES = ("synced", "content", "version", "missing", "error", "garbage")
+MODES = ("synced", "content", "version", "missing", "error", "garbage", "hang")
 
 
 def _reversed(value):
@@ -81,6 +83,7 @@ class RegistryStandin:
             content = json.loads(path.read_text())
             self.schemas[content["$schema_id"]] = content
         self.modes: dict[str, str] = {}
+        self.hang_s = 2.0
         self.hits: Counter = Counter()
         self._fail_next = 0
         self._lock = threading.Lock()
@@ -204,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(404, {"detail": f"schema {name} not found"})
             if s.mode(schema_id) == "error":
                 return self._send(503, {"detail": "backend error"})
+            if s.mode(schema_id) == "hang":
+                time.sleep(s.hang_s)
             if s.mode(schema_id) == "garbage":
                 return self._send_raw(200, b"<html>proxy error</html>")
             content = s.served(schema_id)

@@ -193,6 +193,16 @@ def test_unreachable_registry_gives_unknown_never_stale_answers(standin):
     assert all(r.registry_sha256 is None and r.registry_version is None and r.drift_type is None for r in down.results)
 
 
+def test_a_registry_that_does_not_answer_costs_one_retry_cycle(standin):
+    standin.set("telemetry.FeedbackEvent", "hang")  # the first pin fetched
+    registry = Registry(standin.url, read_timeout=0.2, retries=1, backoff=0.05)
+    result = check(registry, "v1", pins.for_track("v1"))
+    assert not result.registry_reachable and "timed out" in result.error
+    assert [r.status for r in result.results] == ["unknown"] * 3
+    assert standin.hits["/schemas/v1/telemetry.FeedbackEvent.schema"] == 2  # tried twice, then gave up
+    assert standin.hits["/schemas/v1/telemetry.HealthStatus.schema"] == 0  # not asked: cut off
+
+
 def test_one_failing_schema_is_unknown_and_the_rest_still_checked(standin):
     standin.set("telemetry.FeedbackEvent", "error")
     standin.set("telemetry.HealthStatus", "content")

@@ -66,6 +66,8 @@ def by_schema(doc: dict) -> dict[str, dict]:
 def test_drift_check_end_to_end(database_url, service_factory, redis_url, standin):
     svc = service_factory(database_url, env={"REGISTRY_URL": standin.url, "EVENT_BUS_BACKEND": "redis"})
     r = redis.Redis.from_url(redis_url)
+    unmigrated = svc.get("/drift")  # the drift tables do not exist yet
+    assert unmigrated.status_code == 200 and unmigrated.json()["checked_at"] is None
     migrate_run = svc.migrate()["run_id"]
 
     # before any check: the pins, all unknown; no registry component yet
