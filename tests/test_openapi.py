@@ -87,3 +87,11 @@ def test_documented_security_is_what_the_api_enforces(app, document):
             assert authed.status_code != 401, (method, path)
         else:
             assert resp.status_code != 401, (method, path, resp.status_code)
+
+
+def test_documented_names_are_the_catalogs(document):
+    from app.timeseries import catalog
+
+    schemas = document["components"]["schemas"]
+    assert sorted(schemas["TableName"]["enum"]) == sorted(catalog.TABLES)
+    assert sorted(schemas["AggregateName"]["enum"]) == sorted(catalog.AGGREGATE_NAMES)

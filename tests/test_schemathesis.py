@@ -7,6 +7,7 @@ valid input refused fails the test with schemathesis' own report.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -20,12 +21,23 @@ pytestmark = pytest.mark.timeout(300)
 SEED = 20261125
 MAX_EXAMPLES = 100
 
+# Rules JSON Schema cannot state (start < end, years 1000-8999, an interval of at least one
+# hour in a known unit) make some schema-valid bodies a 400 naming the field. Only for
+# those operations does the positive-data check also accept 400.
+CONFIG = """
+[[operations]]
+include-operation-id = ["refreshAggregate", "putRetentionPolicy"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409"]
+"""
+
 
 def test_schemathesis_finds_nothing(migrated_service, tmp_path):
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
     assert st, "schemathesis is not installed (requirements-dev.txt)"
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
     cmd = [
-        st, "run", migrated_service.url + "/openapi.json",
+        st, "--no-color", "--config-file", str(config), "run", migrated_service.url + "/openapi.json",
         "--header", f"Authorization: Bearer {TOKEN}",
         "--checks", "all",
         "--mode", "all",
@@ -33,10 +45,9 @@ def test_schemathesis_finds_nothing(migrated_service, tmp_path):
         "--seed", str(SEED),
         "--request-timeout", "10",
         "--workers", "2",
-        "--no-color",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     report = proc.stdout[-12000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, report
-    assert "No issues found" in proc.stdout, report
+    assert re.search(r"(\d+) generated, \1 passed", proc.stdout), report  # every case passed
     assert '"unhandled error"' not in migrated_service.logs(), "the API logged an unhandled error"
