@@ -317,6 +317,7 @@ def test_worker_service_is_the_same_image_running_the_worker():
         assert scaling_blocker not in worker, f"--scale worker=N needs no {scaling_blocker}"
     assert worker["profiles"] == ["store"]
     assert worker["networks"] == store["networks"]
+    assert worker.get("read_only") is True and "/tmp" in worker["tmpfs"]
     for key in ("DATABASE_URL", "REDIS_URL", "REGISTRY_URL", "REGISTRY_TRACK", "LOG_LEVEL", "PULSE_ENABLED",
                 "EVENT_BUS_BACKEND"):
         assert worker["environment"][key] == store["environment"].get(key), f"worker and API must agree on {key}"
