@@ -771,7 +771,11 @@ def test_deployment_doc_matches_the_files():
     needed = set(service("store")["environment"]) | set(service("worker")["environment"]) | (set(image_env()) - build_only)
     assert not needed - documented, f"environment variables missing from the table: {sorted(needed - documented)}"
     assert service("worker")["stop_grace_period"] in doc and service("store")["stop_grace_period"] in doc
-    readme = ROOT / "README.md"
-    if readme.exists() and "## Deployment" in readme.read_text():
-        section = readme.read_text().split("## Deployment", 1)[1].split("\n## ", 1)[0]
-        assert "docs/deployment.md" in section or "--profile store" in section
+    readme = (ROOT / "README.md").read_text()
+    assert "\n## Deployment\n" in readme
+    section = readme.split("\n## Deployment\n", 1)[1].split("\n## ", 1)[0]
+    for needed in ("docker compose -f ../market_data_infra/docker-compose.yml -f docker-compose.override.yml "
+                   "--profile store up -d", "--scale worker=", "--appendonly yes", "noeviction",
+                   service("store")["stop_grace_period"], service("worker")["stop_grace_period"],
+                   "docs/deployment.md"):
+        assert needed in section, f"README's Deployment section lacks {needed!r}"
