@@ -43,6 +43,25 @@ _metrics_dir = os.environ.setdefault(
 raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}"]
 
 
+def _json_error(sock, status_int, reason, mesg):
+    """gunicorn's own rejections (oversized or malformed headers, bad request lines) are
+    JSON `{"error": ...}` like every other error, instead of gunicorn's HTML page."""
+    import json
+
+    from gunicorn.util import write_nonblock
+
+    body = json.dumps({"error": f"{reason.lower()}: {mesg}"}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def post_fork(server, worker):
+    from gunicorn import util
+
+    util.write_error = _json_error
+
+
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
