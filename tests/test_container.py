@@ -506,8 +506,9 @@ class Container:
 
     def start(self) -> "Container":
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([*self.img.prefix, *self.argv], cwd=self.img.workdir, env=self.env,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([*self.img.prefix, *self.argv], cwd=self.img.workdir, env=self.env,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def shell(self, command: str) -> int:
@@ -564,7 +565,7 @@ class Deployment:
     """The compose services `store` and `worker` against a test database and Redis."""
 
     def __init__(self, img: Image, database_url: str, redis_url: str):
-        self.img = img
+        self.img, self.database_url = img, database_url
         self.tmp = Path(tempfile.mkdtemp(prefix="mds-ctr-"))
         os.chmod(self.tmp, 0o755)
         self.tmpdir = self.tmp / "tmp"  # the container's private /tmp (a tmpfs in compose)
@@ -624,7 +625,6 @@ def deployment(image, database_url, redis_url):
 @pytest.fixture
 def migrated_deployment(image, migrated_database_url, redis_url):
     dep = Deployment(image, migrated_database_url, redis_url)
-    dep.database_url = migrated_database_url
     yield dep
     dep.close()
 
