@@ -32,7 +32,7 @@ def parse_interval(text: object) -> timedelta:
     iso = _ISO.match(raw.upper())
     if iso and any(iso.groups()):
         w, d, h, m, s = (int(g or 0) for g in iso.groups())
-        total = timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+        seconds = w * 604800 + d * 86400 + h * 3600 + m * 60 + s
     else:
         low = raw.lower()
         pos, seconds = 0, 0
@@ -43,12 +43,11 @@ def parse_interval(text: object) -> timedelta:
             pos = match.end()
         if pos == 0 or low[pos:].strip():
             raise IntervalError(f"not an interval: {text!r} (try '30 days' or '12h')")
-        total = timedelta(seconds=seconds)
-    if total <= timedelta(0):
+    if seconds <= 0:
         raise IntervalError(f"interval must be positive, got {text!r}")
-    if total > _MAX:
+    if seconds > _MAX.total_seconds():  # before timedelta(), which overflows past ~2.7 million years
         raise IntervalError(f"interval is too long: {text!r}")
-    return total
+    return timedelta(seconds=seconds)
 
 
 def format_interval(value: timedelta) -> str:
