@@ -21,7 +21,10 @@ def parse_time(field: str, value: object) -> datetime:
         ts = datetime.fromisoformat(value.strip())
     except ValueError:
         raise BadRequest(f"{field} is not an ISO 8601 time: {value[:80]!r}") from None
-    ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    try:
+        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    except OverflowError:  # year 1 or 9999 shifted by its offset past datetime's range
+        raise BadRequest(f"{field} is out of range (years 1000 to 8999)") from None
     if not _MIN <= ts < _MAX:
         raise BadRequest(f"{field} is out of range (years 1000 to 8999)")
     return ts
