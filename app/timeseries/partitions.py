@@ -63,12 +63,16 @@ def partition_name(table: str, lo: datetime) -> str:
 
 
 def list_partitions(conn: psycopg.Connection, table: str) -> list[Partition]:
-    """The table's range partitions (not the DEFAULT one), ordered by range."""
+    """The table's range partitions (not the DEFAULT one), ordered by range.
+
+    Reads the catalog only: `pg_get_expr(..., 0)` deparses the constant bounds without
+    opening (locking) the partitions, so it never waits behind partition DDL.
+    """
     rows = conn.execute(
         r"""SELECT c.relname, b[1]::timestamptz, b[2]::timestamptz
             FROM pg_inherits i
             JOIN pg_class c ON c.oid = i.inhrelid
-            CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
+            CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, 0),
                                             'FROM \(''([^'']*)''\) TO \(''([^'']*)''\)') AS b
             WHERE i.inhparent = %s::regclass AND b IS NOT NULL
             ORDER BY 2""",
