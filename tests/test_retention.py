@@ -1,0 +1,173 @@
+"""Retention on plain Postgres, driven directly: what is removed, what is kept, how it yields."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from app.timeseries import partitions, retention, rollups
+from conftest import wait_for
+from timescale_cluster import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
+
+UTC = timezone.utc
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def conn(migrated_database_url):
+    with psycopg.connect(migrated_database_url, autocommit=True) as c:
+        yield c
+
+
+def _load_60_days(conn, step=timedelta(hours=1)):
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    partitions.ensure_range(conn, "bars_ohlcv", now - 61 * DAY, now)
+    rows = (bar_series("AAPL", now - 60 * DAY, now, step)
+            + bar_series("MSFT", now - 60 * DAY, now, step * 2, provider="other"))
+    insert_bars(conn, rows)
+    retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), True)
+    return rows
+
+
+def test_removes_every_row_older_than_the_cutoff_dropping_whole_partitions(conn):
+    rows = _load_60_days(conn)
+    seen = []
+    result = retention.apply_table(conn, "bars_ohlcv", batch_rows=50, progress=lambda **kw: seen.append(kw))
+    cutoff = datetime.fromisoformat(result["cutoff"])
+    older = [r for r in rows if r[3] < cutoff]
+    assert result["rows_removed"] == len(older) > 0
+    assert conn.execute("SELECT count(*) FROM bars_ohlcv WHERE ts < %s", (cutoff,)).fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == len(rows) - len(older)
+    # whole partitions went; only the one straddling the cutoff was deleted from
+    left = partitions.list_partitions(conn, "bars_ohlcv")
+    assert all(p.hi > cutoff for p in left)
+    assert result["dropped"] == len(result["dropped_names"]) >= 3
+    assert not set(result["dropped_names"]) & {p.name for p in left}
+    deleted_batches = [kw for kw in seen if kw["phase"] == "deleting"]
+    assert len(deleted_batches) > 2  # bounded batches of 50 rows
+    policy = retention.get_policy(conn, "bars_ohlcv")
+    assert policy["watermark"] == result["cutoff"] and policy["last_applied_at"]
+    assert policy["last_result"]["rows_removed"] == result["rows_removed"]
+
+
+def test_dry_run_reports_the_same_figures_and_changes_nothing(conn):
+    _load_60_days(conn)
+    names = [p.name for p in partitions.list_partitions(conn, "bars_ohlcv")]
+    count = conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
+    dry = retention.apply_table(conn, "bars_ohlcv", dry_run=True)
+    assert dry["dry_run"] is True and dry["rows_removed"] > 0
+    assert [p.name for p in partitions.list_partitions(conn, "bars_ohlcv")] == names
+    assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == count
+    assert retention.get_policy(conn, "bars_ohlcv")["watermark"] is None
+    real = retention.apply_table(conn, "bars_ohlcv")
+    assert (real["rows_removed"], real["dropped_names"]) == (dry["rows_removed"], dry["dropped_names"])
+
+
+def test_a_disabled_policy_removes_nothing(conn):
+    _load_60_days(conn)
+    retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), False)
+    count = conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
+    result = retention.apply_table(conn, "bars_ohlcv")
+    assert result["skipped"] == "policy disabled"
+    assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == count
+    # PUT without `enabled` keeps it disabled; a short retention still applies only when enabled
+    assert retention.set_policy(conn, "bars_ohlcv", timedelta(hours=1), None)["enabled"] is False
+
+
+def test_rows_in_the_default_partition_are_deleted_or_moved_into_partitions(conn):
+    now = datetime.now(UTC).replace(microsecond=0)
+    ancient = bar_series("OLD", datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 1, 3, tzinfo=UTC), timedelta(hours=1))
+    recent = bar_series("NEW", now - 20 * DAY, now - 19 * DAY, timedelta(hours=1))  # no partition yet
+    insert_bars(conn, ancient + recent)
+    assert conn.execute("SELECT count(*) FROM bars_ohlcv_default").fetchone()[0] == len(ancient + recent)
+    retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), True)
+    result = retention.apply_table(conn, "bars_ohlcv")
+    assert result["rows_removed"] == len(ancient)
+    assert result["rows_moved_from_default"] == len(recent) and result["partitions_created"] >= 1
+    assert conn.execute("SELECT count(*) FROM bars_ohlcv_default").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM bars_ohlcv WHERE symbol = 'NEW'").fetchone()[0] == len(recent)
+
+
+def test_a_partition_left_detached_by_a_crashed_run_is_dropped_and_counted(conn):
+    rows = _load_60_days(conn)
+    oldest = partitions.list_partitions(conn, "bars_ohlcv")[0]
+    in_oldest = sum(1 for r in rows if oldest.lo <= r[3] < oldest.hi)
+    retired = partitions.retire(conn, "bars_ohlcv", oldest.name)  # ... and the run died here
+    assert partitions.retired_tables(conn, "bars_ohlcv") == [retired]
+    result = retention.apply_table(conn, "bars_ohlcv")
+    assert partitions.retired_tables(conn, "bars_ohlcv") == []
+    cutoff = datetime.fromisoformat(result["cutoff"])
+    assert result["rows_removed"] == sum(1 for r in rows if r[3] < cutoff)
+    assert in_oldest > 0 and retired in result["dropped_names"]
+
+
+def test_a_second_run_on_the_same_table_is_skipped(conn, migrated_database_url):
+    _load_60_days(conn)
+    with psycopg.connect(migrated_database_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, 'bars_ohlcv'::regclass::oid::int)", (retention.RUN_LOCK,))
+        assert "another retention run" in retention.apply_table(conn, "bars_ohlcv")["skipped"]
+
+
+def test_rollups_over_dropped_ranges_are_kept_and_never_recomputed(conn):
+    rows = _load_60_days(conn)
+    for name in rollups.NAMES:
+        rollups.refresh_pending(conn, name)
+    before = {name: rollup_rows(conn, name) for name in rollups.NAMES}
+    result = retention.apply_table(conn, "bars_ohlcv")
+    cutoff = datetime.fromisoformat(result["cutoff"])
+    # late writes below the watermark (a re-delivered old bar, a delete) must not touch frozen buckets
+    insert_bars(conn, [("prov", "AAPL", "1m", cutoff - 3 * DAY + timedelta(minutes=1), 1e6, 1e6, 1e6, 1e6, 1e6)])
+    conn.execute("DELETE FROM bars_ohlcv WHERE ts < %s", (cutoff + timedelta(hours=2),))
+    for name in rollups.NAMES:
+        width = rollups.aggregate(name).bucket
+        rollups.refresh_pending(conn, name)
+        out = rollups.refresh(conn, name, cutoff - 90 * DAY, cutoff + 90 * DAY)  # also an explicit window
+        frozen_end = rollups.ceil_bucket(cutoff, width)
+        assert out["window"]["start"] == frozen_end.isoformat()
+        after = rollup_rows(conn, name)
+        kept = {k: v for k, v in before[name].items() if k[3] < frozen_end}
+        assert kept and {k: v for k, v in after.items() if k[3] < frozen_end} == kept
+        # after the watermark the rollup is exactly the GROUP BY of what is left
+        assert {k: v for k, v in after.items() if k[3] >= frozen_end} == \
+            reference_rollup(source_rows(conn), width, lo=frozen_end)
+    assert len(rows) > 0
+
+
+def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_database_url, conn):
+    rows = _load_60_days(conn)
+    reader = psycopg.connect(migrated_database_url)  # a long report holding ACCESS SHARE on the table
+    reader.execute("SELECT count(*) FROM bars_ohlcv").fetchone()
+    outcome: dict = {}
+
+    def run_retention():
+        with psycopg.connect(migrated_database_url, autocommit=True, application_name="retention-under-test",
+                             options="-c lock_timeout=300") as c:
+            outcome["result"] = retention.apply_table(c, "bars_ohlcv")
+
+    def ingest():
+        with psycopg.connect(migrated_database_url, autocommit=True) as c:
+            insert_bars(c, [("live", "AAPL", "1m", datetime.now(UTC), 1, 1, 1, 1, 1)])
+        outcome["ingested"] = True
+
+    worker = threading.Thread(target=run_retention)
+    worker.start()
+    try:
+        wait_for(lambda: conn.execute(
+            """SELECT count(*) FROM pg_stat_activity WHERE application_name = 'retention-under-test'
+               AND wait_event_type = 'Lock' AND query ILIKE '%%DETACH%%'""").fetchone()[0], 20,
+                 message="retention to wait for the parent lock")
+        writer = threading.Thread(target=ingest)
+        writer.start()
+        # retention's lock request times out and lets the insert through while the report still runs
+        wait_for(lambda: outcome.get("ingested"), 20, message="the insert to get past the waiting retention")
+        assert reader.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert "result" not in outcome
+        writer.join(5)
+    finally:
+        reader.commit()
+        reader.close()
+        worker.join(60)
+    cutoff = datetime.fromisoformat(outcome["result"]["cutoff"])
+    assert outcome["result"]["rows_removed"] == sum(1 for r in rows if r[3] < cutoff)
