@@ -21,10 +21,15 @@ def timescaledb_version(conn: psycopg.Connection) -> str | None:
 
 
 def timescaledb_installable(conn: psycopg.Connection) -> bool:
-    """The extension's files are present and the library is preloaded by the server."""
+    """The extension's files are present and the library is preloaded by the server.
+
+    Read through pg_settings, which hides the superuser-only setting from other roles
+    (current_setting() raises for them instead): such a role gets plain Postgres.
+    """
     row = conn.execute(
         """SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
-                  AND current_setting('shared_preload_libraries') ~ '(^|[ ,])timescaledb($|[ ,])'"""
+                  AND EXISTS (SELECT 1 FROM pg_settings WHERE name = 'shared_preload_libraries'
+                              AND setting ~ '(^|[ ,])timescaledb($|[ ,])')"""
     ).fetchone()
     return bool(row[0])
 
