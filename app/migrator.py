@@ -12,6 +12,8 @@ Safety:
 """
 from __future__ import annotations
 
+import getpass
+import os
 import time
 from functools import lru_cache
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -68,9 +70,19 @@ def yoyo_url(settings: Settings, session_name: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(args, quote_via=quote)))
 
 
+def _ensure_login_name() -> None:
+    """yoyo logs the OS user name (getpass.getuser), which fails for a uid without a passwd
+    entry (containers run with an arbitrary --user). Give it a name instead of failing."""
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        os.environ["LOGNAME"] = "market-data-store"
+
+
 def apply(settings: Settings, dry_run: bool = False, session_name: str = "store-migrate", wait_s: float = 30.0) -> dict:
     """Apply pending migrations (or list them with dry_run). Returns the job result."""
     log = logs.get("migrate")
+    _ensure_login_name()
     with psycopg.connect(settings.database_url, autocommit=True, application_name=session_name) as guard:
         deadline = time.monotonic() + wait_s
         while not guard.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK_KEY,)).fetchone()[0]:

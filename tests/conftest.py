@@ -60,16 +60,19 @@ def database_url_for(name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def create_database() -> tuple[str, str]:
-    name = f"mds_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return name, database_url_for(name)
-
-
 def drop_database(name: str) -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create_database(template: str | None = None) -> tuple[str, str]:
+    name = f"mds_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        if template:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        else:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return name, database_url_for(name)
 
 
 @pytest.fixture
@@ -80,13 +83,23 @@ def database_url():
     drop_database(name)
 
 
-@pytest.fixture
-def migrated_database_url(database_url, redis_url):
-    """A fresh database with every migration applied."""
+@pytest.fixture(scope="session")
+def migrated_template(redis_server):
+    """A database with every migration applied, once per session, to clone from."""
     from app import migrator
 
-    migrator.apply(make_settings(database_url, redis_url))
-    return database_url
+    name, url = create_database()
+    migrator.apply(make_settings(url, redis_server.url))
+    yield name
+    drop_database(name)
+
+
+@pytest.fixture
+def migrated_database_url(migrated_template):
+    """A fresh database with every migration applied (a clone of the session's template)."""
+    name, url = create_database(template=migrated_template)
+    yield url
+    drop_database(name)
 
 
 # -- Redis -----------------------------------------------------------------------------
@@ -192,9 +205,14 @@ class Service:
                  message="the API to answer /healthz")
         return self
 
-    def start_worker(self) -> subprocess.Popen:
-        proc = self._spawn([sys.executable, "-m", "worker"], f"worker-{len(self.workers)}.log")
+    def start_worker(self, wait: bool = True) -> subprocess.Popen:
+        log_name = f"worker-{len(self.workers)}.log"
+        proc = self._spawn([sys.executable, "-m", "worker"], log_name)
         self.workers.append(proc)
+        if wait:
+            wait_for(lambda: '"worker started"' in self.logs(log_name) or proc.poll() is not None, 30,
+                     message="the worker to start")
+            assert proc.poll() is None, self.logs(log_name)
         return proc
 
     def start(self) -> "Service":
@@ -277,7 +295,6 @@ def service(database_url, service_factory) -> Service:
 
 
 @pytest.fixture
-def migrated_service(service) -> Service:
-    """API + one worker on a fresh database after a successful POST /migrate."""
-    service.migrate()
-    return service
+def migrated_service(migrated_database_url, service_factory) -> Service:
+    """API + one worker on a fresh, fully migrated database (no job in its ledger yet)."""
+    return service_factory(migrated_database_url)

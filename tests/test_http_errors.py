@@ -25,11 +25,16 @@ def test_body_over_one_mebibyte_is_413_and_nothing_is_recorded(migrated_service)
             b"POST /migrate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             + f"Authorization: Bearer {TOKEN}\r\nContent-Length: {1024 * 1024 + 1}\r\n\r\n".encode()
         )
-        head, _, body = sock.recv(65536).partition(b"\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413")
     assert "too large" in json.loads(body)["error"]
-    assert migrated_service.get("/jobs", params={"job": "migrate"}).json()["jobs"][0]["params"] == {"dry_run": False}
-    assert len(migrated_service.get("/jobs").json()["jobs"]) == 1
+    assert migrated_service.get("/jobs").json()["jobs"] == []
 
 
 def test_chunked_body_over_the_limit_is_413(migrated_service):

@@ -56,8 +56,8 @@ def test_a_cancelled_queued_job_never_runs(database_url, service_factory):
     assert svc.post(f"/jobs/{run_id}/cancel").status_code == 409
 
 
-def test_a_running_job_is_stopped_by_cancel(migrated_service, database_url):
-    with psycopg.connect(database_url, autocommit=True) as holder:
+def test_a_running_job_is_stopped_by_cancel(migrated_service, migrated_database_url):
+    with psycopg.connect(migrated_database_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))  # the migration waits for it
         run_id = migrated_service.trigger("/migrate")
         migrated_service.wait_job(run_id, 20, statuses=("running",))
@@ -121,11 +121,11 @@ def test_lost_queue_entries_are_enqueued_again(database_url, service_factory, re
     assert doc["status"] == "success"
 
 
-def test_a_dead_workers_job_is_failed_by_the_api_alone(migrated_service, database_url):
+def test_a_dead_workers_job_is_failed_by_the_api_alone(migrated_service, migrated_database_url):
     import os
     import signal
 
-    with psycopg.connect(database_url, autocommit=True) as holder:
+    with psycopg.connect(migrated_database_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
         run_id = migrated_service.trigger("/migrate")
         migrated_service.wait_job(run_id, 20, statuses=("running",))

@@ -6,6 +6,7 @@ shutdown: the current job finishes, no new job is taken, the process exits 0.
 """
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -46,7 +47,14 @@ def _wait_for_redis(settings: config.Settings, log) -> None:
             delay = min(delay * 2, 10)
 
 
+def _exit_while_starting(signum, _frame) -> None:
+    """SIGTERM/SIGINT before the work loop started: nothing is running, exit cleanly."""
+    raise SystemExit(0)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _exit_while_starting)
+    signal.signal(signal.SIGINT, _exit_while_starting)
     try:
         settings = config.load_settings()
     except config.ConfigError as exc:
