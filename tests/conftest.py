@@ -209,9 +209,13 @@ class Service:
         log_name = f"worker-{len(self.workers)}.log"
         proc = self._spawn([sys.executable, "-m", "worker"], log_name)
         self.workers.append(proc)
-        if wait:
-            wait_for(lambda: '"worker started"' in self.logs(log_name) or proc.poll() is not None, 30,
-                     message="the worker to start")
+        if wait:  # registered in Redis = listening on the queue
+            from rq import Worker
+
+            conn = redis.Redis.from_url(self.env["REDIS_URL"])
+            alive = sum(1 for p in self.workers if p.poll() is None)
+            wait_for(lambda: Worker.count(connection=conn) >= alive or proc.poll() is not None, 30,
+                     message="the worker to register in Redis")
             assert proc.poll() is None, self.logs(log_name)
         return proc
 
