@@ -224,6 +224,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         kw["statement_timeout_ms"] = _int("DB_STATEMENT_TIMEOUT_MS", env["DB_STATEMENT_TIMEOUT_MS"], 1, 86_400_000)
     if "BACKFILL_SOURCE_DIR" in env:
         kw["backfill_source_dir"] = env["BACKFILL_SOURCE_DIR"]
+    if "BACKFILL_MAX_DOWNLOAD_BYTES" in env:
+        kw["backfill_max_download_bytes"] = _int("BACKFILL_MAX_DOWNLOAD_BYTES", env["BACKFILL_MAX_DOWNLOAD_BYTES"], 1, 2**50)
     if "HEALTH_TIMEOUT_SECONDS" in env:
         kw["health_timeout"] = _float("HEALTH_TIMEOUT_SECONDS", env["HEALTH_TIMEOUT_SECONDS"], 0.05)
     return Settings(**kw)

@@ -9,3 +9,7 @@ from app.jobs import aggregates, drift, migrate, retention
 from app.jobs.base import JobKind
 
 KINDS: dict[str, JobKind] = {m.KIND.name: m.KIND for m in (migrate, drift, retention, aggregates)}
+
+from app.jobs import backfill  # noqa: E402 - two kinds: backfill.bars_ohlcv, backfill.aggregates
+
+KINDS.update(backfill.KINDS)

@@ -1,0 +1,459 @@
+"""The `bars_ohlcv` backfill: one source into the `bars_ohlcv` table, resumable.
+
+Threads, each with one job of its own:
+
+- the reader (`_Feed`): source -> parse -> validate -> CSV batches, at most
+  QUEUE_BATCHES ahead (memory stays flat whatever the size of the source);
+- two writers (`_Pipeline`), each with its own database session and staging table,
+  taking batches in turn: while batch i merges on one session, batch i+1 is already
+  being COPYed into the other's staging table. Merges and commits stay in file order
+  (batch i+1 merges after batch i merged, commits after batch i committed), so the
+  checkpoint written with each batch always describes a prefix of the file, and a
+  batch can only ever wait on the batch before it (no deadlock);
+- the job's thread: hands batches over, creates the partitions a batch needs before
+  it is written, and turns committed batches into progress, metrics and the result.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import psycopg
+
+from app import metrics
+from app.backfill import checkpoints, runs, sources
+from app.backfill.checkpoints import State
+from app.backfill.loader import Loader, MergePolicy
+from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
+from app.jobs.base import JobContext, JobError
+
+JOB = "backfill.bars_ohlcv"
+TABLE = "bars_ohlcv"
+QUEUE_BATCHES = 2
+WRITERS = 2
+_END = object()
+_POLL = 0.2
+
+
+@dataclass(frozen=True)
+class Params:
+    source: sources.Source
+    format: str
+    max_bad_rows: int
+    batch_rows: int
+    provider: str | None
+    interval: str | None
+
+    @property
+    def key(self) -> str:
+        return checkpoints.source_key(JOB, self.source.kind, self.source.location)
+
+    @property
+    def fingerprint(self) -> str:
+        return checkpoints.fingerprint(format=self.format, provider=self.provider, interval=self.interval)
+
+
+def _resumable(cp: checkpoints.Checkpoint | None, params: Params, identity: dict) -> str | None:
+    """None if the checkpoint can be resumed, else why the load starts over."""
+    if cp is None or cp.status == "done":
+        return "no unfinished load of this source"
+    if cp.fingerprint != params.fingerprint:
+        return "format, provider or interval differ from the unfinished load"
+    if params.source.kind == "http" and not (identity.get("etag") or identity.get("last_modified")):
+        return "the server sent neither ETag nor Last-Modified, so a changed file cannot be told apart"
+    if cp.identity != identity:
+        return "the source changed since the unfinished load"
+    return None
+
+
+def load(ctx: JobContext, params: Params) -> dict:
+    """Run the load; the job's result. Closes the job_runs row whatever happens."""
+    started = time.monotonic()
+    state = State()
+    job_run_id: int | None = None
+    try:
+        with ctx.connect(autocommit=True) as conn:
+            if not checkpoints.try_lock(conn, params.key):
+                raise JobError(f"another run is loading {params.source.location} right now")
+            job_run_id = runs.start(
+                conn, job_name=JOB, dataset=TABLE, provider=params.provider, fingerprint=params.fingerprint,
+                metadata={"run_id": ctx.run_id, "source": params.source.location, "format": params.format},
+            )
+            result = _load(ctx, conn, params, state, job_run_id, started)
+    except Exception as exc:  # JobError, JobCancelled, JobTimedOut, SourceError, database errors
+        if job_run_id is not None:
+            runs.close_on_error(ctx, job_run_id, state, params.provider, exc)
+        if isinstance(exc, sources.SourceError):
+            raise JobError(str(exc)) from None
+        raise
+    result["job_run_id"] = job_run_id
+    return result
+
+
+def _load(ctx: JobContext, conn: psycopg.Connection, params: Params, state: State, job_run_id: int,
+          started: float) -> dict:
+    s = ctx.settings
+    cp = checkpoints.load(conn, params.key)
+    with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+        restart_reason = _resumable(cp, params, opened.identity)
+        resumed_from = None
+        if restart_reason is None:
+            state.__dict__.update(cp.state.__dict__)
+            opened.skip(state.byte_offset)
+            resumed_from = {"line": state.line, "rows_read": state.rows_read, "run_id": cp.run_id}
+            checkpoints.adopt(conn, params.key, ctx.run_id, job_run_id)
+        else:
+            checkpoints.begin(conn, params.key, job=JOB, source=params.source.location,
+                              fingerprint=params.fingerprint, identity=opened.identity, run_id=ctx.run_id,
+                              job_run_id=job_run_id)
+        if cp is not None and cp.job_run_id and cp.job_run_id != job_run_id:
+            runs.close_interrupted(conn, cp.job_run_id, f"interrupted; taken over by run {ctx.run_id}")
+        ctx.log.info("backfill starting", source=params.source.location, format=params.format,
+                     compressed=opened.compressed, resumed_from_line=state.line if resumed_from else None,
+                     restart_reason=restart_reason)
+        reader = Reader(
+            opened.stream, params.format, batch_rows=params.batch_rows, max_bad_rows=params.max_bad_rows,
+            provider=params.provider, interval=params.interval, line=state.line, offset=state.byte_offset,
+            header=state.header, bad_before=state.rows_rejected, samples=state.bad_samples,
+        )
+        job = _Job(ctx, conn, params, state, job_run_id, opened)
+        feed = _Feed(reader)
+        feed.start()
+        try:
+            with ExitStack() as stack:
+                sessions = [stack.enter_context(ctx.connect(autocommit=True)) for _ in range(WRITERS)]
+                job.run(feed, _Pipeline(ctx, params, state, job_run_id, sessions))
+        finally:
+            feed.stop.set()
+            feed.join(timeout=10)
+        checkpoints.finish(conn, params.key)
+        runs.finish(conn, job_run_id, "success", state, params.provider,
+                    extra={"batches": state.batches, "upsert_batches": job.upserts})
+        compressed = opened.compressed
+    elapsed = time.monotonic() - started
+    read_now = state.rows_read - (resumed_from["rows_read"] if resumed_from else 0)
+    return {
+        "source": params.source.location,
+        "format": params.format,
+        "compressed": compressed,
+        "rows_read": state.rows_read,
+        "rows_written": state.rows_written,
+        "rows_unchanged": state.rows_read - state.rows_rejected - state.rows_written,
+        "rows_rejected": state.rows_rejected,
+        "bad_rows": state.bad_samples,
+        "min_ts": state.min_ts.isoformat() if state.min_ts else None,
+        "max_ts": state.max_ts.isoformat() if state.max_ts else None,
+        "symbols": len(state.symbols),
+        "providers": sorted(state.providers),
+        "batches": state.batches,
+        "upsert_batches": job.upserts,
+        "partitions_created": job.partitions_created,
+        "resumed_from": resumed_from,
+        "elapsed_s": round(elapsed, 3),
+        "rows_per_s": round(read_now / elapsed, 1) if elapsed > 0 else None,
+    }
+
+
+# -- reading -------------------------------------------------------------------------------------
+class _Feed(threading.Thread):
+    """Reads batches in the background; the job's thread takes them from `queue`."""
+
+    def __init__(self, reader: Reader):
+        super().__init__(name="backfill-reader", daemon=True)
+        self.reader = reader
+        self.queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
+        self.stop = threading.Event()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run(self) -> None:
+        try:
+            for batch in self.reader.batches():
+                if not self._put(batch):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the job's thread
+            self._put(exc)
+
+
+# -- writing -------------------------------------------------------------------------------------
+class _Stopped(Exception):
+    """The batch before this one failed, or the job is stopping: roll this one back."""
+
+
+@dataclass
+class _Slot:
+    """One batch on its way into the table."""
+
+    index: int
+    batch: Batch
+    prev: "_Slot | None"
+    merged: threading.Event = field(default_factory=threading.Event)
+    committed: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+    written: int = 0
+    seconds: float = 0.0
+    after: State | None = None  # the load's state once this batch committed
+    error: BaseException | None = None
+
+
+class _Pipeline:
+    """Writes batches on several sessions in turn; merges and commits in file order."""
+
+    def __init__(self, ctx: JobContext, params: Params, state: State, job_run_id: int,
+                 sessions: list[psycopg.Connection]):
+        self.ctx, self.params, self.job_run_id = ctx, params, job_run_id
+        self.base = State(**state.__dict__)  # the state before the first batch of this run
+        self.policy = MergePolicy()
+        self.loaders = [Loader(conn, TABLE, self.policy) for conn in sessions]
+        self.inboxes: list[queue.Queue] = [queue.Queue(1) for _ in sessions]
+        self.done: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
+        self.last: _Slot | None = None
+        self.count = 0
+        self.threads = [threading.Thread(target=self._lane, args=(i,), name=f"backfill-writer-{i}", daemon=True)
+                        for i in range(len(sessions))]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, batch: Batch, wait: callable) -> None:
+        """Queue a batch; `wait()` runs while the writer is busy (checks, heartbeats)."""
+        slot = _Slot(self.count, batch, self.last)
+        inbox = self.inboxes[self.count % len(self.inboxes)]
+        self.count += 1
+        self.last = slot
+        while True:
+            try:
+                inbox.put(slot, timeout=_POLL)
+                return
+            except queue.Full:
+                wait()
+
+    def close(self) -> None:
+        """No more batches: let the writers finish what they have."""
+        for inbox in self.inboxes:
+            inbox.put(None)
+
+    def abort(self) -> None:
+        self.stopping.set()
+        for inbox in self.inboxes:
+            try:
+                inbox.put_nowait(None)
+            except queue.Full:
+                pass
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def _wait(self, event: threading.Event, prev: _Slot) -> None:
+        """Wait for the batch before this one to reach a step; _Stopped if it failed."""
+        while not event.wait(_POLL):
+            if self.stopping.is_set():
+                raise _Stopped()
+        if prev.error is not None:
+            raise _Stopped()
+
+    def _lane(self, i: int) -> None:
+        loader, inbox = self.loaders[i], self.inboxes[i]
+        while True:
+            slot = inbox.get()
+            if slot is None or self.stopping.is_set():
+                return
+            try:
+                self._write(loader, slot)
+                slot.ok = True
+            except BaseException as exc:  # noqa: BLE001 - reported to the job's thread
+                slot.error = exc
+            finally:
+                slot.merged.set()
+                slot.committed.set()
+                slot.prev = None
+                slot.batch.chunks = []
+                self.done.put(slot)
+            if slot.error is not None:
+                return
+
+    def _write(self, loader: Loader, slot: _Slot) -> None:
+        prev, batch, params = slot.prev, slot.batch, self.params
+        t0 = time.perf_counter()
+        with loader.conn.transaction():
+            loader.copy(batch.chunks)
+            if prev is not None:
+                self._wait(prev.merged, prev)
+            slot.written = loader.merge() if batch.rows else 0
+            slot.merged.set()
+            if prev is not None:
+                self._wait(prev.committed, prev)
+            slot.after = after = _advance(prev.after if prev is not None else self.base, batch, slot.written)
+            checkpoints.advance(loader.conn, params.key, after)
+            runs.heartbeat(loader.conn, self.job_run_id, after, params.provider)
+        slot.seconds = time.perf_counter() - t0
+
+
+def _advance(before: State, batch: Batch, written: int) -> State:
+    """The load's state after `batch` (written rows of it: `written`)."""
+    after = State(**before.__dict__)
+    after.line, after.byte_offset, after.header = batch.end_line, batch.end_offset, batch.header
+    after.rows_read += batch.read
+    after.rows_written += written
+    after.rows_rejected += batch.rejected
+    after.bad_samples = (before.bad_samples + batch.samples)[:SAMPLE_LIMIT]
+    after.symbols = before.symbols | batch.symbols
+    after.providers = before.providers | batch.providers
+    if batch.rows:
+        lo, hi = epoch_to_datetime(batch.min_epoch), epoch_to_datetime(batch.max_epoch)
+        after.min_ts = lo if before.min_ts is None else min(before.min_ts, lo)
+        after.max_ts = hi if before.max_ts is None else max(before.max_ts, hi)
+    after.batches += 1
+    return after
+
+
+class _Job:
+    """The job's thread: batches from the feed into the pipeline; committed ones into state."""
+
+    def __init__(self, ctx: JobContext, conn, params: Params, state: State, job_run_id: int, opened):
+        self.ctx, self.conn, self.params, self.state = ctx, conn, params, state
+        self.job_run_id = job_run_id
+        self.opened = opened
+        self.partitions_created = 0
+        self.upserts = 0
+        self._covered: tuple[float, float] | None = None  # epoch range known to have partitions
+        self._read_at_start = state.rows_read
+        self._started = time.monotonic()
+        self._committed: dict[int, _Slot] = {}
+        self._next = 0
+
+    def run(self, feed: _Feed, pipeline: _Pipeline) -> None:
+        try:
+            self._pump(feed, pipeline)
+            pipeline.close()
+            while self._next < pipeline.count:
+                self._collect(pipeline, block=True)
+        except BaseException:
+            pipeline.abort()
+            while True:  # record what did commit before the failure (for job_runs)
+                try:
+                    slot = pipeline.done.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    self._take(slot)
+                except Exception:  # noqa: BLE001 - the first error is the one raised
+                    pass
+            raise
+        finally:
+            self.upserts = pipeline.policy.upserts
+
+    def _pump(self, feed: _Feed, pipeline: _Pipeline) -> None:
+        ctx = self.ctx
+        beat = max(1.0, ctx.settings.heartbeat_interval)
+        idle_since = time.monotonic()
+
+        def wait() -> None:
+            ctx.check()
+            self._collect(pipeline, block=False)
+
+        while True:
+            try:
+                item = feed.queue.get(timeout=_POLL)
+            except queue.Empty:
+                wait()
+                if not feed.is_alive():
+                    raise JobError("the source reader stopped unexpectedly")
+                if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
+                    runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
+                    idle_since = time.monotonic()
+                continue
+            idle_since = time.monotonic()
+            if item is _END:
+                return
+            if isinstance(item, TooManyBadRows):
+                self._settle(pipeline)
+                self.state.rows_rejected = item.count
+                raise JobError(str(item))
+            if isinstance(item, BaseException):
+                self._settle(pipeline)
+                raise item
+            wait()
+            if item.rows:
+                self._ensure_partitions(item.min_epoch, item.max_epoch)
+            pipeline.submit(item, wait)
+
+    def _settle(self, pipeline: _Pipeline) -> None:
+        """Before failing on a read error: let the batches already handed over commit."""
+        pipeline.close()
+        while self._next < pipeline.count:
+            self._collect(pipeline, block=True)
+
+    def _collect(self, pipeline: _Pipeline, block: bool) -> None:
+        """Apply finished batches in order; raise the first failure."""
+        while True:
+            try:
+                slot = pipeline.done.get(timeout=_POLL) if block else pipeline.done.get_nowait()
+            except queue.Empty:
+                if block:
+                    self.ctx.check()
+                    if not pipeline.alive() and pipeline.done.empty():
+                        raise JobError("the database writers stopped unexpectedly") from None
+                    continue
+                return
+            self._take(slot)
+            if block:
+                return
+
+    def _take(self, slot: _Slot) -> None:
+        if slot.error is not None:
+            if isinstance(slot.error, psycopg.Error):
+                metrics.SINK_WRITES.inc(slot.batch.rows, sink=TABLE, outcome="error")
+            if not isinstance(slot.error, _Stopped):
+                raise slot.error
+            return
+        self._committed[slot.index] = slot
+        while self._next in self._committed:
+            self._apply(self._committed.pop(self._next))
+            self._next += 1
+
+    def _apply(self, slot: _Slot) -> None:
+        state, batch = self.state, slot.batch
+        state.__dict__.update(slot.after.__dict__)
+        metrics.SINK_WRITES.inc(slot.written, sink=TABLE, outcome="success")
+        if batch.rows > slot.written:
+            metrics.SINK_WRITES.inc(batch.rows - slot.written, sink=TABLE, outcome="unchanged")
+        if batch.rejected:
+            metrics.SINK_WRITES.inc(batch.rejected, sink=TABLE, outcome="rejected")
+        metrics.SINK_LATENCY.observe(slot.seconds, sink=TABLE)
+        elapsed = time.monotonic() - self._started
+        self.ctx.progress(
+            rows_read=state.rows_read, rows_written=state.rows_written, rows_rejected=state.rows_rejected,
+            rate=round((state.rows_read - self._read_at_start) / elapsed, 1) if elapsed > 0 else None,
+            line=state.line, bytes_read=self.opened.bytes_read, bytes_total=self.opened.size, batches=state.batches,
+        )
+
+    def _ensure_partitions(self, lo: float, hi: float) -> None:
+        """Partitions for [lo, hi] (epoch seconds) before writing; remembers what it covered."""
+        covered = self._covered
+        if covered and covered[0] <= lo and hi <= covered[1]:
+            return
+        from app.timeseries import partitions
+
+        start, end = epoch_to_datetime(lo), epoch_to_datetime(hi)
+        try:
+            self.partitions_created += partitions.ensure_range(self.conn, TABLE, start, end, check=self.ctx.check)
+        except ValueError as exc:
+            raise JobError(f"cannot make partitions for {start.isoformat()} .. {end.isoformat()}: {exc}") from None
+        if covered and lo <= covered[1] and hi >= covered[0]:
+            self._covered = (min(lo, covered[0]), max(hi, covered[1]))
+        else:
+            self._covered = (lo, hi)

@@ -1,0 +1,226 @@
+"""Backfill job kinds: `backfill.bars_ohlcv` and `backfill.aggregates`.
+
+`POST /backfill/<name>` triggers them (`CATALOGUE` maps the URL name to the kind, and
+`GET /backfill` lists each with its parameters). The loading itself lives in
+`app/backfill/`; this module validates parameters and runs the jobs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import psycopg
+
+from app.backfill import bars, runs, sources
+from app.backfill.checkpoints import State
+from app.errors import BadRequest
+from app.intervals import IntervalError, format_interval, parse_interval
+from app.jobs.base import JobContext, JobError, JobKind
+
+MAX_BATCH_ROWS = 1_000_000
+DEFAULT_BATCH_ROWS = 100_000
+DEFAULT_SLICE = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    required: bool
+    default: object
+    description: str
+
+    def doc(self) -> dict:
+        return {"name": self.name, "type": self.type, "required": self.required, "default": self.default,
+                "description": self.description}
+
+
+def _settings():
+    """The API's settings while handling a request; the process environment otherwise."""
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        return current_app.config["SETTINGS"]
+    from app.jobs import runner
+
+    return runner.settings()
+
+
+def _check_fields(body: dict, params: tuple[Param, ...]) -> None:
+    allowed = [p.name for p in params]
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    for p in params:
+        if p.required and body.get(p.name) is None:
+            raise BadRequest(f"{p.name} is required: {p.description}")
+
+
+def _int(body: dict, name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def _name(body: dict, name: str, limit: int) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > limit:
+        raise BadRequest(f"{name} must be a non-empty string of at most {limit} characters")
+    value = value.strip()
+    if not value.isascii() or not value.isprintable() or any(c in value for c in '"\\[],'):
+        raise BadRequest(f"{name} must be printable ASCII without any of \" \\ [ ] ,")
+    return value
+
+
+# -- bars_ohlcv ---------------------------------------------------------------------------------
+BARS_PARAMS = (
+    Param("source", "string", True, None,
+          "a path inside BACKFILL_SOURCE_DIR, or an http(s) URL; gzip is detected by its content"),
+    Param("format", "string", False, None, "ndjson or csv (with a header); taken from the file name when absent"),
+    Param("max_bad_rows", "integer", False, 0,
+          "invalid rows to skip (counted and sampled in the result); one more fails the job"),
+    Param("batch_rows", "integer", False, DEFAULT_BATCH_ROWS, f"rows per committed batch (1..{MAX_BATCH_ROWS})"),
+    Param("provider", "string", False, None, "provider for rows that have none"),
+    Param("interval", "string", False, None, "interval for rows that have none"),
+)
+
+
+def parse_bars(body: dict) -> dict:
+    _check_fields(body, BARS_PARAMS)
+    s = _settings()
+    try:
+        source = sources.parse_source(body["source"], s.backfill_source_dir)
+        fmt = sources.detect_format(source, body.get("format"))
+    except sources.SourceError as exc:
+        raise BadRequest(str(exc)) from None
+    return {
+        "source": source.location,
+        "format": fmt,
+        "max_bad_rows": _int(body, "max_bad_rows", 0, 0, 1_000_000_000),
+        "batch_rows": _int(body, "batch_rows", DEFAULT_BATCH_ROWS, 1, MAX_BATCH_ROWS),
+        "provider": _name(body, "provider", 64),
+        "interval": _name(body, "interval", 16),
+    }
+
+
+def run_bars(ctx: JobContext, params: dict) -> dict:
+    try:
+        source = sources.parse_source(params["source"], ctx.settings.backfill_source_dir)
+    except sources.SourceError as exc:
+        raise JobError(str(exc)) from None
+    return bars.load(ctx, bars.Params(
+        source=source, format=params["format"], max_bad_rows=params["max_bad_rows"],
+        batch_rows=params["batch_rows"], provider=params["provider"], interval=params["interval"],
+    ))
+
+
+def _bars_key(params: dict) -> str:
+    kind = "http" if "://" in params["source"] else "file"
+    return f"{bars.JOB}:{kind}:{params['source']}"
+
+
+BARS = JobKind(
+    name=bars.JOB,
+    run=run_bars,
+    parse=parse_bars,
+    single_flight=_bars_key,
+    description="Load OHLCV bars from an NDJSON or CSV file (optionally gzip) or URL into bars_ohlcv: "
+                "validated, upserted in committed batches, resumable after a crash.",
+)
+
+
+# -- aggregates ----------------------------------------------------------------------------------
+AGG_PARAMS = (
+    Param("start", "string", True, None, "ISO 8601 start of the window (widened to whole buckets)"),
+    Param("end", "string", True, None, "ISO 8601 end of the window (exclusive)"),
+    Param("name", "string", False, None, "one aggregate (bars_ohlcv_1h or bars_ohlcv_1d); all when absent"),
+    Param("slice", "string", False, format_interval(DEFAULT_SLICE),
+          "time per transaction, e.g. '6 hours' (at least one bucket of the aggregate)"),
+)
+
+
+def parse_aggregates(body: dict) -> dict:
+    from app.jobs.aggregates import parse_time
+    from app.timeseries import rollups
+
+    _check_fields(body, AGG_PARAMS)
+    start, end = parse_time("start", body["start"]), parse_time("end", body["end"])
+    if start >= end:
+        raise BadRequest("start must be before end")
+    name = body.get("name")
+    if name is not None and name not in rollups.NAMES:
+        raise BadRequest(f"name must be one of {', '.join(rollups.NAMES)}, got {str(name)[:80]!r}")
+    raw_slice = body.get("slice")
+    try:
+        width = DEFAULT_SLICE if raw_slice is None else parse_interval(raw_slice)
+    except IntervalError as exc:
+        raise BadRequest(f"slice: {exc}") from None
+    if width < timedelta(minutes=1):
+        raise BadRequest("slice must be at least one minute")
+    return {"start": start.isoformat(), "end": end.isoformat(), "name": name,
+            "slice_seconds": int(width.total_seconds())}
+
+
+def run_aggregates(ctx: JobContext, params: dict) -> dict:
+    from app.timeseries import rollups
+
+    names = [params["name"]] if params["name"] else list(rollups.NAMES)
+    start, end = datetime.fromisoformat(params["start"]), datetime.fromisoformat(params["end"])
+    width = timedelta(seconds=params["slice_seconds"])
+    done = {"slices": 0}
+    state = State()
+
+    def check() -> None:  # called by the refresh before each slice
+        ctx.check()
+        done["slices"] += 1
+        ctx.progress(slices_started=done["slices"])
+
+    results: dict[str, dict] = {}
+    with ctx.connect(autocommit=True) as conn:
+        job_run_id = runs.start(conn, job_name="backfill.aggregates", dataset=",".join(names), provider=None,
+                                fingerprint="", metadata={"run_id": ctx.run_id, **params})
+        try:
+            for name in names:
+                ctx.check()
+                try:
+                    results[name] = rollups.refresh(conn, name, start, end, check=check, slice_width=width)
+                except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                    raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") \
+                        from None
+                state.rows_written += int(results[name].get("rows_written") or 0)
+                runs.heartbeat(conn, job_run_id, state, None)
+                ctx.progress(aggregates=results, slices_started=done["slices"])
+        except BaseException as exc:
+            runs.close_on_error(ctx, job_run_id, state, None, exc)
+            raise
+        runs.finish(conn, job_run_id, "success", state, None)
+    return {"window": {"start": params["start"], "end": params["end"]}, "slice": format_interval(width),
+            "aggregates": results, "job_run_id": job_run_id}
+
+
+AGGREGATES = JobKind(
+    name="backfill.aggregates",
+    run=run_aggregates,
+    parse=parse_aggregates,
+    single_flight=lambda p: f"backfill.aggregates:{p['name'] or '*'}:{p['start']}..{p['end']}:{p['slice_seconds']}",
+    description="Recompute the continuous aggregates over a historical window, one short transaction per slice.",
+)
+
+# URL name -> kind, with the parameters GET /backfill lists.
+CATALOGUE: dict[str, tuple[JobKind, tuple[Param, ...]]] = {
+    "bars_ohlcv": (BARS, BARS_PARAMS),
+    "aggregates": (AGGREGATES, AGG_PARAMS),
+}
+KINDS: dict[str, JobKind] = {kind.name: kind for kind, _ in CATALOGUE.values()}
+
+
+def catalogue() -> list[dict]:
+    return [
+        {"name": name, "job": kind.name, "description": kind.description, "parameters": [p.doc() for p in params]}
+        for name, (kind, params) in CATALOGUE.items()
+    ]

@@ -1,0 +1,199 @@
+"""Bench: the bars_ohlcv backfill job against a plain COPY of the same rows.
+
+    .venv/bin/python bench/backfill.py [--rows 2000000] [--small 500000] [--rounds 2]
+
+Generates a gzip NDJSON file of `--rows` bars (and the same rows as plain CSV), creates a
+throwaway database (TEST_PG_ADMIN_URL, default postgresql://postgres@127.0.0.1:5432/postgres)
+and migrates it, then alternates, `--rounds` times:
+
+- baseline: `COPY bench_copy FROM STDIN (FORMAT csv)` of the CSV into an empty
+  `CREATE TABLE bench_copy (LIKE bars_ohlcv INCLUDING ALL)`;
+- job: the real `backfill.bars_ohlcv` job code (parse + run, in a child process so its
+  peak RSS is its own) loading the gzip file into the empty `bars_ohlcv`.
+
+Both targets are emptied (and a CHECKPOINT taken) before every run. Prints rows/s of
+each, the ratio job/COPY (best round of each), and the job's peak memory for `--small`
+and `--rows` rows. Nothing is asserted: it is a measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+import psycopg  # noqa: E402
+
+ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SYMBOLS = 500
+START = datetime(2024, 3, 4, tzinfo=timezone.utc)
+COLUMNS = "provider, symbol, interval, ts, open, high, low, close, volume"
+
+
+def generate(directory: Path, rows: int, tag: str, with_csv: bool) -> tuple[Path, Path | None]:
+    """`rows` one-minute bars, symbol after symbol, as gzip NDJSON (and plain CSV)."""
+    per_symbol = -(-rows // SYMBOLS)
+    ndjson = directory / f"bars-{tag}.ndjson.gz"
+    csv_path = directory / f"bars-{tag}.csv" if with_csv else None
+    written = 0
+    with gzip.open(ndjson, "wb", compresslevel=6) as out, (open(csv_path, "wb") if csv_path else open(os.devnull, "wb")) as csv_out:
+        for s in range(SYMBOLS):
+            symbol = f"SYM{s:04d}"
+            lines, csv_lines = [], []
+            for k in range(per_symbol):
+                if written == rows:
+                    break
+                ts = (START + timedelta(minutes=k)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                o = 100.0 + (k % 389) * 0.01 + s * 0.5
+                h, lo, c, v = o + 0.75, o - 0.5, o + 0.25, float(1000 + k % 5000)
+                lines.append(orjson.dumps({"provider": "bench", "symbol": symbol, "interval": "1m", "ts": ts,
+                                           "open": o, "high": h, "low": lo, "close": c, "volume": v}))
+                if csv_path:
+                    csv_lines.append(f"bench,{symbol},1m,{ts},{o!r},{h!r},{lo!r},{c!r},{v!r}".encode())
+                written += 1
+            out.write(b"\n".join(lines) + b"\n")
+            if csv_path:
+                csv_out.write(b"\n".join(csv_lines) + b"\n")
+    return ndjson, csv_path
+
+
+def database_url(name: str) -> str:
+    return urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
+
+
+def settings_env(url: str, source_dir: Path) -> dict:
+    return {"DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:1/0", "BACKFILL_SOURCE_DIR": str(source_dir),
+            "LOG_LEVEL": "WARNING", "DB_STATEMENT_TIMEOUT_MS": "3600000"}
+
+
+def reset(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE bars_ohlcv, bench_copy, store_rollup_invalidations, store_backfill_checkpoints")
+        conn.execute("CHECKPOINT")
+
+
+def baseline(url: str, csv_path: Path) -> float:
+    """Seconds for COPY of the CSV into the empty copy of bars_ohlcv."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(f"COPY bench_copy ({COLUMNS}) FROM STDIN (FORMAT csv)") as copy, \
+                open(csv_path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
+        return time.perf_counter() - started
+
+
+def job(url: str, source_dir: Path, name: str) -> dict:
+    """Run the job in a child process; its timing and memory."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", url, str(source_dir), name],
+        capture_output=True, text=True, env={**os.environ, **settings_env(url, source_dir)}, timeout=900,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"job failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child(url: str, source_dir: str, name: str) -> None:
+    """In the child: parse + run the real job kind, report seconds and memory."""
+    import structlog
+
+    from app import config, logs
+    from app.jobs import backfill, runner
+    from app.jobs.base import JobContext
+
+    settings = config.load_settings(dotenv=False)
+    logs.configure("WARNING")
+    runner.use_settings(settings)
+    params = backfill.parse_bars({"source": name})
+    rss_before = _rss_kb()
+    ctx = JobContext(run_id=str(uuid.uuid4()), kind=backfill.BARS.name, settings=settings,
+                     log=structlog.get_logger("bench"), deadline=time.monotonic() + 3600)
+    started = time.perf_counter()
+    result = backfill.run_bars(ctx, params)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "rows": result["rows_written"], "rss_before_kb": rss_before,
+                      "peak_kb": peak, "batches": result["batches"], "upserts": result["upsert_batches"]}))
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--small", type=int, default=500_000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+
+    from app import config, migrator
+
+    t0 = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="mds-bench-backfill-"))
+    big, big_csv = generate(work, args.rows, "big", with_csv=True)
+    small, _ = generate(work, args.small, "small", with_csv=False)
+    print(f"generated {args.rows:,} rows: {big.stat().st_size / 1e6:.1f} MB gzip NDJSON, "
+          f"{big_csv.stat().st_size / 1e6:.1f} MB CSV; {args.small:,} rows: {small.stat().st_size / 1e6:.1f} MB "
+          f"({time.perf_counter() - t0:.0f} s)")
+
+    name = f"mds_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = database_url(name)
+    try:
+        migrator.apply(config.load_settings(settings_env(url, work), dotenv=False))
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE bench_copy (LIKE bars_ohlcv INCLUDING ALL)")
+        copies, jobs = [], []
+        for r in range(args.rounds):
+            reset(url)
+            copies.append(baseline(url, big_csv))
+            reset(url)
+            jobs.append(job(url, work, big.name))
+            print(f"round {r + 1}: COPY {args.rows / copies[-1]:,.0f} rows/s ({copies[-1]:.2f} s), "
+                  f"job {args.rows / jobs[-1]['seconds']:,.0f} rows/s ({jobs[-1]['seconds']:.2f} s, "
+                  f"{jobs[-1]['batches']} batches)")
+        reset(url)
+        small_run = job(url, work, small.name)
+        best_copy, best_job = min(copies), min(j["seconds"] for j in jobs)
+        big_run = max(jobs, key=lambda j: j["peak_kb"])
+        print()
+        print(f"plain COPY (CSV, empty copy of bars_ohlcv): {args.rows / best_copy:,.0f} rows/s")
+        print(f"backfill job (gzip NDJSON -> bars_ohlcv):   {args.rows / best_job:,.0f} rows/s")
+        print(f"ratio job / COPY: {best_copy / best_job:.2f}")
+        for rows, run in ((args.small, small_run), (args.rows, big_run)):
+            print(f"job peak RSS at {rows:>9,} rows: {run['peak_kb'] / 1024:.0f} MB "
+                  f"({(run['peak_kb'] - run['rss_before_kb']) / 1024:.0f} MB above the process before the job)")
+        print(f"total bench time {time.perf_counter() - t0:.0f} s")
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for path in work.iterdir():
+            path.unlink()
+        work.rmdir()
+
+
+if __name__ == "__main__":
+    main()
