@@ -105,9 +105,9 @@ class SharedHistogram(_Shared):
 
 
 MIGRATIONS_APPLIED = SharedCounter("migrations_applied_total", "Migrations applied by this store")
-JOBS_FINISHED = SharedCounter("store_jobs_total", "Jobs finished, by kind and final status", ("job", "status"))
+JOBS_FINISHED = SharedCounter("store_jobs_total", "Jobs finished, by kind and final status", ("kind", "status"))
 JOB_DURATION = SharedHistogram(
-    "store_job_duration_seconds", "Wall time of finished jobs", ("job",),
+    "store_job_duration_seconds", "Wall time of finished jobs", ("kind",),
     (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
 )
 SCHEMA_DRIFT = SharedCounter("schema_drift_total", "Drift detections", ("repo", "track", "schema"))
@@ -187,7 +187,7 @@ class StoreCollector:
             yield workers
         except redis.exceptions.RedisError:
             pass
-        active = GaugeMetricFamily("store_jobs_active", "Jobs queued or running, by kind", labels=("job", "status"))
+        active = GaugeMetricFamily("store_jobs_active", "Jobs queued or running, by kind", labels=("kind", "status"))
         oldest = GaugeMetricFamily("store_oldest_queued_job_age_seconds", "Age of the oldest queued job")
         try:
             with db.connection(self.settings, timeout=self.settings.health_timeout) as conn:

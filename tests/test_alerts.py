@@ -93,7 +93,7 @@ def test_every_alert_has_a_firing_unit_test():
 def test_alerts_cover_what_the_issue_asks():
     exprs = {name: rule["expr"] for name, rule in alerts().items()}
     needed = ["schema_drift_last_detected_timestamp", "schema_drift_total", "store_drift_last_check_timestamp",
-              'store_jobs_total{job="drift_check", status="failed"}', "store_registry_up", 'status="failed"',
+              'store_jobs_total{kind="drift_check", status="failed"}', "store_registry_up", 'status="failed"',
               "store_workers", "store_queue_depth", "store_oldest_queued_job_age_seconds"]
     for needle in needed:
         assert any(needle in e for e in exprs.values()), needle

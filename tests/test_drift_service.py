@@ -170,7 +170,7 @@ def test_drift_check_end_to_end(database_url, service_factory, redis_url, standi
     assert svc.get("/healthz").status_code == 200 and svc.get("/readyz").status_code == 200
     assert sample(svc, "store_registry_up", track="v1") == 0.0
     assert r.xlen("mdp:telemetry.schema_drift") == 3
-    wait_for(lambda: sample(svc, "store_jobs_total", job="drift_check", status="success") == 4.0, 10,
+    wait_for(lambda: sample(svc, "store_jobs_total", kind="drift_check", status="success") == 4.0, 10,
              message="4 drift checks counted")
     wait_for(lambda: r.xlen("mdp:store.jobs") == 5, 10, message="5 job events (migrate + 4 checks)")
     assert drift_job["run_id"] in {e["payload"]["run_id"] for e in stream(r, "mdp:store.jobs")}

@@ -63,7 +63,7 @@ def test_metrics_are_named_as_the_guide_says_and_count_across_workers(migrated_s
     run_ids = [migrated_service.run_job("/migrate", {"dry_run": True})["run_id"] for _ in range(3)]
     for _ in range(20):
         requests.get(migrated_service.url + f"/jobs/{run_ids[0]}", timeout=5)  # unauthenticated: 401s count too
-    finished = 'store_jobs_total{job="migrate",status="success"}'
+    finished = 'store_jobs_total{kind="migrate",status="success"}'
     samples = wait_for(lambda: (m := scrape(migrated_service)).get(finished, 0) >= 3 and m, 10,
                        message="three successful migrate jobs counted")
     assert samples["store_up"] == 1.0

@@ -130,8 +130,8 @@ def _run_claimed(s: config.Settings, run_id: str, row: dict) -> None:
     with db.connect(s, application_name="store-runner", autocommit=True) as conn:
         recorded = ledger.finish(conn, run_id, status, result=result, error=error, progress=ctx.snapshot_progress())
     log.info("job finished", status=status, error=error, duration_s=round(duration, 3), recorded=recorded)
-    metrics.JOBS_FINISHED.inc(job=row["job"], status=status)
-    metrics.JOB_DURATION.observe(duration, job=row["job"])
+    metrics.JOBS_FINISHED.inc(kind=row["job"], status=status)
+    metrics.JOB_DURATION.observe(duration, kind=row["job"])
     _publish_end(s, run_id, row["job"], status, duration, error)
 
 
