@@ -26,7 +26,7 @@ MAX_EXAMPLES = 100
 # those operations does the positive-data check also accept 400.
 CONFIG = """
 [[operations]]
-include-operation-id = ["refreshAggregate", "putRetentionPolicy"]
+include-operation-id = ["refreshAggregate", "putRetentionPolicy", "triggerBackfill"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409"]
 """
 

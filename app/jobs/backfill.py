@@ -20,6 +20,7 @@ from app.jobs.base import JobContext, JobError, JobKind
 MAX_BATCH_ROWS = 1_000_000
 DEFAULT_BATCH_ROWS = 100_000
 DEFAULT_SLICE = timedelta(days=1)
+MAX_SLICES = 20_000
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,9 @@ def parse_aggregates(body: dict) -> dict:
         raise BadRequest(f"slice: {exc}") from None
     if width < timedelta(minutes=1):
         raise BadRequest("slice must be at least one minute")
+    slices = (end - start) / width
+    if slices > MAX_SLICES:
+        raise BadRequest(f"slice: the window would take {slices:.0f} slices, more than {MAX_SLICES}; use a longer slice")
     return {"start": start.isoformat(), "end": end.isoformat(), "name": name,
             "slice_seconds": int(width.total_seconds())}
 
