@@ -299,9 +299,12 @@ def describe(conn: psycopg.Connection) -> list[dict]:
         name, source, width, last, mark, last_result = row
         ts = backend.is_hypertable(conn, source)
         if ts:
+            # Never refreshed: the watermark is TimescaleDB's minimum time (4714 BC); report null.
             mark = conn.execute(
-                """SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id))
-                   FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = %s AND user_view_schema = current_schema()""",
+                """SELECT CASE WHEN w > -210866803200000000 THEN _timescaledb_functions.to_timestamp(w) END
+                   FROM (SELECT _timescaledb_functions.cagg_watermark(mat_hypertable_id) AS w
+                         FROM _timescaledb_catalog.continuous_agg
+                         WHERE user_view_name = %s AND user_view_schema = current_schema()) c""",
                 (name,),
             ).fetchone()[0]
         frozen = watermark(conn, source)
