@@ -248,8 +248,8 @@ def _open_http(source: Source, max_download_bytes: int):
         encoding = resp.headers.get("Content-Encoding", "").lower()
         decode = encoding not in ("", "identity", "gzip", "x-gzip")  # gzip is recognised by its bytes
 
-        def read(n: int) -> bytes:
-            return resp.raw.read(n, decode_content=decode)
+        def read(n: int) -> bytes:  # what has arrived (not a full buffer): rows flow as they come
+            return resp.raw.read1(n, decode_content=decode)
 
         counter = _Counted(read, max_download_bytes, url)
         stream, compressed = _decompressing(counter)

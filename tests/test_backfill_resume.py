@@ -1,0 +1,143 @@
+"""Resuming a backfill (app/backfill/bars.py + checkpoints.py), run in-process on a real database.
+
+The checkpoint commits with each batch, so after any failure the table holds exactly the
+rows the checkpoint counts, and the next run of the same source reads on from there:
+rows before it are not read again, rows after it are written once.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+import structlog
+from test_backfill_service import bars, expected, stored, write_ndjson
+from test_backfill_sources import FileServer
+
+from app.backfill import checkpoints
+from app.jobs import backfill
+from app.jobs.base import JobContext, JobError
+from conftest import make_settings, wait_for
+
+
+@pytest.fixture
+def source_dir(tmp_path):
+    path = tmp_path / "src"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(migrated_database_url, redis_url, source_dir):
+    return make_settings(migrated_database_url, redis_url, BACKFILL_SOURCE_DIR=source_dir)
+
+
+def run(settings, source: str, **kw) -> dict:
+    ctx = JobContext(run_id=str(uuid.uuid4()), kind=backfill.BARS.name, settings=settings,
+                     log=structlog.get_logger("test"), deadline=time.monotonic() + 120)
+    params = {"source": source, "format": "ndjson", "max_bad_rows": 0, "batch_rows": 10, "provider": None,
+              "interval": None, **kw}
+    return backfill.run_bars(ctx, params)
+
+
+def checkpoint(url: str) -> tuple:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT status, line, rows_read, rows_written, rows_rejected "
+                            "FROM store_backfill_checkpoints").fetchone()
+
+
+def test_a_load_stopped_by_a_bad_row_resumes_after_its_last_committed_batch(settings, source_dir):
+    url = settings.database_url
+    good = bars(99, ("rs1",))
+    write_ndjson(source_dir / "r.ndjson", good[:50] + [{**good[0], "close": "n/a"}] + good[50:])
+    with pytest.raises(JobError, match="first bad line 51"):
+        run(settings, "r.ndjson")
+    assert checkpoint(url) == ("loading", 50, 50, 50, 0)
+    assert stored(url, ["rs1"]) == expected(good[:50])  # the five complete batches, nothing more
+    with psycopg.connect(url, autocommit=True) as conn:  # a mark on a committed row
+        conn.execute("UPDATE bars_ohlcv SET close = -1 WHERE ts = %s", (good[0]["ts"],))
+
+    result = run(settings, "r.ndjson", max_bad_rows=1)
+    assert result["resumed_from"]["line"] == 50
+    assert (result["rows_read"], result["rows_written"], result["rows_rejected"]) == (100, 99, 1)
+    assert result["bad_rows"] == [{"line": 51, "reason": "close is not a number: 'n/a'"}]
+    assert checkpoint(url) == ("done", 100, 100, 99, 1)
+    with psycopg.connect(url) as conn:  # lines before the checkpoint were not read again
+        assert conn.execute("SELECT close FROM bars_ohlcv WHERE ts = %s", (good[0]["ts"],)).fetchone()[0] == -1
+        assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == 99
+
+    # a finished load is not resumed: the next run reads it all again (and repairs the mark)
+    result = run(settings, "r.ndjson", max_bad_rows=1)
+    assert result["resumed_from"] is None
+    assert (result["rows_written"], result["rows_unchanged"]) == (1, 98)
+    assert stored(url, ["rs1"]) == expected(good)
+
+
+def test_a_crash_between_batches_resumes_and_writes_every_row_exactly_once(settings, source_dir):
+    url = settings.database_url
+    rows = bars(6000, ("cr1", "cr2"))
+    write_ndjson(source_dir / "crash.ndjson", rows)
+    with FileServer(source_dir) as server:
+        source = f"{server.url}/slow/crash.ndjson"
+        ctx = JobContext(run_id=str(uuid.uuid4()), kind=backfill.BARS.name, settings=settings,
+                         log=structlog.get_logger("test"), deadline=time.monotonic() + 120)
+        failure: list[BaseException] = []
+
+        def job():
+            try:
+                backfill.run_bars(ctx, {"source": source, "format": "ndjson", "max_bad_rows": 0, "batch_rows": 250,
+                                        "provider": None, "interval": None})
+            except BaseException as exc:  # noqa: BLE001 - what the crash looked like
+                failure.append(exc)
+
+        thread = threading.Thread(target=job)
+        thread.start()
+        wait_for(lambda: (checkpoint(url) or (None, 0))[1] >= 1000, 30, message="a few committed batches")
+        with psycopg.connect(url, autocommit=True) as conn:  # the database drops every session of the job
+            ended = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE application_name = %s", (ctx.session_name,)).fetchone()[0]
+        thread.join(30)
+        assert ended >= 1 and failure and isinstance(failure[0], psycopg.OperationalError), failure
+        status, line, read, written, _ = checkpoint(url)
+        assert status == "loading" and 1000 <= line < 6000 and read == written == line
+        assert stored(url, ["cr1", "cr2"])[0] == line  # the table holds what the checkpoint counts
+
+        result = run(settings, source, batch_rows=250)
+    assert result["resumed_from"]["line"] == line
+    # every row written once: had a batch been applied twice, its second write would count as unchanged
+    assert (result["rows_read"], result["rows_written"], result["rows_unchanged"]) == (6000, 6000, 0)
+    assert stored(url, ["cr1", "cr2"]) == expected(rows)
+
+
+def test_a_changed_source_or_other_parameters_start_over(settings, source_dir):
+    url = settings.database_url
+    good = bars(30, ("ch1",))
+    write_ndjson(source_dir / "c.ndjson", good[:20] + [b"{"] + good[20:])
+    with pytest.raises(JobError):
+        run(settings, "c.ndjson")
+    assert checkpoint(url)[:2] == ("loading", 20)
+    result = run(settings, "c.ndjson", provider="other", max_bad_rows=1)  # another shape of rows
+    assert result["resumed_from"] is None and result["rows_read"] == 31
+
+    with pytest.raises(JobError):
+        run(settings, "c.ndjson")
+    write_ndjson(source_dir / "c.ndjson", good)  # the provider re-exported the file
+    result = run(settings, "c.ndjson")
+    assert result["resumed_from"] is None and result["rows_read"] == 30 and result["rows_written"] == 0
+
+
+def test_one_source_is_loaded_by_one_run_at_a_time(settings, source_dir):
+    write_ndjson(source_dir / "l.ndjson", bars(5))
+    key = checkpoints.source_key(backfill.BARS.name, "file", "l.ndjson")
+    with psycopg.connect(settings.database_url, autocommit=True) as other:
+        assert checkpoints.try_lock(other, key)
+        with pytest.raises(JobError, match="another run is loading l.ndjson right now"):
+            run(settings, "l.ndjson")
+    assert run(settings, "l.ndjson")["rows_written"] == 5
+
+
+def test_a_source_that_vanished_before_the_run_fails_it_by_name(settings, source_dir):
+    with pytest.raises(JobError, match="no file 'gone.ndjson'"):
+        run(settings, "gone.ndjson")

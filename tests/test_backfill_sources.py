@@ -1,0 +1,217 @@
+"""Backfill sources (app/backfill/sources.py): the directory jail, URLs, gzip, size caps.
+
+`FileServer` (a real http.server on 127.0.0.1 serving a directory) is also used by
+tests/test_backfill_service.py.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from app.backfill import sources
+from app.backfill.sources import Source, SourceError, detect_format, open_source, parse_source
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Static files, plus two ways of serving them:
+
+    - `/stream/<name>`: without Content-Length (close-delimited);
+    - `/slow/<name>`: a slow provider, the file in `SLOW_PIECES` pieces `SLOW_PAUSE`
+      seconds apart (with Content-Length and Last-Modified, so a load of it can resume).
+    """
+
+    SLOW_PIECES = 40
+    SLOW_PAUSE = 0.15
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.startswith("/slow/"):
+            self._slow(Path(self.directory) / self.path[len("/slow/"):])
+            return
+        if self.path.startswith("/stream/"):
+            path = Path(self.directory) / self.path[len("/stream/"):]
+            if not path.is_file():
+                self.send_error(404)
+                return
+            self.protocol_version = "HTTP/1.0"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            with open(path, "rb") as f:
+                while chunk := f.read(65536):
+                    self.wfile.write(chunk)
+            return
+        super().do_GET()
+
+    def _slow(self, path: Path) -> None:
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
+        self.end_headers()
+        piece = -(-len(data) // self.SLOW_PIECES)
+        try:
+            for i in range(0, len(data), piece):
+                self.wfile.write(data[i:i + piece])
+                self.wfile.flush()
+                time.sleep(self.SLOW_PAUSE)  # the simulated provider's pace, not test synchronisation
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class FileServer:
+    """Serves `directory` over HTTP on 127.0.0.1 from a thread."""
+
+    def __init__(self, directory: Path):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(directory)))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> "FileServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def jail(tmp_path):
+    root = tmp_path / "sources"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "bars.csv").write_text("x\n")
+    (root / "data.ndjson.gz").write_bytes(gzip.compress(b'{"a": 1}\n'))
+    (tmp_path / "secret.csv").write_text("outside\n")
+    return root
+
+
+def test_paths_inside_the_directory_are_accepted_and_made_canonical(jail):
+    assert parse_source("sub/bars.csv", str(jail)) == Source("file", "sub/bars.csv")
+    assert parse_source("sub/../sub/./bars.csv", str(jail)) == Source("file", "sub/bars.csv")
+    assert parse_source(str(jail / "sub" / "bars.csv"), str(jail)) == Source("file", "sub/bars.csv")
+    os.symlink(jail / "sub" / "bars.csv", jail / "link.csv")
+    assert parse_source("link.csv", str(jail)) == Source("file", "sub/bars.csv")
+
+
+@pytest.mark.parametrize("path, message", [
+    ("../secret.csv", "outside BACKFILL_SOURCE_DIR"),
+    ("/etc/passwd", "outside BACKFILL_SOURCE_DIR"),
+    ("sub/../../secret.csv", "outside BACKFILL_SOURCE_DIR"),
+    ("nope.csv", "no file 'nope.csv'"),
+    ("sub", "not a regular file"),
+    ("", "must be a non-empty string"),
+    ("a\x00b", "NUL"),
+])
+def test_paths_that_escape_or_do_not_exist_are_refused(jail, path, message):
+    with pytest.raises(SourceError, match=message):
+        parse_source(path, str(jail))
+
+
+def test_a_symlink_pointing_outside_is_refused_even_at_open_time(jail, tmp_path):
+    os.symlink(tmp_path / "secret.csv", jail / "escape.csv")
+    with pytest.raises(SourceError, match="outside BACKFILL_SOURCE_DIR"):
+        parse_source("escape.csv", str(jail))
+    # accepted while it pointed inside, then swapped for a link to the outside
+    os.symlink(jail / "sub" / "bars.csv", jail / "swap.csv")
+    source = parse_source("swap.csv", str(jail))
+    os.unlink(jail / "sub" / "bars.csv")
+    os.symlink(tmp_path / "secret.csv", jail / "sub" / "bars.csv")
+    with pytest.raises(SourceError, match="outside BACKFILL_SOURCE_DIR"):
+        with open_source(source, str(jail), 1 << 20):
+            pass
+
+
+def test_a_missing_source_directory_is_named(tmp_path):
+    with pytest.raises(SourceError, match="BACKFILL_SOURCE_DIR .* does not exist"):
+        parse_source("x.csv", str(tmp_path / "absent"))
+
+
+@pytest.mark.parametrize("url, message", [
+    ("ftp://example.com/bars.csv", "scheme 'ftp' is not supported"),
+    ("file:///etc/passwd", "scheme 'file' is not supported"),
+    ("s3://bucket/bars.csv", "scheme 's3' is not supported"),
+    ("http://user:pw@127.0.0.1/bars.csv", "credentials"),
+    ("http:///bars.csv", "no host"),
+    ("http://127.0.0.1:99999/x.csv", "not a valid URL"),
+])
+def test_urls_other_than_plain_http_and_https_are_refused(url, message):
+    with pytest.raises(SourceError, match=message):
+        parse_source(url, "/nonexistent")
+
+
+def test_format_comes_from_the_name_unless_given():
+    assert detect_format(Source("file", "a/b.ndjson.gz"), None) == "ndjson"
+    assert detect_format(Source("file", "b.jsonl"), None) == "ndjson"
+    assert detect_format(Source("http", "http://h/x/b.CSV.gz?sig=1"), None) == "csv"
+    assert detect_format(Source("file", "dump.bin"), "csv") == "csv"
+    with pytest.raises(SourceError, match="format: cannot tell"):
+        detect_format(Source("file", "dump.bin"), None)
+    with pytest.raises(SourceError, match="format must be one of ndjson, csv"):
+        detect_format(Source("file", "x.csv"), "xml")
+
+
+def test_gzip_is_recognised_by_its_bytes_whatever_the_name(jail):
+    (jail / "plain.csv").write_bytes(gzip.compress(b"hello\nworld\n"))
+    with open_source(parse_source("plain.csv", str(jail)), str(jail), 1 << 20) as opened:
+        assert opened.compressed
+        assert opened.stream.read() == b"hello\nworld\n"
+        assert set(opened.identity) == {"size", "mtime_ns", "inode"}
+
+
+def test_skip_moves_into_the_decompressed_content_for_plain_and_gzip_files(jail):
+    body = b"".join(b"line %d\n" % i for i in range(1000))
+    (jail / "p.csv").write_bytes(body)
+    (jail / "g.csv.gz").write_bytes(gzip.compress(body))
+    for name in ("p.csv", "g.csv.gz"):
+        with open_source(parse_source(name, str(jail)), str(jail), 1 << 30) as opened:
+            opened.skip(len(b"".join(b"line %d\n" % i for i in range(500))))
+            assert opened.stream.readline() == b"line 500\n"
+
+
+def test_http_sources_stream_with_identity_and_refuse_404_and_oversize(tmp_path):
+    body = b"".join(b'{"n": %d}\n' % i for i in range(5000))
+    (tmp_path / "bars.ndjson").write_bytes(body)
+    (tmp_path / "bars.ndjson.gz").write_bytes(gzip.compress(body))
+    with FileServer(tmp_path) as server:
+        for name in ("bars.ndjson", "bars.ndjson.gz", "stream/bars.ndjson.gz"):
+            source = parse_source(f"{server.url}/{name}", "/nonexistent")
+            with open_source(source, "/nonexistent", 10 << 20) as opened:
+                assert opened.stream.read() == body
+                assert opened.compressed == name.endswith(".gz")
+                if not name.startswith("stream/"):
+                    assert opened.identity["last_modified"] and opened.identity["content_length"]
+        with pytest.raises(SourceError, match="answered HTTP 404"):
+            with open_source(parse_source(f"{server.url}/missing.csv", "/x"), "/x", 1 << 20):
+                pass
+        # announced size over the cap: refused before reading
+        with pytest.raises(SourceError, match=r"is \d+ bytes, larger than BACKFILL_MAX_DOWNLOAD_BYTES \(1000 bytes\)"):
+            with open_source(parse_source(f"{server.url}/bars.ndjson", "/x"), "/x", 1000):
+                pass
+        # no Content-Length: stopped once the bytes read pass the cap
+        with pytest.raises(SourceError, match=r"larger than BACKFILL_MAX_DOWNLOAD_BYTES \(1000 bytes\)"):
+            with open_source(parse_source(f"{server.url}/stream/bars.ndjson", "/x"), "/x", 1000) as opened:
+                opened.stream.read()
+
+
+def test_an_unreachable_host_is_a_source_error_not_a_crash(monkeypatch):
+    monkeypatch.setattr(sources, "HTTP_TIMEOUT", (2.0, 2.0))
+    with pytest.raises(SourceError, match="could not fetch"):
+        with open_source(Source("http", "http://127.0.0.1:9/bars.csv"), "/x", 1 << 20):
+            pass
