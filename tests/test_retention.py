@@ -135,7 +135,8 @@ def test_rollups_over_dropped_ranges_are_kept_and_never_recomputed(conn):
     assert len(rows) > 0
 
 
-def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_database_url, conn):
+@pytest.mark.parametrize("session_lock_timeout", ["300", "0"])  # 0: no limit; DDL still caps its waits at 1 s
+def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_database_url, conn, session_lock_timeout):
     rows = _load_60_days(conn)
     reader = psycopg.connect(migrated_database_url)  # a long report holding ACCESS SHARE on the table
     reader.execute("SELECT count(*) FROM bars_ohlcv").fetchone()
@@ -143,7 +144,7 @@ def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_dat
 
     def run_retention():
         with psycopg.connect(migrated_database_url, autocommit=True, application_name="retention-under-test",
-                             options="-c lock_timeout=300") as c:
+                             options=f"-c lock_timeout={session_lock_timeout}") as c:
             outcome["result"] = retention.apply_table(c, "bars_ohlcv")
 
     def ingest():

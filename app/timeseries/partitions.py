@@ -15,8 +15,9 @@ Design (see docs/retention.md):
   the parent (ingest into other partitions keeps going) and ACCESS EXCLUSIVE only on
   the DEFAULT partition, for one short transaction per partition.
 - All partition DDL of a table is serialised by a transaction-level advisory lock, and
-  every lock is taken under the session's `lock_timeout`; lost races are retried
-  (`app.timeseries.retry`).
+  every lock is taken under the session's `lock_timeout`, capped at 1 s in the
+  transactions that need ACCESS EXCLUSIVE (ingest queues behind such a request); lost
+  races are retried (`app.timeseries.retry`).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from app.timeseries import backend, catalog
-from app.timeseries.retry import retrying
+from app.timeseries.retry import retrying, short_lock_timeout
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LOCK_CLASS = 0x4D44_5350  # advisory lock namespace of partition DDL ('MDSP'), object = parent oid
@@ -116,6 +117,7 @@ def _create(conn: psycopg.Connection, table: str, lo: datetime, hi: datetime) ->
     col = sql.Identifier(catalog.table(table).time_column)
     parent = sql.Identifier(table)
     with conn.transaction():
+        short_lock_timeout(conn)
         _lock(conn, table)
         pieces = _gaps(list_partitions(conn, table), lo, hi)
         if not pieces:
@@ -251,6 +253,7 @@ def retire(conn: psycopg.Connection, table: str, partition: str) -> str:
 
     def detach() -> str:
         with conn.transaction():
+            short_lock_timeout(conn)
             _lock(conn, table)
             conn.execute(
                 sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(table), sql.Identifier(partition))

@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from app.intervals import format_interval
 from app.timeseries import backend, catalog, partitions, rollups
 from app.timeseries.partitions import utc
-from app.timeseries.retry import retrying
+from app.timeseries.retry import retrying, short_lock_timeout
 
 RUN_LOCK = 0x4D44_5352  # advisory namespace: one retention run per table ('MDSR'), object = table oid
 BATCH_ROWS = 20_000
@@ -239,10 +239,13 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()[0]
     if whole and not run.dry_run:
         run.note("dropping chunks")
-        dropped = retrying(
-            lambda: conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (table, cutoff)).fetchall(),
-            f"drop chunks of {table}", check=run.check,
-        )
+        def drop() -> list:
+            with conn.transaction():
+                short_lock_timeout(conn)
+                return conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)",
+                                    (table, cutoff)).fetchall()
+
+        dropped = retrying(drop, f"drop chunks of {table}", check=run.check)
         run.dropped.extend(r[0] for r in dropped)
     else:
         run.dropped.extend(name for name, _lo, _hi in whole)

@@ -15,6 +15,7 @@ import psycopg
 from app import logs
 
 T = TypeVar("T")
+DDL_LOCK_TIMEOUT_MS = 1000  # cap for locks that make ingest queue behind us (ACCESS EXCLUSIVE)
 RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 ATTEMPTS = 8
 
@@ -36,3 +37,14 @@ def retrying(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS, check: Ca
                 check()
             time.sleep(pause)
     raise AssertionError("unreachable")
+
+
+def short_lock_timeout(conn: psycopg.Connection) -> None:
+    """Inside a transaction: cap lock_timeout at DDL_LOCK_TIMEOUT_MS for this transaction.
+
+    While we wait for an ACCESS EXCLUSIVE lock, every new INSERT queues behind our
+    request; this bounds that wait (the session's own lock_timeout applies if lower).
+    """
+    current = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'").fetchone()[0])
+    value = DDL_LOCK_TIMEOUT_MS if current == 0 else min(current, DDL_LOCK_TIMEOUT_MS)
+    conn.execute("SELECT set_config('lock_timeout', %s, true)", (str(value),))

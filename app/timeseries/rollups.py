@@ -181,7 +181,12 @@ def _ts_refresh(conn, agg, lo: datetime | None, hi: datetime | None) -> dict:
     _require_autocommit(conn)
 
     def run() -> dict:
-        _source_oid_lock(conn, agg.source, shared=True, xact=False)
+        conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (ROLLUP_LOCK, agg.name))
+        try:
+            _source_oid_lock(conn, agg.source, shared=True, xact=False)
+        except psycopg.Error:
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (ROLLUP_LOCK, agg.name))
+            raise
         try:
             frozen = watermark(conn, agg.source)
             start = lo
@@ -201,6 +206,7 @@ def _ts_refresh(conn, agg, lo: datetime | None, hi: datetime | None) -> dict:
             return {"buckets": buckets, "rows_written": written, "start": start, "end": hi}
         finally:
             conn.execute("SELECT pg_advisory_unlock_shared(%s, %s::regclass::oid::int)", (WATERMARK_LOCK, agg.source))
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (ROLLUP_LOCK, agg.name))
 
     return retrying(run, f"refresh {agg.name}")
 
