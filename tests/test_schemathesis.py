@@ -51,3 +51,10 @@ def test_schemathesis_finds_nothing(migrated_service, tmp_path):
     assert proc.returncode == 0, report
     assert re.search(r"(\d+) generated, \1 passed", proc.stdout), report  # every case passed
     assert '"unhandled error"' not in migrated_service.logs(), "the API logged an unhandled error"
+    # Jobs the run left behind (a refresh over centuries takes minutes) are cancelled, so
+    # the worker stops promptly at teardown; a cancel must work after all this, too.
+    for status in ("running", "queued"):
+        for job in migrated_service.get(f"/jobs?status={status}&limit=200").json()["jobs"]:
+            assert migrated_service.post(f"/jobs/{job['run_id']}/cancel").status_code in (200, 202, 409)
+    for job in migrated_service.get("/jobs?status=running").json()["jobs"]:
+        assert migrated_service.wait_job(job["run_id"], timeout=30)["status"] in ("cancelled", "success", "failed")
