@@ -65,13 +65,16 @@ def test_dry_run_reports_the_same_figures_and_changes_nothing(conn):
     assert (real["rows_removed"], real["dropped_names"]) == (dry["rows_removed"], dry["dropped_names"])
 
 
-def test_a_disabled_policy_removes_nothing(conn):
+def test_a_disabled_policy_removes_nothing_but_still_sweeps_the_default_partition(conn):
     _load_60_days(conn)
+    insert_bars(conn, bar_series("OLD", datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 1, 2, tzinfo=UTC),
+                                 timedelta(hours=1)))
     retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), False)
     count = conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
     result = retention.apply_table(conn, "bars_ohlcv")
-    assert result["skipped"] == "policy disabled"
+    assert result["skipped"] == "policy disabled" and result["rows_moved_from_default"] == 24
     assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == count
+    assert conn.execute("SELECT count(*) FROM bars_ohlcv_default").fetchone()[0] == 0
     # PUT without `enabled` keeps it disabled; a short retention still applies only when enabled
     assert retention.set_policy(conn, "bars_ohlcv", timedelta(hours=1), None)["enabled"] is False
 

@@ -270,8 +270,8 @@ def apply_table(
 
     Returns cutoff, rows removed (or that would be), partitions/chunks dropped.
     A table whose policy is disabled, or that another retention run is working on,
-    is skipped (`skipped` says why); plain-Postgres partition upkeep still runs for
-    a disabled policy.
+    is skipped (`skipped` says why); plain-Postgres partition upkeep (premake, DEFAULT
+    sweep) still runs for a disabled policy.
     """
     if not conn.autocommit:
         raise ValueError("apply_table needs an autocommit connection")
@@ -284,9 +284,13 @@ def apply_table(
         return {"table": table, "skipped": "another retention run is working on this table"}
     try:
         if not policy["enabled"]:
-            if use == backend.POSTGRES and not dry_run:
-                partitions.premake(conn, table)
-            return {"table": table, "backend": use, "skipped": "policy disabled", "retain": policy["retain"]}
+            out = {"table": table, "backend": use, "skipped": "policy disabled", "retain": policy["retain"]}
+            if use == backend.POSTGRES and not dry_run:  # partition upkeep still runs
+                made = partitions.premake(conn, table)
+                swept = partitions.sweep_default(conn, table, check=check)
+                out.update(partitions_created=made + swept["partitions_created"],
+                           rows_moved_from_default=swept["rows_moved"])
+            return out
         retain = timedelta(seconds=policy["retain_seconds"])
         cutoff = utc(conn.execute("SELECT now() - %s::interval", (retain,)).fetchone()[0])
         run = _Run(conn, table, dry_run, check, progress, batch_rows)
