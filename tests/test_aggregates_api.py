@@ -35,6 +35,7 @@ BAD_REFRESHES = [
     ({"start": "2024-05-02T00:00:00Z", "end": "2024-05-01T00:00:00Z"}, 400, "start must be before end"),
     ({"start": "2024-05-01T00:00:00Z", "end": "2024-05-01T00:00:00+00:00"}, 400, "start must be before end"),
     ({"end": "2024-05-01T00:00:00Z"}, 400, "start"),
+    ({"start": "8000-01-01T00:00:00Z"}, 400, "start must be before end"),
     ({"start": "0999-01-01T00:00:00Z"}, 400, "start"),
     ({"window": "1d"}, 400, "window"),
 ]

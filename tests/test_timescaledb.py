@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.timeseries import backend, catalog, partitions, retention, rollups
-from test_aggregates import BASE, _apply, _t, ops
+from test_aggregates import BASE, _apply, _check_refresh, ops
 from timescale_cluster import (bar_series, insert_bars, reference_rollup, requires_timescaledb, rollup_rows,  # noqa: F401
                                source_rows, timescale_cluster, timescale_database_url, timescale_migrated_url)
 
@@ -65,20 +65,6 @@ def _reset(conn):
     conn.execute("DELETE FROM bars_ohlcv")
     for name in rollups.NAMES:
         conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
-
-
-def _check_refresh(conn, op) -> None:
-    kind, name = op[0], op[1]
-    width = rollups.aggregate(name).bucket
-    if kind == "pending":
-        rollups.refresh_pending(conn, name)
-        assert rollup_rows(conn, name) == reference_rollup(source_rows(conn), width)
-    else:
-        _, _, m, length = op
-        out = rollups.refresh(conn, name, _t(m), _t(m + length))
-        lo, hi = datetime.fromisoformat(out["window"]["start"]), datetime.fromisoformat(out["window"]["end"])
-        assert lo <= _t(m) and hi >= _t(m + length)
-        assert rollup_rows(conn, name, lo, hi) == reference_rollup(source_rows(conn), width, lo, hi)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

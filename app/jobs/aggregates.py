@@ -44,8 +44,8 @@ def parse(body: dict) -> dict:
     end = parse_time("end", body["end"]) if body.get("end") is not None else None
     if end is not None and start is None:
         raise BadRequest("end needs a start (without both, the pending invalidations are refreshed)")
-    if start is not None and end is not None and start >= end:
-        raise BadRequest("start must be before end")
+    if start is not None and start >= (end or datetime.now(timezone.utc)):
+        raise BadRequest("start must be before end" + ("" if end else " (now, when end is not given)"))
     return {
         "name": name,
         "start": start.isoformat() if start else None,

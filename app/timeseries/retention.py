@@ -120,41 +120,32 @@ class _Run:
         q += sql.SQL(" WHERE {} < %s").format(sql.Identifier(self.info.time_column))
         return self.conn.execute(q, (cutoff,)).fetchone()[0]
 
-    def delete_batches(self, relation: str, cutoff: datetime) -> int:
-        """Delete rows of `relation` (a partition) older than cutoff, BATCH_ROWS per transaction."""
-        rel, col = sql.Identifier(relation), sql.Identifier(self.info.time_column)
-        stmt = sql.SQL(
-            "DELETE FROM {r} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {r} WHERE {c} < %s LIMIT %s))"
-        ).format(r=rel, c=col)
+    def _delete_loop(self, stmt: sql.Composed, params: tuple, what: str) -> int:
+        """Run a bounded DELETE (one transaction each) until it deletes nothing."""
         removed = 0
         while True:
             self.check()
-            n = retrying(lambda: self.conn.execute(stmt, (cutoff, self.batch_rows)).rowcount,
-                         f"delete from {relation}", check=self.check)
+            n = retrying(lambda: self.conn.execute(stmt, params).rowcount, what, check=self.check)
             removed += n
             self.rows_removed += n
             self.note("deleting")
             if n == 0:
                 return removed
 
+    def delete_batches(self, relation: str, cutoff: datetime) -> int:
+        """Delete rows of `relation` (a partition) older than cutoff, batch_rows per transaction."""
+        stmt = sql.SQL(
+            "DELETE FROM {r} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {r} WHERE {c} < %s LIMIT %s))"
+        ).format(r=sql.Identifier(relation), c=sql.Identifier(self.info.time_column))
+        return self._delete_loop(stmt, (cutoff, self.batch_rows), f"delete from {relation}")
+
     def delete_batches_by_key(self, lo: datetime, cutoff: datetime) -> int:
         """Hypertable: delete rows in [lo, cutoff) by primary key batches (works on compressed chunks)."""
-        keys = primary_key(self.conn, self.table)
-        cols = sql.SQL(", ").join(map(sql.Identifier, keys))
-        col = sql.Identifier(self.info.time_column)
+        cols = sql.SQL(", ").join(map(sql.Identifier, primary_key(self.conn, self.table)))
         stmt = sql.SQL(
             "DELETE FROM {t} WHERE ({k}) IN (SELECT {k} FROM {t} WHERE {c} >= %s AND {c} < %s LIMIT %s)"
-        ).format(t=sql.Identifier(self.table), k=cols, c=col)
-        removed = 0
-        while True:
-            self.check()
-            n = retrying(lambda: self.conn.execute(stmt, (lo, cutoff, self.batch_rows)).rowcount,
-                         f"delete from {self.table}", check=self.check)
-            removed += n
-            self.rows_removed += n
-            self.note("deleting")
-            if n == 0:
-                return removed
+        ).format(t=sql.Identifier(self.table), k=cols, c=sql.Identifier(self.info.time_column))
+        return self._delete_loop(stmt, (lo, cutoff, self.batch_rows), f"delete from {self.table}")
 
 
 def primary_key(conn: psycopg.Connection, table: str) -> list[str]:
