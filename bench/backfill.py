@@ -96,10 +96,10 @@ def baseline(url: str, csv_path: Path) -> float:
         return time.perf_counter() - started
 
 
-def job(url: str, source_dir: Path, name: str) -> dict:
+def job(url: str, source_dir: Path, name: str, batch_rows: int | None) -> dict:
     """Run the job in a child process; its timing and memory."""
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", url, str(source_dir), name],
+        [sys.executable, __file__, "--child", url, str(source_dir), name, str(batch_rows or "")],
         capture_output=True, text=True, env={**os.environ, **settings_env(url, source_dir)}, timeout=900,
     )
     if proc.returncode != 0:
@@ -107,7 +107,7 @@ def job(url: str, source_dir: Path, name: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def child(url: str, source_dir: str, name: str) -> None:
+def child(url: str, source_dir: str, name: str, batch_rows: str) -> None:
     """In the child: parse + run the real job kind, report seconds and memory."""
     import structlog
 
@@ -118,7 +118,7 @@ def child(url: str, source_dir: str, name: str) -> None:
     settings = config.load_settings(dotenv=False)
     logs.configure("WARNING")
     runner.use_settings(settings)
-    params = backfill.parse_bars({"source": name})
+    params = backfill.parse_bars({"source": name, **({"batch_rows": int(batch_rows)} if batch_rows else {})})
     rss_before = _rss_kb()
     ctx = JobContext(run_id=str(uuid.uuid4()), kind=backfill.BARS.name, settings=settings,
                      log=structlog.get_logger("bench"), deadline=time.monotonic() + 3600)
@@ -141,8 +141,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--small", type=int, default=500_000)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch-rows", type=int, default=None, help="the job's batch_rows (default: its own)")
+    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -171,12 +172,12 @@ def main() -> None:
             reset(url)
             copies.append(baseline(url, big_csv))
             reset(url)
-            jobs.append(job(url, work, big.name))
+            jobs.append(job(url, work, big.name, args.batch_rows))
             print(f"round {r + 1}: COPY {args.rows / copies[-1]:,.0f} rows/s ({copies[-1]:.2f} s), "
                   f"job {args.rows / jobs[-1]['seconds']:,.0f} rows/s ({jobs[-1]['seconds']:.2f} s, "
                   f"{jobs[-1]['batches']} batches)")
         reset(url)
-        small_run = job(url, work, small.name)
+        small_run = job(url, work, small.name, args.batch_rows)
         best_copy, best_job = min(copies), min(j["seconds"] for j in jobs)
         big_run = max(jobs, key=lambda j: j["peak_kb"])
         print()

@@ -141,3 +141,32 @@ def test_one_source_is_loaded_by_one_run_at_a_time(settings, source_dir):
 def test_a_source_that_vanished_before_the_run_fails_it_by_name(settings, source_dir):
     with pytest.raises(JobError, match="no file 'gone.ndjson'"):
         run(settings, "gone.ndjson")
+
+
+def test_a_csv_load_resumes_with_the_header_it_read_before(settings, source_dir):
+    from test_backfill_service import write_csv
+
+    url = settings.database_url
+    good = bars(40, ("cv1",))
+    path = write_csv(source_dir / "r.csv", good)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:26] + ["prov,cv1,1m,2024-02-05T00:00:00Z,1,2,3,4,5"] + lines[26:]) + "\n")
+    with pytest.raises(JobError, match="first bad line 27: low 3.0 > high 2.0"):
+        run(settings, "r.csv", format="csv")
+    assert checkpoint(url)[:2] == ("loading", 21)  # the header and two batches of ten
+    result = run(settings, "r.csv", format="csv", max_bad_rows=1)
+    assert result["resumed_from"]["line"] == 21
+    assert (result["rows_read"], result["rows_written"], result["rows_rejected"]) == (41, 40, 1)
+    assert stored(url, ["cv1"]) == expected(good)
+
+
+def test_rows_older_than_the_retention_policy_load_with_a_warning(settings, source_dir):
+    from datetime import datetime, timezone
+
+    write_ndjson(source_dir / "old.ndjson", bars(4, start=datetime(2012, 3, 1, tzinfo=timezone.utc)))
+    result = run(settings, "old.ndjson")
+    assert result["rows_written"] == 4
+    [warning] = result["warnings"]
+    assert "older than the retention of bars_ohlcv" in warning and "PUT /retention/policies/bars_ohlcv" in warning
+    write_ndjson(source_dir / "new.ndjson", bars(4))
+    assert run(settings, "new.ndjson")["warnings"] == []

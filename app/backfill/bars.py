@@ -32,7 +32,7 @@ from app.jobs.base import JobContext, JobError
 
 JOB = "backfill.bars_ohlcv"
 TABLE = "bars_ohlcv"
-QUEUE_BATCHES = 2
+QUEUE_BATCHES = 1
 WRITERS = 2
 _END = object()
 _POLL = 0.2
@@ -132,6 +132,7 @@ def _load(ctx: JobContext, conn: psycopg.Connection, params: Params, state: Stat
         checkpoints.finish(conn, params.key)
         runs.finish(conn, job_run_id, "success", state, params.provider,
                     extra={"batches": state.batches, "upsert_batches": job.upserts})
+        warnings = _retention_warnings(conn, state)
         compressed = opened.compressed
     elapsed = time.monotonic() - started
     read_now = state.rows_read - (resumed_from["rows_read"] if resumed_from else 0)
@@ -152,9 +153,26 @@ def _load(ctx: JobContext, conn: psycopg.Connection, params: Params, state: Stat
         "upsert_batches": job.upserts,
         "partitions_created": job.partitions_created,
         "resumed_from": resumed_from,
+        "warnings": warnings,
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(read_now / elapsed, 1) if elapsed > 0 else None,
     }
+
+
+def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
+    """Say so when loaded rows are older than the table's retention keeps."""
+    if state.min_ts is None:
+        return []
+    row = conn.execute(
+        """SELECT retain, now() - retain FROM store_retention_policies
+           WHERE table_name = %s AND enabled AND %s < now() - retain""",
+        (TABLE, state.min_ts),
+    ).fetchone()
+    if row is None:
+        return []
+    return [f"rows before {row[1].isoformat()} are older than the retention of {TABLE} ({row[0]}) and will be "
+            f"removed by the next retention run; raise or disable the policy (PUT /retention/policies/{TABLE}) "
+            f"to keep them"]
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -219,6 +237,7 @@ class _Pipeline:
         self.inboxes: list[queue.Queue] = [queue.Queue(1) for _ in sessions]
         self.done: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
+        self.in_flight = threading.Semaphore(len(sessions))  # batches handed over, not yet done
         self.last: _Slot | None = None
         self.count = 0
         self.threads = [threading.Thread(target=self._lane, args=(i,), name=f"backfill-writer-{i}", daemon=True)
@@ -227,7 +246,10 @@ class _Pipeline:
             t.start()
 
     def submit(self, batch: Batch, wait: callable) -> None:
-        """Queue a batch; `wait()` runs while the writer is busy (checks, heartbeats)."""
+        """Hand a batch to the next writer once one of them is free; `wait()` runs while
+        they are busy (checks, heartbeats)."""
+        while not self.in_flight.acquire(timeout=_POLL):
+            wait()
         slot = _Slot(self.count, batch, self.last)
         inbox = self.inboxes[self.count % len(self.inboxes)]
         self.count += 1
@@ -281,6 +303,7 @@ class _Pipeline:
                 slot.committed.set()
                 slot.prev = None
                 slot.batch.chunks = []
+                self.in_flight.release()
                 self.done.put(slot)
             if slot.error is not None:
                 return
