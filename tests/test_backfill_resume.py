@@ -170,3 +170,22 @@ def test_rows_older_than_the_retention_policy_load_with_a_warning(settings, sour
     assert "older than the retention of bars_ohlcv" in warning and "PUT /retention/policies/bars_ohlcv" in warning
     write_ndjson(source_dir / "new.ndjson", bars(4))
     assert run(settings, "new.ndjson")["warnings"] == []
+
+
+def test_a_batch_the_database_refuses_fails_the_load_and_the_batches_before_it_stay(settings, source_dir):
+    url = settings.database_url
+    rows = bars(100, ("db1",))  # volume of row i is i
+    write_ndjson(source_dir / "v.ndjson", rows)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE bars_ohlcv ADD CONSTRAINT test_volume_below_55 CHECK (volume < 55)")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        run(settings, "v.ndjson")
+    assert checkpoint(url)[:2] == ("loading", 50)
+    assert stored(url, ["db1"]) == expected(rows[:50])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE bars_ohlcv DROP CONSTRAINT test_volume_below_55")
+        job_run = conn.execute("SELECT status, error_message, rows_written FROM job_runs").fetchone()
+    assert job_run[0] == "failure" and "test_volume_below_55" in job_run[1] and job_run[2] == 50
+    result = run(settings, "v.ndjson")
+    assert result["resumed_from"]["line"] == 50 and result["rows_written"] == 100
+    assert stored(url, ["db1"]) == expected(rows)

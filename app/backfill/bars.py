@@ -262,9 +262,15 @@ class _Pipeline:
                 wait()
 
     def close(self) -> None:
-        """No more batches: let the writers finish what they have."""
-        for inbox in self.inboxes:
-            inbox.put(None)
+        """No more batches: let the writers finish what they have (a writer that died on
+        an error takes nothing more; its error is in `done`)."""
+        for inbox, thread in zip(self.inboxes, self.threads):
+            while thread.is_alive():
+                try:
+                    inbox.put(None, timeout=_POLL)
+                    break
+                except queue.Full:
+                    continue
 
     def abort(self) -> None:
         self.stopping.set()
