@@ -189,3 +189,16 @@ def test_a_batch_the_database_refuses_fails_the_load_and_the_batches_before_it_s
     result = run(settings, "v.ndjson")
     assert result["resumed_from"]["line"] == 50 and result["rows_written"] == 100
     assert stored(url, ["db1"]) == expected(rows)
+
+
+def test_a_truncated_gzip_file_fails_the_load_after_what_it_could_read(settings, source_dir):
+    import gzip
+    import json
+
+    blob = gzip.compress(b"".join(json.dumps(r).encode() + b"\n" for r in bars(20_000, ("tr1",))))
+    (source_dir / "cut.ndjson.gz").write_bytes(blob[: len(blob) * 3 // 4])
+    with pytest.raises(JobError, match=r"the source cannot be read after line \d+: Compressed file ended"):
+        run(settings, "cut.ndjson.gz", batch_rows=1000)
+    status, line, *_ = checkpoint(settings.database_url)
+    assert status == "loading" and line > 0 and line % 1000 == 0
+    assert stored(settings.database_url, ["tr1"])[0] == line
