@@ -162,8 +162,11 @@ def test_ndjson_gzip_and_csv_from_the_directory_and_http_load_and_reload_without
         writer(source_dir / name, rows)
     with FileServer(source_dir) as server:
         http_rows = bars(400, ("ht1",), provider="web")
+        http_csv_rows = bars(300, ("ht2", "ht3"), provider="web")
         write_ndjson(source_dir / "web.ndjson.gz", http_rows, compress=True)
-        sources = [(name, rows) for name, (_, rows) in files.items()] + [(f"{server.url}/web.ndjson.gz", http_rows)]
+        write_csv(source_dir / "web.csv", http_csv_rows)
+        sources = [(name, rows) for name, (_, rows) in files.items()] + [
+            (f"{server.url}/web.ndjson.gz", http_rows), (f"{server.url}/web.csv", http_csv_rows)]
         for source, rows in sources:
             doc = load(svc, {"source": source, "batch_rows": 128})
             result = doc["result"]
@@ -184,18 +187,18 @@ def test_ndjson_gzip_and_csv_from_the_directory_and_http_load_and_reload_without
         assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == total
 
     runs = job_runs(url)
-    assert len(runs) == 8 and {r["status"] for r in runs} == {"success"}
+    assert len(runs) == 10 and {r["status"] for r in runs} == {"success"}
     first = runs[0]
     assert first["job_name"] == "backfill.bars_ohlcv" and first["dataset_name"] == "bars_ohlcv"
     assert first["rows_written"] == 500 and first["rows_failed"] == 0 and first["provider"] == "prov"
     assert first["symbols"] == ["AA1", "AA2"] and first["min_ts"] == START
     assert first["metadata"]["last_heartbeat"] and first["completed_at"] and first["elapsed_ms"] >= 0
-    assert runs[3]["provider"] == "web" and [r["rows_written"] for r in runs[4:]] == [0, 0, 0, 0]
+    assert runs[3]["provider"] == "web" and [r["rows_written"] for r in runs[5:]] == [0] * 5
 
     samples = wait_for(lambda: (m := scrape(svc)).get('sink_writes_total{outcome="unchanged",sink="bars_ohlcv"}')
                        == total and m, 10, message="sink metrics of every batch")
     assert samples['sink_writes_total{outcome="success",sink="bars_ohlcv"}'] == total
-    assert samples['sink_write_latency_count{sink="bars_ohlcv"}'] >= 8
+    assert samples['sink_write_latency_count{sink="bars_ohlcv"}'] >= 10
 
 
 def test_bad_rows_are_skipped_counted_and_sampled_up_to_max_bad_rows(svc, source_dir):
