@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import requests
 from test_backfill_sources import FileServer
+from test_observability import scrape
 
 from conftest import wait_for
 
@@ -62,15 +63,6 @@ def stored(url: str, symbols) -> tuple:
             """SELECT count(*), array_agg(DISTINCT symbol ORDER BY symbol), min(ts), max(ts), sum(close), sum(volume)
                FROM bars_ohlcv WHERE symbol = ANY(%s)""", ([s.upper() for s in symbols],)).fetchone()
     return n, syms or [], lo, hi, round(closes or 0, 6), round(volumes or 0, 6)
-
-
-def scrape(svc) -> dict[str, float]:
-    samples = {}
-    for line in svc.get("/metrics").text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def job_runs(url: str) -> list[dict]:
