@@ -82,8 +82,11 @@ def _redis_blobs(client: redis.Redis):
                 pass
 
 
-def test_canary_token_and_password_appear_nowhere(scram_cluster, canary, service_factory, redis_server):
+def test_canary_token_and_password_appear_nowhere(scram_cluster, canary, service_factory, redis_server, tmp_path):
     url = scram_cluster.url("store", "store_canary", canary["password"])
+    bar = {"provider": "cy", "symbol": "CY", "interval": "1m", "ts": "2024-02-05T00:00:00Z",
+           "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0}
+    (tmp_path / "bars.ndjson").write_text(json.dumps(bar) + "\n" + "not json\n")
     with pytest.raises(psycopg.OperationalError):  # the password is really checked
         psycopg.connect(scram_cluster.url("store", "store_canary", "wrong-password"), connect_timeout=5)
 
@@ -92,6 +95,7 @@ def test_canary_token_and_password_appear_nowhere(scram_cluster, canary, service
         "LOG_LEVEL": "DEBUG",
         "EVENT_BUS_BACKEND": "redis",
         "DB_LOCK_TIMEOUT_MS": "1500",
+        "BACKFILL_SOURCE_DIR": str(tmp_path),
     }, start=False)
     svc.session.headers["Authorization"] = f"Bearer {canary['token']}"
     svc.start()
@@ -103,7 +107,8 @@ def test_canary_token_and_password_appear_nowhere(scram_cluster, canary, service
     applied = svc.wait_job(svc.trigger("/migrate"), timeout=60)
     assert applied["status"] == "success", applied["error"]
     for path, body in (("/migrate", {"dry_run": True}), ("/drift/check", None),
-                       ("/retention/apply", {"dry_run": True}), ("/refresh/aggregate", None)):
+                       ("/retention/apply", {"dry_run": True}), ("/refresh/aggregate", None),
+                       ("/backfill/bars_ohlcv", {"source": "bars.ndjson", "max_bad_rows": 1})):
         resp = svc.post(path, body)
         assert resp.status_code == 202, (path, resp.text)
         svc.wait_job(resp.json()["run_id"], timeout=60)
@@ -132,6 +137,7 @@ def test_canary_token_and_password_appear_nowhere(scram_cluster, canary, service
         "/health": requests.get(svc.url + "/health", timeout=5).content,
         "/drift": svc.get("/drift").content,
         "/retention/policies": svc.get("/retention/policies").content,
+        "/backfill": svc.get("/backfill").content,
         "/openapi.json": requests.get(svc.url + "/openapi.json", timeout=5).content,
     }
     client = redis.Redis.from_url(redis_server.url)
