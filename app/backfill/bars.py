@@ -1,17 +1,15 @@
 """The `bars_ohlcv` backfill: one source into the `bars_ohlcv` table, resumable.
 
-Threads, each with one job of its own:
+Three kinds of threads:
 
 - the reader (`_Feed`): source -> parse -> validate -> CSV batches, at most
   QUEUE_BATCHES ahead (memory stays flat whatever the size of the source);
-- two writers (`_Pipeline`), each with its own database session and staging table,
-  taking batches in turn: while batch i merges on one session, batch i+1 is already
-  being COPYed into the other's staging table. Merges and commits stay in file order
-  (batch i+1 merges after batch i merged, commits after batch i committed), so the
-  checkpoint written with each batch always describes a prefix of the file, and a
-  batch can only ever wait on the batch before it (no deadlock);
-- the job's thread: hands batches over, creates the partitions a batch needs before
-  it is written, and turns committed batches into progress, metrics and the result.
+- WRITERS sessions of a `Pipeline` (app/backfill/pipeline.py): COPY + merge + the
+  checkpoint and job_runs counts, one transaction per batch, overlapping each other
+  but merging and committing in file order;
+- the job's thread (`_Job`): hands batches over, creates the partitions a batch needs
+  before it is written, and turns committed batches into progress, metrics and the
+  result.
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ import queue
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 
@@ -27,6 +25,7 @@ from app import metrics
 from app.backfill import checkpoints, runs, sources
 from app.backfill.checkpoints import State
 from app.backfill.loader import Loader, MergePolicy
+from app.backfill.pipeline import Pipeline, Slot, Stopped
 from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
 from app.jobs.base import JobContext, JobError
 
@@ -122,10 +121,18 @@ def _load(ctx: JobContext, conn: psycopg.Connection, params: Params, state: Stat
         job = _Job(ctx, conn, params, state, job_run_id, opened)
         feed = _Feed(reader)
         feed.start()
+        def bookkeeping(session, before: State, batch: Batch, written: int) -> State:
+            after = _advance(before, batch, written)
+            checkpoints.advance(session, params.key, after)
+            runs.heartbeat(session, job_run_id, after, params.provider)
+            return after
+
         try:
             with ExitStack() as stack:
-                sessions = [stack.enter_context(ctx.connect(autocommit=True)) for _ in range(WRITERS)]
-                job.run(feed, _Pipeline(ctx, params, state, job_run_id, sessions))
+                policy = MergePolicy()
+                loaders = [Loader(stack.enter_context(ctx.connect(autocommit=True)), TABLE, policy)
+                           for _ in range(WRITERS)]
+                job.run(feed, Pipeline(loaders, bookkeeping, State(**state.__dict__)))
         finally:
             feed.stop.set()
             feed.join(timeout=10)
@@ -205,132 +212,6 @@ class _Feed(threading.Thread):
 
 
 # -- writing -------------------------------------------------------------------------------------
-class _Stopped(Exception):
-    """The batch before this one failed, or the job is stopping: roll this one back."""
-
-
-@dataclass
-class _Slot:
-    """One batch on its way into the table."""
-
-    index: int
-    batch: Batch
-    prev: "_Slot | None"
-    merged: threading.Event = field(default_factory=threading.Event)
-    committed: threading.Event = field(default_factory=threading.Event)
-    ok: bool = False
-    written: int = 0
-    seconds: float = 0.0
-    after: State | None = None  # the load's state once this batch committed
-    error: BaseException | None = None
-
-
-class _Pipeline:
-    """Writes batches on several sessions in turn; merges and commits in file order."""
-
-    def __init__(self, ctx: JobContext, params: Params, state: State, job_run_id: int,
-                 sessions: list[psycopg.Connection]):
-        self.ctx, self.params, self.job_run_id = ctx, params, job_run_id
-        self.base = State(**state.__dict__)  # the state before the first batch of this run
-        self.policy = MergePolicy()
-        self.loaders = [Loader(conn, TABLE, self.policy) for conn in sessions]
-        self.inboxes: list[queue.Queue] = [queue.Queue(1) for _ in sessions]
-        self.done: queue.Queue = queue.Queue()
-        self.stopping = threading.Event()
-        self.in_flight = threading.Semaphore(len(sessions))  # batches handed over, not yet done
-        self.last: _Slot | None = None
-        self.count = 0
-        self.threads = [threading.Thread(target=self._lane, args=(i,), name=f"backfill-writer-{i}", daemon=True)
-                        for i in range(len(sessions))]
-        for t in self.threads:
-            t.start()
-
-    def submit(self, batch: Batch, wait: callable) -> None:
-        """Hand a batch to the next writer once one of them is free; `wait()` runs while
-        they are busy (checks, heartbeats)."""
-        while not self.in_flight.acquire(timeout=_POLL):
-            wait()
-        slot = _Slot(self.count, batch, self.last)
-        inbox = self.inboxes[self.count % len(self.inboxes)]
-        self.count += 1
-        self.last = slot
-        while True:
-            try:
-                inbox.put(slot, timeout=_POLL)
-                return
-            except queue.Full:
-                wait()
-
-    def close(self) -> None:
-        """No more batches: let the writers finish what they have (a writer that died on
-        an error takes nothing more; its error is in `done`)."""
-        for inbox, thread in zip(self.inboxes, self.threads):
-            while thread.is_alive():
-                try:
-                    inbox.put(None, timeout=_POLL)
-                    break
-                except queue.Full:
-                    continue
-
-    def abort(self) -> None:
-        self.stopping.set()
-        for inbox in self.inboxes:
-            try:
-                inbox.put_nowait(None)
-            except queue.Full:
-                pass
-        for t in self.threads:
-            t.join(timeout=30)
-
-    def alive(self) -> bool:
-        return any(t.is_alive() for t in self.threads)
-
-    def _wait(self, event: threading.Event, prev: _Slot) -> None:
-        """Wait for the batch before this one to reach a step; _Stopped if it failed."""
-        while not event.wait(_POLL):
-            if self.stopping.is_set():
-                raise _Stopped()
-        if prev.error is not None:
-            raise _Stopped()
-
-    def _lane(self, i: int) -> None:
-        loader, inbox = self.loaders[i], self.inboxes[i]
-        while True:
-            slot = inbox.get()
-            if slot is None or self.stopping.is_set():
-                return
-            try:
-                self._write(loader, slot)
-                slot.ok = True
-            except BaseException as exc:  # noqa: BLE001 - reported to the job's thread
-                slot.error = exc
-            finally:
-                slot.merged.set()
-                slot.committed.set()
-                slot.prev = None
-                slot.batch.chunks = []
-                self.in_flight.release()
-                self.done.put(slot)
-            if slot.error is not None:
-                return
-
-    def _write(self, loader: Loader, slot: _Slot) -> None:
-        prev, batch, params = slot.prev, slot.batch, self.params
-        t0 = time.perf_counter()
-        with loader.conn.transaction():
-            loader.copy(batch.chunks)
-            if prev is not None:
-                self._wait(prev.merged, prev)
-            slot.written = loader.merge() if batch.rows else 0
-            slot.merged.set()
-            if prev is not None:
-                self._wait(prev.committed, prev)
-            slot.after = after = _advance(prev.after if prev is not None else self.base, batch, slot.written)
-            checkpoints.advance(loader.conn, params.key, after)
-            runs.heartbeat(loader.conn, self.job_run_id, after, params.provider)
-        slot.seconds = time.perf_counter() - t0
-
-
 def _advance(before: State, batch: Batch, written: int) -> State:
     """The load's state after `batch` (written rows of it: `written`)."""
     after = State(**before.__dict__)
@@ -361,10 +242,10 @@ class _Job:
         self._covered: tuple[float, float] | None = None  # epoch range known to have partitions
         self._read_at_start = state.rows_read
         self._started = time.monotonic()
-        self._committed: dict[int, _Slot] = {}
+        self._committed: dict[int, Slot] = {}
         self._next = 0
 
-    def run(self, feed: _Feed, pipeline: _Pipeline) -> None:
+    def run(self, feed: _Feed, pipeline: Pipeline) -> None:
         try:
             self._pump(feed, pipeline)
             pipeline.close()
@@ -383,9 +264,9 @@ class _Job:
                     pass
             raise
         finally:
-            self.upserts = pipeline.policy.upserts
+            self.upserts = pipeline.upserts
 
-    def _pump(self, feed: _Feed, pipeline: _Pipeline) -> None:
+    def _pump(self, feed: _Feed, pipeline: Pipeline) -> None:
         ctx = self.ctx
         beat = max(1.0, ctx.settings.heartbeat_interval)
         idle_since = time.monotonic()
@@ -420,13 +301,13 @@ class _Job:
                 self._ensure_partitions(item.min_epoch, item.max_epoch)
             pipeline.submit(item, wait)
 
-    def _settle(self, pipeline: _Pipeline) -> None:
+    def _settle(self, pipeline: Pipeline) -> None:
         """Before failing on a read error: let the batches already handed over commit."""
         pipeline.close()
         while self._next < pipeline.count:
             self._collect(pipeline, block=True)
 
-    def _collect(self, pipeline: _Pipeline, block: bool) -> None:
+    def _collect(self, pipeline: Pipeline, block: bool) -> None:
         """Apply finished batches in order; raise the first failure."""
         while True:
             try:
@@ -442,11 +323,11 @@ class _Job:
             if block:
                 return
 
-    def _take(self, slot: _Slot) -> None:
+    def _take(self, slot: Slot) -> None:
         if slot.error is not None:
             if isinstance(slot.error, psycopg.Error):
                 metrics.SINK_WRITES.inc(slot.batch.rows, sink=TABLE, outcome="error")
-            if not isinstance(slot.error, _Stopped):
+            if not isinstance(slot.error, Stopped):
                 raise slot.error
             return
         self._committed[slot.index] = slot
@@ -454,7 +335,7 @@ class _Job:
             self._apply(self._committed.pop(self._next))
             self._next += 1
 
-    def _apply(self, slot: _Slot) -> None:
+    def _apply(self, slot: Slot) -> None:
         state, batch = self.state, slot.batch
         state.__dict__.update(slot.after.__dict__)
         metrics.SINK_WRITES.inc(slot.written, sink=TABLE, outcome="success")
