@@ -7,8 +7,9 @@ Safety:
   is stale (its holder would hold the advisory lock) and breaks it.
 - DDL runs with `lock_timeout` and `statement_timeout` (settings), so it fails fast
   instead of queueing behind ingest and blocking it.
-- yoyo records a migration in the same transaction that applied it, so a killed run
-  leaves the schema as before that migration and a re-run applies it cleanly.
+- yoyo applies a migration in one transaction and records it in a second one, so a
+  killed run leaves the schema as before that migration, or applied but unrecorded:
+  migrations are written idempotently (IF NOT EXISTS) and a re-run applies cleanly.
 """
 from __future__ import annotations
 

@@ -241,7 +241,7 @@ def _open_http(source: Source, max_download_bytes: int):
         if resp.status_code != 200:
             raise SourceError(f"{url} answered HTTP {resp.status_code} {resp.reason or ''}".rstrip())
         length = resp.headers.get("Content-Length", "")
-        size = int(length) if length.isdigit() else None
+        size = int(length) if length.isascii() and length.isdigit() else None
         if size is not None and size > max_download_bytes:
             raise SourceError(
                 f"{url} is {size} bytes, larger than BACKFILL_MAX_DOWNLOAD_BYTES ({max_download_bytes} bytes)"

@@ -1,7 +1,7 @@
 """Job `refresh_aggregate`: refresh continuous aggregates (one or all), pending or over a window."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 
@@ -11,6 +11,9 @@ from app.timeseries import rollups
 
 _MIN = datetime(1000, 1, 1, tzinfo=timezone.utc)
 _MAX = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+MAX_WINDOW = timedelta(days=20_000)  # refreshes run one day per transaction: bound the slices
 
 
 def parse_time(field: str, value: object) -> datetime:
@@ -46,6 +49,8 @@ def parse(body: dict) -> dict:
         raise BadRequest("end needs a start (without both, the pending invalidations are refreshed)")
     if start is not None and start >= (end or datetime.now(timezone.utc)):
         raise BadRequest("start must be before end" + ("" if end else " (now, when end is not given)"))
+    if start is not None and (end or datetime.now(timezone.utc)) - start > MAX_WINDOW:
+        raise BadRequest(f"the window from start to end may span at most {MAX_WINDOW.days} days")
     return {
         "name": name,
         "start": start.isoformat() if start else None,

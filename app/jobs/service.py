@@ -32,8 +32,9 @@ def request_hash(kind: str, params: dict) -> str:
 
 
 def _timeout(settings: Settings, kind: JobKind) -> float:
-    """JOB_TIMEOUT_<KIND>_SECONDS, else the kind's own limit, else JOB_TIMEOUT_SECONDS."""
-    override = dict(settings.kind_timeouts).get(kind.name)
+    """JOB_TIMEOUT_<KIND>_SECONDS (dots as underscores: JOB_TIMEOUT_BACKFILL_BARS_OHLCV_SECONDS),
+    else the kind's own limit, else JOB_TIMEOUT_SECONDS."""
+    override = dict(settings.kind_timeouts).get(kind.name.replace(".", "_"))
     if override is not None:
         return override
     return kind.timeout_s if kind.timeout_s is not None else settings.job_timeout
