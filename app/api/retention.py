@@ -5,10 +5,10 @@ from datetime import timedelta
 
 from flask import Blueprint, jsonify
 
-from app import db
+from app import db, validation
 from app.api.common import json_body, settings, trigger
 from app.auth import admin_required
-from app.errors import BadRequest, NotFound
+from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
 from app.jobs import retention as retention_job
 from app.timeseries import catalog, retention
@@ -26,12 +26,9 @@ def list_policies():
 @bp.put("/retention/policies/<table>")
 @admin_required
 def put_policy(table: str):
-    if table not in catalog.TABLES:
-        raise NotFound(f"table {table[:80]!r} is not a time-series table; known: {', '.join(catalog.TABLES)}")
+    validation.one_of(table, catalog.TABLES, "table", "a time-series table")
     body = json_body()
-    unknown = set(body) - {"retain", "enabled"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: retain, enabled")
+    validation.only(body, ["retain", "enabled"])
     if "retain" not in body or body["retain"] is None:
         raise BadRequest("retain is required, e.g. {\"retain\": \"30 days\"}")
     try:
@@ -40,9 +37,7 @@ def put_policy(table: str):
         raise BadRequest(f"retain: {exc}") from None
     if retain < catalog.MIN_RETAIN:
         raise BadRequest(f"retain must be at least {format_interval(catalog.MIN_RETAIN)}, got {body['retain']!r}")
-    enabled = body.get("enabled")
-    if enabled is not None and not isinstance(enabled, bool):
-        raise BadRequest("enabled must be true or false")
+    enabled = validation.flag(body, "enabled", default=None)
     with db.connection(settings()) as conn:
         return jsonify(retention.set_policy(conn, table, timedelta(seconds=int(retain.total_seconds())), enabled))
 

@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from app.errors import BadRequest, NotFound
+from app import validation
+from app.errors import BadRequest
 from app.jobs.base import JobContext, JobError, JobKind
 from app.timeseries import rollups
 
@@ -34,15 +35,8 @@ def parse_time(field: str, value: object) -> datetime:
 
 
 def parse(body: dict) -> dict:
-    unknown = set(body) - {"name", "start", "end"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: name, start, end")
-    name = body.get("name")
-    if name is not None:
-        if not isinstance(name, str) or not name:
-            raise BadRequest("name must be the name of an aggregate")
-        if name not in rollups.NAMES:
-            raise NotFound(f"no aggregate named {name[:80]!r}; known: {', '.join(rollups.NAMES)}")
+    validation.only(body, ["name", "start", "end"])
+    name = validation.one_of(body.get("name"), rollups.NAMES, "name", "an aggregate")
     start = parse_time("start", body["start"]) if body.get("start") is not None else None
     end = parse_time("end", body["end"]) if body.get("end") is not None else None
     if end is not None and start is None:

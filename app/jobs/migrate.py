@@ -1,19 +1,13 @@
 """Job `migrate`: apply pending yoyo migrations (or list them with dry_run)."""
 from __future__ import annotations
 
-from app import metrics, migrator
-from app.errors import BadRequest
+from app import metrics, migrator, validation
 from app.jobs.base import JobContext, JobError, JobKind
 
 
 def parse(body: dict) -> dict:
-    unknown = set(body) - {"dry_run"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: dry_run")
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise BadRequest("dry_run must be true or false")
-    return {"dry_run": dry_run}
+    validation.only(body, ["dry_run"])
+    return {"dry_run": validation.flag(body, "dry_run")}
 
 
 def run(ctx: JobContext, params: dict) -> dict:

@@ -3,25 +3,15 @@ from __future__ import annotations
 
 import psycopg
 
-from app.errors import BadRequest, NotFound
+from app import validation
 from app.jobs.base import JobContext, JobError, JobKind
 from app.timeseries import catalog, retention
 
 
 def parse(body: dict) -> dict:
-    unknown = set(body) - {"table", "dry_run"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}; allowed: table, dry_run")
-    table = body.get("table")
-    if table is not None:
-        if not isinstance(table, str) or not table:
-            raise BadRequest("table must be the name of a time-series table")
-        if table not in catalog.TABLES:
-            raise NotFound(f"table {table[:80]!r} is not a time-series table; known: {', '.join(catalog.TABLES)}")
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise BadRequest("dry_run must be true or false")
-    return {"table": table, "dry_run": dry_run}
+    validation.only(body, ["table", "dry_run"])
+    table = validation.one_of(body.get("table"), catalog.TABLES, "table", "a time-series table")
+    return {"table": table, "dry_run": validation.flag(body, "dry_run")}
 
 
 def run(ctx: JobContext, params: dict) -> dict:
