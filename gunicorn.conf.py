@@ -69,6 +69,12 @@ def on_starting(server):
     logs.get("gunicorn").info("starting market-data-store API", bind=bind, workers=workers, threads=threads)
 
 
+def worker_exit(server, worker):
+    from app import db
+
+    db.close_pool()  # say goodbye to Postgres instead of dropping the connections
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

@@ -190,7 +190,3 @@ def queued_before(conn: psycopg.Connection, age_s: float) -> list[dict]:
                ORDER BY requested_at LIMIT 500""",
             (age_s,),
         ).fetchall()
-
-
-def counts(conn: psycopg.Connection) -> list[tuple[str, str, int]]:
-    return conn.execute("SELECT job, status, count(*) FROM store_jobs GROUP BY job, status").fetchall()
