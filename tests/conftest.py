@@ -102,6 +102,13 @@ def migrated_database_url(migrated_template):
     drop_database(name)
 
 
+@pytest.fixture
+def conn(migrated_database_url):
+    """An autocommit connection to a fresh, fully migrated database."""
+    with psycopg.connect(migrated_database_url, autocommit=True) as c:
+        yield c
+
+
 # -- Redis -----------------------------------------------------------------------------
 class RedisServer:
     """A throwaway redis-server (no persistence) on a free port."""

@@ -27,12 +27,6 @@ def bar(symbol: str, minute: int, close: float = 1.5, **kw) -> dict:
             "open": 1.0, "high": 2.0, "low": 0.5, "close": close, "volume": 10, **kw}
 
 
-@pytest.fixture
-def conn(migrated_database_url):
-    with psycopg.connect(migrated_database_url, autocommit=True) as c:
-        yield c
-
-
 def table(conn) -> list[tuple]:
     return conn.execute(
         "SELECT symbol, to_char(ts AT TIME ZONE 'UTC', 'HH24:MI'), close FROM bars_ohlcv ORDER BY 1, 2").fetchall()

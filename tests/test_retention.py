@@ -15,12 +15,6 @@ UTC = timezone.utc
 DAY = timedelta(days=1)
 
 
-@pytest.fixture
-def conn(migrated_database_url):
-    with psycopg.connect(migrated_database_url, autocommit=True) as c:
-        yield c
-
-
 def _load_60_days(conn, step=timedelta(hours=1)):
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     partitions.ensure_range(conn, "bars_ohlcv", now - 61 * DAY, now)

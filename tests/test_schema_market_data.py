@@ -16,12 +16,6 @@ TIME_SERIES = {"bars": "ts", "fundamentals": "asof", "news": "published_at", "op
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
-@pytest.fixture
-def conn(migrated_database_url):
-    with psycopg.connect(migrated_database_url, autocommit=True) as c:
-        yield c
-
-
 def _key(conn, table):
     return conn.execute(
         """SELECT array_agg(a.attname ORDER BY k.pos) FROM pg_index i

@@ -16,12 +16,6 @@ UTC = timezone.utc
 WEEK = timedelta(days=7)
 
 
-@pytest.fixture
-def conn(migrated_database_url):
-    with psycopg.connect(migrated_database_url, autocommit=True) as c:
-        yield c
-
-
 def _count(conn, relation):
     return conn.execute(f"SELECT count(*) FROM {relation}").fetchone()[0]
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from app import validation
 from app.backfill import bars, runs, sources
 from app.backfill.checkpoints import State
 from app.errors import BadRequest
@@ -48,10 +49,7 @@ def _settings():
 
 
 def _check_fields(body: dict, params: tuple[Param, ...]) -> None:
-    allowed = [p.name for p in params]
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    validation.only(body, [p.name for p in params])
     for p in params:
         if p.required and body.get(p.name) is None:
             raise BadRequest(f"{p.name} is required: {p.description}")
