@@ -1,4 +1,5 @@
 """gunicorn settings: `gunicorn -c gunicorn.conf.py` serves the API on 0.0.0.0:$PORT."""
+
 import os
 import shutil
 import sys
@@ -51,8 +52,10 @@ def _json_error(sock, status_int, reason, mesg):
     from gunicorn.util import write_nonblock
 
     body = json.dumps({"error": f"{reason.lower()}: {mesg}"}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     write_nonblock(sock, head.encode("latin-1") + body)
 
 

@@ -3,6 +3,7 @@
 `create_app()` builds the Flask API (served by gunicorn, see gunicorn.conf.py). Admin
 requests become jobs in the Postgres ledger and are run by `python -m worker`.
 """
+
 from __future__ import annotations
 
 import os
@@ -106,8 +107,13 @@ def _install_request_context(app: Flask) -> None:
         metrics.observe_request(request.method, endpoint, elapsed)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         if request.path not in ("/health", "/healthz", "/readyz", "/metrics"):
-            log.info("request", method=request.method, path=request.path, status=response.status_code,
-                     duration_ms=round(elapsed * 1000, 2))
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=response.status_code,
+                duration_ms=round(elapsed * 1000, 2),
+            )
         return response
 
     @app.teardown_request

@@ -1,4 +1,5 @@
 """Admin authentication: `Authorization: Bearer <ADMIN_TOKEN>` on every admin and job route."""
+
 from __future__ import annotations
 
 import hmac

@@ -4,6 +4,7 @@ Every process (API worker, job worker, scripts) calls :func:`load_settings` once
 start. A missing or bad value raises :class:`ConfigError` with one line naming the
 variable; the entry points print that line and exit non-zero.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,7 +65,7 @@ class Settings:
     @property
     def yoyo_url(self) -> str:
         """The database URL in the form yoyo needs to load psycopg 3."""
-        return "postgresql+psycopg" + self.database_url[len("postgresql"):]
+        return "postgresql+psycopg" + self.database_url[len("postgresql") :]
 
     @property
     def using_default_token(self) -> bool:
@@ -87,9 +88,7 @@ def normalise_database_url(raw: str) -> str:
     except ValueError as exc:
         raise ConfigError(f"DATABASE_URL is not a valid URL: {exc}") from None
     if parts.scheme not in _DB_SCHEMES:
-        raise ConfigError(
-            "DATABASE_URL must start with postgres://, postgresql:// or postgresql+psycopg://"
-        )
+        raise ConfigError("DATABASE_URL must start with postgres://, postgresql:// or postgresql+psycopg://")
     if not parts.hostname and "host=" not in parts.query:
         raise ConfigError("DATABASE_URL has no host")
     try:
@@ -225,7 +224,9 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
     if "BACKFILL_SOURCE_DIR" in env:
         kw["backfill_source_dir"] = env["BACKFILL_SOURCE_DIR"]
     if "BACKFILL_MAX_DOWNLOAD_BYTES" in env:
-        kw["backfill_max_download_bytes"] = _int("BACKFILL_MAX_DOWNLOAD_BYTES", env["BACKFILL_MAX_DOWNLOAD_BYTES"], 1, 2**50)
+        kw["backfill_max_download_bytes"] = _int(
+            "BACKFILL_MAX_DOWNLOAD_BYTES", env["BACKFILL_MAX_DOWNLOAD_BYTES"], 1, 2**50
+        )
     if "HEALTH_TIMEOUT_SECONDS" in env:
         kw["health_timeout"] = _float("HEALTH_TIMEOUT_SECONDS", env["HEALTH_TIMEOUT_SECONDS"], 0.05)
     return Settings(**kw)

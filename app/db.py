@@ -5,6 +5,7 @@ timeout and turns an unreachable database into a 503 (see `errors.Unavailable`).
 Jobs get their own connections with `lock_timeout` and `statement_timeout` set, so DDL
 and deletes cannot stall ingest or run forever.
 """
+
 from __future__ import annotations
 
 import threading

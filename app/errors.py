@@ -1,4 +1,5 @@
 """API errors: every failure the API reports is JSON `{"error": "..."}` with a 4xx/5xx code."""
+
 from __future__ import annotations
 
 from flask import Flask, jsonify

@@ -4,6 +4,7 @@ Checks borrow pooled connections and the shared Redis client; nothing is created
 request. Results are cached for a fraction of a second per process, so a probe storm
 costs one database round trip per process per interval.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,10 @@ def _database(settings: Settings) -> tuple[dict, dict]:
     except Exception as exc:  # noqa: BLE001 - any failure is a finding, not a crash
         reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:200]
         unknown = _component("schema", "degraded", reason="database unavailable")
-        return _component("database", "degraded", reachable="false", error=reason), {"schema": unknown, "registry": None}
+        return _component("database", "degraded", reachable="false", error=reason), {
+            "schema": unknown,
+            "registry": None,
+        }
     latency = (time.perf_counter() - started) * 1000
     state = "healthy" if latency < settings.health_timeout * 500 else "degraded"
     if schema["pending"]:

@@ -1,15 +1,32 @@
 """Strict parsing of human intervals: '30 days', '1d', '12h', '90 minutes', 'PT1H'."""
+
 from __future__ import annotations
 
 import re
 from datetime import timedelta
 
 _UNITS = {
-    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
-    "w": 604800, "week": 604800, "weeks": 604800,
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hr": 3600,
+    "hrs": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "w": 604800,
+    "week": 604800,
+    "weeks": 604800,
 }
 _PART = re.compile(r"(\d{1,9})\s*([a-z]+)")
 _ISO = re.compile(r"^P(?:(\d{1,9})W)?(?:(\d{1,9})D)?(?:T(?:(\d{1,9})H)?(?:(\d{1,9})M)?(?:(\d{1,9})S)?)?$")
@@ -37,7 +54,7 @@ def parse_interval(text: object) -> timedelta:
         low = raw.lower()
         pos, seconds = 0, 0
         for match in _PART.finditer(low):
-            if low[pos:match.start()].strip(" ,") or match.group(2) not in _UNITS:
+            if low[pos : match.start()].strip(" ,") or match.group(2) not in _UNITS:
                 raise IntervalError(f"not an interval: {text!r} (try '30 days' or '12h')")
             seconds += int(match.group(1)) * _UNITS[match.group(2)]
             pos = match.end()

@@ -5,6 +5,7 @@ One JSON object per line on stdout. Context bound with `structlog.contextvars`
 that log through the standard library (gunicorn, rq, yoyo). Known secret values are
 replaced by '***' in every line before it is written.
 """
+
 from __future__ import annotations
 
 import logging

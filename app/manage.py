@@ -3,6 +3,7 @@
 For local runs and emergencies; in production, prefer `POST /migrate`, which records the
 run in the job ledger.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -9,6 +9,7 @@ Two kinds:
   (`Shared*` below) and turned into samples by `StoreCollector` when Prometheus scrapes
   the API's `/metrics`. Recording is fail-open: a Redis hiccup never fails a job.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ HTTP_DURATION = Histogram(
 
 # -- shared (Redis-backed) domain metrics -------------------------------------------------
 _redis: redis.Redis | None = None
-_shared: list["_Shared"] = []
+_shared: list[_Shared] = []
 
 
 def bind(settings: Settings) -> None:
@@ -107,7 +108,9 @@ class SharedHistogram(_Shared):
 MIGRATIONS_APPLIED = SharedCounter("migrations_applied_total", "Migrations applied by this store")
 JOBS_FINISHED = SharedCounter("store_jobs_total", "Jobs finished, by kind and final status", ("kind", "status"))
 JOB_DURATION = SharedHistogram(
-    "store_job_duration_seconds", "Wall time of finished jobs", ("kind",),
+    "store_job_duration_seconds",
+    "Wall time of finished jobs",
+    ("kind",),
     (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
 )
 SCHEMA_DRIFT = SharedCounter("schema_drift_total", "Drift detections", ("repo", "track", "schema"))
@@ -118,12 +121,16 @@ REGISTRY_UP = SharedGauge("store_registry_up", "1 if the registry answered the l
 DRIFT_LAST_CHECK = SharedGauge("store_drift_last_check_timestamp", "Unix time of the last drift check", ("track",))
 SINK_WRITES = SharedCounter("sink_writes_total", "Rows written by sinks", ("sink", "outcome"))
 SINK_LATENCY = SharedHistogram(
-    "sink_write_latency", "Seconds per sink write batch", ("sink",),
+    "sink_write_latency",
+    "Seconds per sink write batch",
+    ("sink",),
     (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 PULSE_PUBLISH = SharedCounter("pulse_publish_total", "Pulse events published", ("stream", "track", "outcome"))
 PULSE_LATENCY = SharedHistogram(
-    "pulse_publish_latency_ms", "Pulse publish latency in milliseconds", ("stream", "track"),
+    "pulse_publish_latency_ms",
+    "Pulse publish latency in milliseconds",
+    ("stream", "track"),
     (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000),
 )
 
@@ -149,7 +156,7 @@ class StoreCollector:
             raw = pipe.execute()
         except redis.exceptions.RedisError:
             return
-        for metric, values in zip(_shared, raw):
+        for metric, values in zip(_shared, raw, strict=True):
             values = {k.decode(): v.decode() for k, v in values.items()}
             if metric.kind == "counter":
                 family = CounterMetricFamily(metric.name.removesuffix("_total"), metric.doc, labels=metric.labels)

@@ -11,6 +11,7 @@ Safety:
   killed run leaves the schema as before that migration, or applied but unrecorded:
   migrations are written idempotently (IF NOT EXISTS) and a re-run applies cleanly.
 """
+
 from __future__ import annotations
 
 import getpass

@@ -1,4 +1,5 @@
 """Redis and the RQ queue. Redis only transports run ids; Postgres holds the truth."""
+
 from __future__ import annotations
 
 import threading

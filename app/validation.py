@@ -1,4 +1,5 @@
 """Checks on JSON request bodies shared by the job kinds and the routes (400/404 naming the field)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

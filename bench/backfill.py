@@ -15,6 +15,7 @@ Both targets are emptied (and a CHECKPOINT taken) before every run. Prints rows/
 each, the ratio job/COPY (best round of each), and the job's peak memory for `--small`
 and `--rows` rows. Nothing is asserted: it is a measurement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,7 +40,7 @@ import psycopg  # noqa: E402
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SYMBOLS = 500
-START = datetime(2024, 3, 4, tzinfo=timezone.utc)
+START = datetime(2024, 3, 4, tzinfo=UTC)
 COLUMNS = "provider, symbol, interval, ts, open, high, low, close, volume"
 
 
@@ -49,7 +50,10 @@ def generate(directory: Path, rows: int, tag: str, with_csv: bool) -> tuple[Path
     ndjson = directory / f"bars-{tag}.ndjson.gz"
     csv_path = directory / f"bars-{tag}.csv" if with_csv else None
     written = 0
-    with gzip.open(ndjson, "wb", compresslevel=6) as out, (open(csv_path, "wb") if csv_path else open(os.devnull, "wb")) as csv_out:
+    with (
+        gzip.open(ndjson, "wb", compresslevel=6) as out,
+        open(csv_path, "wb") if csv_path else open(os.devnull, "wb") as csv_out,
+    ):
         for s in range(SYMBOLS):
             symbol = f"SYM{s:04d}"
             lines, csv_lines = [], []
@@ -59,8 +63,21 @@ def generate(directory: Path, rows: int, tag: str, with_csv: bool) -> tuple[Path
                 ts = (START + timedelta(minutes=k)).strftime("%Y-%m-%dT%H:%M:%SZ")
                 o = 100.0 + (k % 389) * 0.01 + s * 0.5
                 h, lo, c, v = o + 0.75, o - 0.5, o + 0.25, float(1000 + k % 5000)
-                lines.append(orjson.dumps({"provider": "bench", "symbol": symbol, "interval": "1m", "ts": ts,
-                                           "open": o, "high": h, "low": lo, "close": c, "volume": v}))
+                lines.append(
+                    orjson.dumps(
+                        {
+                            "provider": "bench",
+                            "symbol": symbol,
+                            "interval": "1m",
+                            "ts": ts,
+                            "open": o,
+                            "high": h,
+                            "low": lo,
+                            "close": c,
+                            "volume": v,
+                        }
+                    )
+                )
                 if csv_path:
                     csv_lines.append(f"bench,{symbol},1m,{ts},{o!r},{h!r},{lo!r},{c!r},{v!r}".encode())
                 written += 1
@@ -75,8 +92,13 @@ def database_url(name: str) -> str:
 
 
 def settings_env(url: str, source_dir: Path) -> dict:
-    return {"DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:1/0", "BACKFILL_SOURCE_DIR": str(source_dir),
-            "LOG_LEVEL": "WARNING", "DB_STATEMENT_TIMEOUT_MS": "3600000"}
+    return {
+        "DATABASE_URL": url,
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "BACKFILL_SOURCE_DIR": str(source_dir),
+        "LOG_LEVEL": "WARNING",
+        "DB_STATEMENT_TIMEOUT_MS": "3600000",
+    }
 
 
 def reset(url: str) -> None:
@@ -89,8 +111,11 @@ def baseline(url: str, csv_path: Path) -> float:
     """Seconds for COPY of the CSV into the empty copy of bars_ohlcv."""
     with psycopg.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
-        with conn.cursor() as cur, cur.copy(f"COPY bench_copy ({COLUMNS}) FROM STDIN (FORMAT csv)") as copy, \
-                open(csv_path, "rb") as f:
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY bench_copy ({COLUMNS}) FROM STDIN (FORMAT csv)") as copy,
+            open(csv_path, "rb") as f,
+        ):
             while chunk := f.read(1 << 20):
                 copy.write(chunk)
         return time.perf_counter() - started
@@ -100,7 +125,10 @@ def job(url: str, source_dir: Path, name: str, batch_rows: int | None) -> dict:
     """Run the job in a child process; its timing and memory."""
     proc = subprocess.run(
         [sys.executable, __file__, "--child", url, str(source_dir), name, str(batch_rows or "")],
-        capture_output=True, text=True, env={**os.environ, **settings_env(url, source_dir)}, timeout=900,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **settings_env(url, source_dir)},
+        timeout=900,
     )
     if proc.returncode != 0:
         raise SystemExit(f"job failed:\n{proc.stdout}\n{proc.stderr}")
@@ -120,14 +148,29 @@ def child(url: str, source_dir: str, name: str, batch_rows: str) -> None:
     runner.use_settings(settings)
     params = backfill.parse_bars({"source": name, **({"batch_rows": int(batch_rows)} if batch_rows else {})})
     rss_before = _rss_kb()
-    ctx = JobContext(run_id=str(uuid.uuid4()), kind=backfill.BARS.name, settings=settings,
-                     log=structlog.get_logger("bench"), deadline=time.monotonic() + 3600)
+    ctx = JobContext(
+        run_id=str(uuid.uuid4()),
+        kind=backfill.BARS.name,
+        settings=settings,
+        log=structlog.get_logger("bench"),
+        deadline=time.monotonic() + 3600,
+    )
     started = time.perf_counter()
     result = backfill.run_bars(ctx, params)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "rows": result["rows_written"], "rss_before_kb": rss_before,
-                      "peak_kb": peak, "batches": result["batches"], "upserts": result["upsert_batches"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "rows": result["rows_written"],
+                "rss_before_kb": rss_before,
+                "peak_kb": peak,
+                "batches": result["batches"],
+                "upserts": result["upsert_batches"],
+            }
+        )
+    )
 
 
 def _rss_kb() -> int:
@@ -155,9 +198,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mds-bench-backfill-"))
     big, big_csv = generate(work, args.rows, "big", with_csv=True)
     small, _ = generate(work, args.small, "small", with_csv=False)
-    print(f"generated {args.rows:,} rows: {big.stat().st_size / 1e6:.1f} MB gzip NDJSON, "
-          f"{big_csv.stat().st_size / 1e6:.1f} MB CSV; {args.small:,} rows: {small.stat().st_size / 1e6:.1f} MB "
-          f"({time.perf_counter() - t0:.0f} s)")
+    print(
+        f"generated {args.rows:,} rows: {big.stat().st_size / 1e6:.1f} MB gzip NDJSON, "
+        f"{big_csv.stat().st_size / 1e6:.1f} MB CSV; {args.small:,} rows: {small.stat().st_size / 1e6:.1f} MB "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
 
     name = f"mds_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
@@ -173,9 +218,11 @@ def main() -> None:
             copies.append(baseline(url, big_csv))
             reset(url)
             jobs.append(job(url, work, big.name, args.batch_rows))
-            print(f"round {r + 1}: COPY {args.rows / copies[-1]:,.0f} rows/s ({copies[-1]:.2f} s), "
-                  f"job {args.rows / jobs[-1]['seconds']:,.0f} rows/s ({jobs[-1]['seconds']:.2f} s, "
-                  f"{jobs[-1]['batches']} batches)")
+            print(
+                f"round {r + 1}: COPY {args.rows / copies[-1]:,.0f} rows/s ({copies[-1]:.2f} s), "
+                f"job {args.rows / jobs[-1]['seconds']:,.0f} rows/s ({jobs[-1]['seconds']:.2f} s, "
+                f"{jobs[-1]['batches']} batches)"
+            )
         reset(url)
         small_run = job(url, work, small.name, args.batch_rows)
         best_copy, best_job = min(copies), min(j["seconds"] for j in jobs)
@@ -185,8 +232,10 @@ def main() -> None:
         print(f"backfill job (gzip NDJSON -> bars_ohlcv):   {args.rows / best_job:,.0f} rows/s")
         print(f"ratio job / COPY: {best_copy / best_job:.2f}")
         for rows, run in ((args.small, small_run), (args.rows, big_run)):
-            print(f"job peak RSS at {rows:>9,} rows: {run['peak_kb'] / 1024:.0f} MB "
-                  f"({(run['peak_kb'] - run['rss_before_kb']) / 1024:.0f} MB above the process before the job)")
+            print(
+                f"job peak RSS at {rows:>9,} rows: {run['peak_kb'] / 1024:.0f} MB "
+                f"({(run['peak_kb'] - run['rss_before_kb']) / 1024:.0f} MB above the process before the job)"
+            )
         print(f"total bench time {time.perf_counter() - t0:.0f} s")
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:

@@ -20,6 +20,7 @@ store (POST trigger sent -> ledger `started_at` of a dry-run migrate) against ra
 (`enqueue()` called -> RQ's `started_at` of a no-op function, SimpleWorker, same Redis).
 Nothing is asserted: it is a measurement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +51,9 @@ def reference_app():
 
     def pool() -> ConnectionPool:
         if "pool" not in state:  # first request, after gunicorn forked
-            state["pool"] = ConnectionPool(os.environ["DATABASE_URL"], min_size=1, max_size=8, timeout=1.0,
-                                           kwargs={"autocommit": True})
+            state["pool"] = ConnectionPool(
+                os.environ["DATABASE_URL"], min_size=1, max_size=8, timeout=1.0, kwargs={"autocommit": True}
+            )
         return state["pool"]
 
     @app.get("/")
@@ -95,8 +97,18 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, concurrency: int, duration: float, headers: dict | None = None, script: Path | None = None) -> dict:
-    cmd = ["wrk", "-t", str(min(concurrency, 2)), "-c", str(concurrency), "-d", f"{max(1, round(duration))}s", "--latency",
-           "--timeout", "10s"]
+    cmd = [
+        "wrk",
+        "-t",
+        str(min(concurrency, 2)),
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     for key, value in (headers or {}).items():
         cmd += ["-H", f"{key}: {value}"]
     if script:
@@ -119,20 +131,40 @@ def wrk(url: str, concurrency: int, duration: float, headers: dict | None = None
 
 # -- processes ------------------------------------------------------------------------------------
 def start_reference(database_url: str, port: int, workdir: Path) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(port), "REDIS_URL": "redis://127.0.0.1:9/0",
-           "PROMETHEUS_MULTIPROC_DIR": str(workdir / "reference-metrics"), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "REDIS_URL": "redis://127.0.0.1:9/0",
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "reference-metrics"),
+        "PYTHONPATH": str(ROOT),
+    }
     log = open(workdir / "reference.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "bench.load:reference_app()"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "bench.load:reference_app()"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def start_raw_rq_worker(redis_url: str, queue: str, workdir: Path) -> subprocess.Popen:
-    code = ("import sys; from redis import Redis; from rq import Queue, SimpleWorker; "
-            f"r = Redis.from_url({redis_url!r}); "
-            f"SimpleWorker([Queue({queue!r}, connection=r)], connection=r).work(logging_level='WARNING')")
+    code = (
+        "import sys; from redis import Redis; from rq import Queue, SimpleWorker; "
+        f"r = Redis.from_url({redis_url!r}); "
+        f"SimpleWorker([Queue({queue!r}, connection=r)], connection=r).work(logging_level='WARNING')"
+    )
     log = open(workdir / "raw-rq.log", "ab")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -150,7 +182,7 @@ def _epoch(value) -> float:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.timestamp()
 
 
@@ -203,19 +235,24 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(ROOT))
-    from conftest import TOKEN, RedisServer, Service, create_database, drop_database, free_port, wait_for
-
     import requests
+    from conftest import TOKEN, RedisServer, Service, create_database, drop_database, free_port, wait_for
 
     workdir = Path(tempfile.mkdtemp(prefix="mds-bench-"))
     redis_server = RedisServer().start()
     db_name, database_url = create_database()
     svc = reference = raw_worker = None
     try:
-        svc = Service(database_url, redis_server.url, env={
-            # the store's defaults, not the test suite's faster supervision
-            "JOB_HEARTBEAT_SECONDS": "5", "JOB_LOST_AFTER_SECONDS": "30", "JOB_REQUEUE_AFTER_SECONDS": "10",
-        }).start()
+        svc = Service(
+            database_url,
+            redis_server.url,
+            env={
+                # the store's defaults, not the test suite's faster supervision
+                "JOB_HEARTBEAT_SECONDS": "5",
+                "JOB_LOST_AFTER_SECONDS": "30",
+                "JOB_REQUEUE_AFTER_SECONDS": "10",
+            },
+        ).start()
         svc.migrate()
         run_id = svc.trigger("/migrate", {"dry_run": True})
         svc.wait_job(run_id)
@@ -251,21 +288,27 @@ def main() -> int:
             rows.append(("reference: Flask + pool SELECT 1", c, ref, ref))
             rows += [(name, c, median[(name, c)], ref) for name, *_ in targets]
 
-        print(f"\nHTTP load: wrk, {args.duration:g} s per cell after 1 s warm-up, median of {args.rounds} round(s), 127.0.0.1, "
-              f"gunicorn -c gunicorn.conf.py (WEB_CONCURRENCY={svc.env['WEB_CONCURRENCY']}, "
-              f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', '4')}), {os.cpu_count()} CPUs\n")
+        print(
+            f"\nHTTP load: wrk, {args.duration:g} s per cell after 1 s warm-up, median of {args.rounds} round(s), 127.0.0.1, "
+            f"gunicorn -c gunicorn.conf.py (WEB_CONCURRENCY={svc.env['WEB_CONCURRENCY']}, "
+            f"GUNICORN_THREADS={os.environ.get('GUNICORN_THREADS', '4')}), {os.cpu_count()} CPUs\n"
+        )
         head = f"{'endpoint':42} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'req/s vs ref':>12} {'p99 vs ref':>10}"
         print(head)
         print("-" * len(head))
         for name, c, r, ref in rows:
-            print(f"{name:42} {c:>4} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['bad']:>8.0f} "
-                  f"{r['rps'] / ref['rps']:>12.2f} {r['p99'] / ref['p99']:>10.2f}")
+            print(
+                f"{name:42} {c:>4} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['bad']:>8.0f} "
+                f"{r['rps'] / ref['rps']:>12.2f} {r['p99'] / ref['p99']:>10.2f}"
+            )
         aim = next((r, ref) for name, c, r, ref in rows if name == "GET /health" and c == 16) if 16 in levels else None
         if aim:
             r, ref = aim
             ok = r["rps"] >= 0.8 * ref["rps"] and r["p99"] <= 1.5 * ref["p99"]
-            print(f"\n/health at concurrency 16: {r['rps'] / ref['rps']:.2f}x the reference's req/s (aim >= 0.80), "
-                  f"p99 {r['p99'] / ref['p99']:.2f}x (aim <= 1.50): {'meets the aim' if ok else 'MISSES the aim'}")
+            print(
+                f"\n/health at concurrency 16: {r['rps'] / ref['rps']:.2f}x the reference's req/s (aim >= 0.80), "
+                f"p99 {r['p99'] / ref['p99']:.2f}x (aim <= 1.50): {'meets the aim' if ok else 'MISSES the aim'}"
+            )
 
         stop(reference)
         reference = None
@@ -277,8 +320,10 @@ def main() -> int:
         raw = rq_latencies(redis_server.url, queue, args.samples)
         print(f"\nEnqueue-to-start of a trivial job, {args.samples} sequential samples each (ms):")
         print(f"{'':44} {'p50':>8} {'p99':>8} {'mean':>8}")
-        for name, values in (("store: POST /migrate dry_run -> started_at", ours),
-                             ("raw RQ: enqueue(noop) -> started_at", raw)):
+        for name, values in (
+            ("store: POST /migrate dry_run -> started_at", ours),
+            ("raw RQ: enqueue(noop) -> started_at", raw),
+        ):
             print(f"{name:44} {pct(values, 50):>8.2f} {pct(values, 99):>8.2f} {statistics.mean(values):>8.2f}")
         print(f"{'ratio store / raw RQ':44} {pct(ours, 50) / pct(raw, 50):>8.2f} {pct(ours, 99) / pct(raw, 99):>8.2f}")
         return 0

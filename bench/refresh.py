@@ -17,6 +17,7 @@ Then, `--rounds` times: insert one more day of bars (24 x 1440 rows) and time
 Checks that the rollups equal the views after every round, and prints the seconds of
 each (median over the rounds) and the ratio full / incremental.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,7 +40,7 @@ from app.config import load_settings  # noqa: E402
 from app.timeseries import partitions, rollups  # noqa: E402
 
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-START = datetime(2024, 1, 1, tzinfo=timezone.utc)
+START = datetime(2024, 1, 1, tzinfo=UTC)
 DAYS = 60
 VIEW = """
 CREATE MATERIALIZED VIEW {name} AS
@@ -115,11 +116,15 @@ def main() -> None:
                 window.append(time.perf_counter() - t0)
                 assert all(same(c, agg, f"full_{agg}") for agg in rollups.NAMES), "rollup differs from the view"
                 buckets = ", ".join(f"{o['aggregate']}: {o['buckets']} buckets" for o in outs)
-                print(f"round {r + 1}: +{args.symbols * 1440:,} rows; incremental {incremental[-1]:.2f} s "
-                      f"({buckets}); full recompute {full[-1]:.2f} s; whole-history window {window[-1]:.2f} s")
+                print(
+                    f"round {r + 1}: +{args.symbols * 1440:,} rows; incremental {incremental[-1]:.2f} s "
+                    f"({buckets}); full recompute {full[-1]:.2f} s; whole-history window {window[-1]:.2f} s"
+                )
         inc, ful, win = statistics.median(incremental), statistics.median(full), statistics.median(window)
-        print(f"median incremental refresh: {inc:.3f} s; median full recompute (REFRESH MATERIALIZED VIEW): "
-              f"{ful:.3f} s; median whole-history window refresh: {win:.3f} s")
+        print(
+            f"median incremental refresh: {inc:.3f} s; median full recompute (REFRESH MATERIALIZED VIEW): "
+            f"{ful:.3f} s; median whole-history window refresh: {win:.3f} s"
+        )
         print(f"ratio full / incremental: {ful / inc:.1f}x")
         print(f"ratio whole-history window / incremental: {win / inc:.1f}x")
     finally:

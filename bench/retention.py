@@ -17,6 +17,7 @@ A CHECKPOINT precedes each timed run. Prints rows removed and seconds of each an
 ratios DELETE/job, and the disk space bars_ohlcv takes afterwards (a DELETE
 leaves dead rows behind until VACUUM; dropped partitions give the space back). Nothing is asserted beyond "no row older than the cutoff is left".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ import os
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,7 +47,7 @@ def url_for(name: str) -> str:
 
 
 def load(url: str, symbols: int) -> int:
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     start = now - timedelta(days=DAYS)
     with psycopg.connect(url, autocommit=True) as c:
         partitions.ensure_range(c, "bars_ohlcv", start - timedelta(days=1), now)
@@ -112,8 +113,10 @@ def main() -> None:
             "DELETE, triggers off": timed(url_for(names["delete_notrig"]), delete_without_triggers),
         }
         for label, (seconds, removed, size) in results.items():
-            print(f"{label:22s} removed {removed:>10,} rows in {seconds:7.2f} s; "
-                  f"bars_ohlcv then takes {size / 2**20:7.1f} MiB on disk")
+            print(
+                f"{label:22s} removed {removed:>10,} rows in {seconds:7.2f} s; "
+                f"bars_ohlcv then takes {size / 2**20:7.1f} MiB on disk"
+            )
         job = results["job"][0]
         print(f"ratio DELETE / job:               {results['DELETE'][0] / job:6.1f}x")
         print(f"ratio DELETE (triggers off) / job: {results['DELETE, triggers off'][0] / job:6.1f}x")

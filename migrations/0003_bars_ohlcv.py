@@ -4,6 +4,7 @@ The backend is chosen here, once: TimescaleDB when the extension is installed or
 be (available and preloaded), else plain Postgres range partitioning managed by the
 store (app/timeseries/partitions.py). Idempotent: a re-run changes nothing.
 """
+
 import sys
 from pathlib import Path
 

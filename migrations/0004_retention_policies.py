@@ -5,6 +5,7 @@ docs/retention.md); an existing row is never overwritten. `last_cutoff` is the
 retention watermark: rollup buckets that begin before it are the long-term record and
 are never recomputed from the (partly dropped) source.
 """
+
 import sys
 from pathlib import Path
 

@@ -6,6 +6,7 @@ statement-level triggers that record which buckets each change to bars_ohlcv tou
 (app/timeseries/rollups.py). On a database that already holds bars, every existing
 bucket starts out invalidated, so the first refresh builds the rollups.
 """
+
 import sys
 from pathlib import Path
 
@@ -104,19 +105,26 @@ def apply(conn):
         src = sql.Identifier(source)
         if backend.is_hypertable(conn, source):
             for agg in (a for a in catalog.AGGREGATES.values() if a.source == source):
-                conn.execute(sql.SQL(CAGG).format(
-                    name=sql.Identifier(agg.name), width=sql.Literal(agg.bucket), source=src))
+                conn.execute(
+                    sql.SQL(CAGG).format(name=sql.Identifier(agg.name), width=sql.Literal(agg.bucket), source=src)
+                )
             continue
         for agg in (a for a in catalog.AGGREGATES.values() if a.source == source):
             conn.execute(sql.SQL(ROLLUP).format(name=sql.Identifier(agg.name)))
-            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (bucket)").format(
-                sql.Identifier(agg.name + "_bucket_idx"), sql.Identifier(agg.name)))
+            conn.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (bucket)").format(
+                    sql.Identifier(agg.name + "_bucket_idx"), sql.Identifier(agg.name)
+                )
+            )
         conn.execute(INVALIDATIONS)
         for suffix, clause in TRIGGERS.items():
             name = sql.Identifier(f"{source}_rollup_{suffix}")
             conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(name, src))
-            conn.execute(sql.SQL("CREATE TRIGGER {} " + clause +
-                                 " FOR EACH STATEMENT EXECUTE FUNCTION store_rollup_invalidate()").format(name, src=src))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TRIGGER {} " + clause + " FOR EACH STATEMENT EXECUTE FUNCTION store_rollup_invalidate()"
+                ).format(name, src=src)
+            )
         conn.execute(
             sql.SQL("""INSERT INTO store_rollup_invalidations (aggregate, bucket)
                        SELECT DISTINCT a.name, date_bin(a.bucket_width, s.ts, timestamptz '1970-01-01 00:00:00+00')

@@ -5,6 +5,7 @@ bars, fundamentals, news and options_snap are tenant-scoped (row-level security 
 (CHECK), every table has created_at / updated_at with an update trigger, all times are
 timestamptz (UTC). Time-series storage as in 0003.
 """
+
 import sys
 from pathlib import Path
 
@@ -43,7 +44,9 @@ TABLES = {
     high_price  numeric(20,8),
     low_price   numeric(20,8),
     close_price numeric(20,8),
-    volume      bigint,""" + STAMPS + """,
+    volume      bigint,"""
+    + STAMPS
+    + """,
     PRIMARY KEY (ts, tenant_id, vendor, symbol, timeframe)""",
     "fundamentals": """
     asof              timestamptz NOT NULL,
@@ -53,7 +56,9 @@ TABLES = {
     total_assets      numeric(25,2),
     total_liabilities numeric(25,2),
     net_income        numeric(25,2),
-    eps               numeric(10,4),""" + STAMPS + """,
+    eps               numeric(10,4),"""
+    + STAMPS
+    + """,
     PRIMARY KEY (asof, tenant_id, vendor, symbol)""",
     "news": """
     published_at    timestamptz NOT NULL,
@@ -63,7 +68,9 @@ TABLES = {
     title           text,
     url             text,
     symbol          text CONSTRAINT news_symbol_upper CHECK (symbol = upper(symbol)),
-    sentiment_score numeric(5,4),""" + STAMPS + """,
+    sentiment_score numeric(5,4),"""
+    + STAMPS
+    + """,
     PRIMARY KEY (published_at, tenant_id, vendor, id)""",
     "options_snap": """
     ts          timestamptz NOT NULL,
@@ -78,7 +85,9 @@ TABLES = {
     gamma       double precision,
     oi          bigint,
     volume      bigint,
-    spot        numeric(20,8),""" + STAMPS + """,
+    spot        numeric(20,8),"""
+    + STAMPS
+    + """,
     PRIMARY KEY (ts, tenant_id, vendor, symbol, expiry, option_type, strike)""",
     "signals": """
     provider   text NOT NULL,
@@ -87,7 +96,9 @@ TABLES = {
     name       text NOT NULL,
     value      double precision NOT NULL,
     score      double precision,
-    metadata   jsonb NOT NULL DEFAULT '{}'::jsonb,""" + STAMPS + """,
+    metadata   jsonb NOT NULL DEFAULT '{}'::jsonb,"""
+    + STAMPS
+    + """,
     PRIMARY KEY (provider, symbol, ts, name)""",
 }
 

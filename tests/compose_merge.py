@@ -14,6 +14,7 @@ and `docker-compose.override.yml` with these rules, taken from the Compose speci
 - `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`, `${VAR:+alt}`, `$VAR`
   and `$$` are interpolated from the given environment (unset without default -> "").
 """
+
 from __future__ import annotations
 
 import copy
@@ -101,7 +102,9 @@ def merge_service(base: dict, override: dict) -> dict:
         elif key == "volumes":
             out[key] = _merge_unique(out[key], value, key=_volume_target)
         elif key in ("secrets", "configs"):
-            out[key] = _merge_unique(out[key], value, key=lambda s: s.get("target", s.get("source")) if isinstance(s, dict) else s)
+            out[key] = _merge_unique(
+                out[key], value, key=lambda s: s.get("target", s.get("source")) if isinstance(s, dict) else s
+            )
         elif isinstance(value, dict) and isinstance(out[key], dict):
             out[key] = _merge_mapping(out[key], value)
         elif isinstance(value, list) and isinstance(out[key], list):
@@ -184,6 +187,7 @@ def duration_seconds(text) -> float:
 def active_services(doc: dict, profiles: set[str]) -> set[str]:
     """Services enabled with these profiles active: those without `profiles`, or matching one."""
     return {
-        name for name, svc in doc.get("services", {}).items()
+        name
+        for name, svc in doc.get("services", {}).items()
         if not svc.get("profiles") or set(svc["profiles"]) & profiles
     }

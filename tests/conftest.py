@@ -7,6 +7,7 @@
 - `service_factory` starts `gunicorn -c gunicorn.conf.py` and `python -m worker` as
   subprocesses, exactly as the container does, and stops them at the end of the test.
 """
+
 from __future__ import annotations
 
 import os
@@ -122,11 +123,23 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: redis.Redis(port=self.port).ping(), 10, message="redis-server to answer")
         return self
@@ -203,13 +216,17 @@ class Service:
     # processes
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         out = open(self.logdir / log_name, "ab")
-        return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
-    def start_api(self) -> "Service":
+    def start_api(self) -> Service:
         self.api = self._spawn([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"], "api.log")
-        wait_for(lambda: requests.get(self.url + "/healthz", timeout=1).status_code == 200, 20,
-                 message="the API to answer /healthz")
+        wait_for(
+            lambda: requests.get(self.url + "/healthz", timeout=1).status_code == 200,
+            20,
+            message="the API to answer /healthz",
+        )
         return self
 
     def start_worker(self, wait: bool = True) -> subprocess.Popen:
@@ -221,12 +238,15 @@ class Service:
 
             conn = redis.Redis.from_url(self.env["REDIS_URL"])
             alive = sum(1 for p in self.workers if p.poll() is None)
-            wait_for(lambda: Worker.count(connection=conn) >= alive or proc.poll() is not None, 30,
-                     message="the worker to register in Redis")
+            wait_for(
+                lambda: Worker.count(connection=conn) >= alive or proc.poll() is not None,
+                30,
+                message="the worker to register in Redis",
+            )
             assert proc.poll() is None, self.logs(log_name)
         return proc
 
-    def start(self) -> "Service":
+    def start(self) -> Service:
         self.start_api()
         for _ in range(self.n_workers):
             self.start_worker()

@@ -7,6 +7,7 @@ without a Docker engine.
 - `DockerIgnore`: the build context's exclusion rules (Go filepath.Match patterns plus `**`,
   `!` exceptions, last match wins, an excluded directory excludes what is inside it).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def parse(text: str) -> list[Instruction]:
     lines = text.splitlines()
     escape = "\\"
     start = 0
-    for start, line in enumerate(lines):  # parser directives: only before anything else
+    for start, line in enumerate(lines):  # noqa: B007 - `start` is read after the loop; parser directives: only before anything else
         match = _DIRECTIVE.match(line)
         if not match:
             break
@@ -97,7 +98,7 @@ def final_stage(instructions: list[Instruction]) -> list[Instruction]:
     starts = [i for i, ins in enumerate(instructions) if ins.keyword == "FROM"]
     if not starts:
         raise ValueError("no FROM instruction")
-    return instructions[starts[-1]:]
+    return instructions[starts[-1] :]
 
 
 # -- .dockerignore --------------------------------------------------------------------------
@@ -107,9 +108,9 @@ def _pattern_regex(pattern: str) -> re.Pattern:
     while i < len(pattern):
         ch = pattern[i]
         if ch == "*":
-            if pattern[i + 1: i + 2] == "*":
+            if pattern[i + 1 : i + 2] == "*":
                 i += 2
-                if pattern[i: i + 1] == "/":
+                if pattern[i : i + 1] == "/":
                     i += 1
                 out += ".*" if i >= len(pattern) else "(.*/)?"
                 continue
@@ -121,7 +122,7 @@ def _pattern_regex(pattern: str) -> re.Pattern:
             if end == -1:
                 out += re.escape(ch)
             else:
-                body = pattern[i + 1: end].replace("\\", "\\\\")
+                body = pattern[i + 1 : end].replace("\\", "\\\\")
                 out += "[" + ("^" + body[1:] if body.startswith("!") else body) + "]"
                 i = end
         elif ch == "\\" and i + 1 < len(pattern):
@@ -160,7 +161,7 @@ class DockerIgnore:
         found = []
         for dirpath, dirnames, filenames in os.walk(root):
             rel_dir = Path(dirpath).relative_to(root).as_posix()
-            rel = (lambda name: name) if rel_dir == "." else (lambda name: f"{rel_dir}/{name}")
+            rel = (lambda name: name) if rel_dir == "." else (lambda name, d=rel_dir: f"{d}/{name}")
             if not has_exceptions:  # an excluded directory cannot hold anything included
                 dirnames[:] = [d for d in dirnames if not self.excluded(rel(d))]
             found += [rel(f) for f in filenames if not self.excluded(rel(f))]

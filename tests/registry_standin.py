@@ -17,6 +17,7 @@ the same port again. `fail_next(n)` answers 503 to the next n requests (retries)
 Like the real registry, its `sha256` is not over canonical JSON (indented, keys in
 reverse order), and the content is served with its keys in reverse order.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -96,7 +97,7 @@ class RegistryStandin:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "RegistryStandin":
+    def start(self) -> RegistryStandin:
         handler = type("Handler", (_Handler,), {"standin": self})
         self.server = _Server(("127.0.0.1", self.port), handler)
         self.port = self.server.server_address[1]
@@ -163,10 +164,19 @@ class RegistryStandin:
             if content is None:
                 continue
             doc = self.document(schema_id, content)
-            entries.append({"name": doc["name"], "$schema_id": schema_id, "sha256": doc["sha256"],
-                            "latest_core_version": doc["core_version"], "deprecated": False})
-        return {"tracks": {self.track: {"count": len(entries), "schemas": entries}},
-                "generated_at": datetime.now(timezone.utc).isoformat()}
+            entries.append(
+                {
+                    "name": doc["name"],
+                    "$schema_id": schema_id,
+                    "sha256": doc["sha256"],
+                    "latest_core_version": doc["core_version"],
+                    "deprecated": False,
+                }
+            )
+        return {
+            "tracks": {self.track: {"count": len(entries), "schemas": entries}},
+            "generated_at": datetime.now(UTC).isoformat(),
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -217,10 +227,18 @@ class _Handler(BaseHTTPRequestHandler):
             original = s.schemas[schema_id]
             if len(segments) == 4 and segments[3] == "versions":
                 versions = [original] if content == original else [original, content]
-                return self._send(200, [
-                    {"core_version": v["$core_version"], "sha256": s.document(schema_id, v)["sha256"],
-                     "created_at": "2025-01-01T00:00:00Z", "deprecated": False} for v in versions
-                ])
+                return self._send(
+                    200,
+                    [
+                        {
+                            "core_version": v["$core_version"],
+                            "sha256": s.document(schema_id, v)["sha256"],
+                            "created_at": "2025-01-01T00:00:00Z",
+                            "deprecated": False,
+                        }
+                        for v in versions
+                    ],
+                )
             if len(segments) == 4:
                 return self._send(404, {"detail": "not found"})
             wanted = parse_qs(parts.query).get("version", [None])[0]

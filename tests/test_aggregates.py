@@ -4,20 +4,21 @@ Property-based (hypothesis): random sequences of inserts, upserts, updates (also
 rows between buckets), deletes and refreshes (pending or windowed); after every refresh
 the refreshed buckets must equal a GROUP BY computed in Python from the source rows.
 """
+
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from app.timeseries import partitions, rollups
 from timescale_cluster import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
 
-UTC = timezone.utc
+from app.timeseries import partitions, rollups
+
+UTC = UTC
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN_MIN = 3 * 24 * 60  # three days of minutes: some rows land in partitions, the last day in DEFAULT
 SERIES = [("p1", "AAPL", "1m"), ("p1", "MSFT", "1m"), ("p2", "AAPL", "5m")]
@@ -61,23 +62,29 @@ def _apply(conn, op) -> None:
         values = ",".join(["(%s,%s,%s,%s,%s::float8,%s::float8,%s::float8,%s::float8,%s::float8)"] * len(rows))
         conn.execute(  # one statement: its transition tables carry many rows, inserted and updated
             'INSERT INTO bars_ohlcv (provider, symbol, "interval", ts, open, high, low, close, volume) '
-            f"VALUES {values} ON CONFLICT (provider, symbol, \"interval\", ts) DO UPDATE "
+            f'VALUES {values} ON CONFLICT (provider, symbol, "interval", ts) DO UPDATE '
             "SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
             "volume = EXCLUDED.volume",
             [v for row in rows.values() for v in row],
         )
     elif kind == "update":
         _, m, length, delta = op
-        conn.execute("UPDATE bars_ohlcv SET close = close + %s, volume = coalesce(volume, 0) + 1 "
-                     "WHERE ts >= %s AND ts < %s", (float(delta), _t(m), _t(m + length)))
+        conn.execute(
+            "UPDATE bars_ohlcv SET close = close + %s, volume = coalesce(volume, 0) + 1 WHERE ts >= %s AND ts < %s",
+            (float(delta), _t(m), _t(m + length)),
+        )
     elif kind == "move":  # changes a row's bucket (and maybe partition): old and new buckets both change
         _, m, shift = op
-        row = conn.execute("SELECT provider, symbol, \"interval\", ts FROM bars_ohlcv WHERE ts >= %s "
-                           "ORDER BY ts LIMIT 1", (_t(m),)).fetchone()
+        row = conn.execute(
+            'SELECT provider, symbol, "interval", ts FROM bars_ohlcv WHERE ts >= %s ORDER BY ts LIMIT 1', (_t(m),)
+        ).fetchone()
         if row:
             try:
-                conn.execute('UPDATE bars_ohlcv SET ts = ts + %s WHERE provider = %s AND symbol = %s '
-                             'AND "interval" = %s AND ts = %s', (timedelta(minutes=shift), *row))
+                conn.execute(
+                    "UPDATE bars_ohlcv SET ts = ts + %s WHERE provider = %s AND symbol = %s "
+                    'AND "interval" = %s AND ts = %s',
+                    (timedelta(minutes=shift), *row),
+                )
             except psycopg.errors.UniqueViolation:
                 pass
     elif kind == "delete":
@@ -116,24 +123,32 @@ def test_after_any_refresh_the_rollup_equals_a_group_by_over_the_source(conn, st
 
 
 def _xmins(conn, name) -> dict:
-    return {tuple(r[:4]): r[4] for r in conn.execute(
-        f'SELECT provider, symbol, "interval", bucket, xmin::text FROM {name}')}
+    return {
+        tuple(r[:4]): r[4] for r in conn.execute(f'SELECT provider, symbol, "interval", bucket, xmin::text FROM {name}')
+    }
 
 
 def test_a_refresh_recomputes_only_the_changed_buckets_never_the_history(conn):
     start = BASE - timedelta(days=20)
     partitions.ensure_range(conn, "bars_ohlcv", start, BASE + timedelta(days=10))
-    insert_bars(conn, bar_series("AAPL", start, BASE + timedelta(days=10), timedelta(minutes=5))
-                + bar_series("MSFT", start, BASE + timedelta(days=10), timedelta(minutes=15)))
+    insert_bars(
+        conn,
+        bar_series("AAPL", start, BASE + timedelta(days=10), timedelta(minutes=5))
+        + bar_series("MSFT", start, BASE + timedelta(days=10), timedelta(minutes=15)),
+    )
     for name in rollups.NAMES:
         rollups.refresh_pending(conn, name)
     before = {name: _xmins(conn, name) for name in rollups.NAMES}
     late = BASE + timedelta(days=2, hours=3, minutes=7)  # an hour with no AAPL bar at :07 yet
     insert_bars(conn, [("prov", "AAPL", "1m", late, 1, 2, 0, 1, 5)])
-    conn.execute("UPDATE bars_ohlcv SET close = 0 WHERE symbol = 'MSFT' AND ts = %s", (BASE + timedelta(days=5, hours=1),))
+    conn.execute(
+        "UPDATE bars_ohlcv SET close = 0 WHERE symbol = 'MSFT' AND ts = %s", (BASE + timedelta(days=5, hours=1),)
+    )
     conn.execute("DELETE FROM bars_ohlcv WHERE symbol = 'AAPL' AND ts = %s", (BASE - timedelta(days=7, hours=-4),))
-    changed_hours = {partitions.align(t, timedelta(hours=1)) for t in
-                     (late, BASE + timedelta(days=5, hours=1), BASE - timedelta(days=7, hours=-4))}
+    changed_hours = {
+        partitions.align(t, timedelta(hours=1))
+        for t in (late, BASE + timedelta(days=5, hours=1), BASE - timedelta(days=7, hours=-4))
+    }
     out = rollups.refresh_pending(conn, "bars_ohlcv_1h")
     assert out["buckets"] == 3 and out["ranges"] == 3
     after = _xmins(conn, "bars_ohlcv_1h")
@@ -149,9 +164,13 @@ def test_a_window_refresh_leaves_buckets_outside_the_window_alone(conn):
     insert_bars(conn, bar_series("AAPL", BASE, BASE + timedelta(days=2), timedelta(minutes=10)))
     rollups.refresh_pending(conn, "bars_ohlcv_1h")
     before = _xmins(conn, "bars_ohlcv_1h")
-    out = rollups.refresh(conn, "bars_ohlcv_1h", BASE + timedelta(hours=5, minutes=30), BASE + timedelta(hours=8, minutes=1))
-    assert out["window"] == {"start": (BASE + timedelta(hours=5)).isoformat(),
-                             "end": (BASE + timedelta(hours=9)).isoformat()}
+    out = rollups.refresh(
+        conn, "bars_ohlcv_1h", BASE + timedelta(hours=5, minutes=30), BASE + timedelta(hours=8, minutes=1)
+    )
+    assert out["window"] == {
+        "start": (BASE + timedelta(hours=5)).isoformat(),
+        "end": (BASE + timedelta(hours=9)).isoformat(),
+    }
     assert out["buckets"] == 4 and out["rows_written"] == 4
     after = _xmins(conn, "bars_ohlcv_1h")
     assert {k[3] for k, x in after.items() if before[k] != x} == {BASE + timedelta(hours=h) for h in (5, 6, 7, 8)}
@@ -168,8 +187,12 @@ def test_concurrent_ingest_and_refreshes_converge(migrated_database_url, conn):
         try:
             with psycopg.connect(migrated_database_url, autocommit=True) as c:
                 for day in range(3):
-                    insert_bars(c, bar_series(symbol, BASE + timedelta(days=day), BASE + timedelta(days=day + 1),
-                                              timedelta(minutes=3)))
+                    insert_bars(
+                        c,
+                        bar_series(
+                            symbol, BASE + timedelta(days=day), BASE + timedelta(days=day + 1), timedelta(minutes=3)
+                        ),
+                    )
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

@@ -1,14 +1,14 @@
 """Continuous aggregates through the real service: GET /aggregates, POST /refresh/aggregate."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import requests
-
 from timescale_cluster import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
 
-UTC = timezone.utc
+UTC = UTC
 BASE = datetime(2024, 5, 1, tzinfo=UTC)
 
 
@@ -67,11 +67,16 @@ def test_refresh_jobs_make_the_rollups_match_the_source(migrated_service, migrat
     # a late correction, then a windowed refresh of one aggregate
     with psycopg.connect(database_url, autocommit=True) as c:
         c.execute("UPDATE bars_ohlcv SET close = -1 WHERE ts = %s", (BASE + timedelta(hours=30, minutes=55),))
-    doc = migrated_service.run_job("/refresh/aggregate", {"name": "bars_ohlcv_1h", "start": "2024-05-02T06:10:00Z",
-                                                          "end": "2024-05-02T07:00:00+00:00"})
+    doc = migrated_service.run_job(
+        "/refresh/aggregate",
+        {"name": "bars_ohlcv_1h", "start": "2024-05-02T06:10:00Z", "end": "2024-05-02T07:00:00+00:00"},
+    )
     result = doc["result"]["aggregates"]
     assert list(result) == ["bars_ohlcv_1h"]
-    assert result["bars_ohlcv_1h"]["window"] == {"start": "2024-05-02T06:00:00+00:00", "end": "2024-05-02T07:00:00+00:00"}
+    assert result["bars_ohlcv_1h"]["window"] == {
+        "start": "2024-05-02T06:00:00+00:00",
+        "end": "2024-05-02T07:00:00+00:00",
+    }
     assert result["bars_ohlcv_1h"]["buckets"] == 1 and result["bars_ohlcv_1h"]["rows_written"] == 1
     with psycopg.connect(database_url, autocommit=True) as c:
         for name, width in (("bars_ohlcv_1h", timedelta(hours=1)),):

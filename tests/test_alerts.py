@@ -4,6 +4,7 @@ every alert has a firing unit test, and every expression names metrics the store
 promtool comes from Debian's `prometheus` package. Without it these tests skip locally
 and fail under CI (env CI set), so CI cannot pass silently without running them.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 ALERTS = ROOT / "docs" / "alerts"
@@ -92,9 +92,17 @@ def test_every_alert_has_a_firing_unit_test():
 
 def test_alerts_cover_what_the_issue_asks():
     exprs = {name: rule["expr"] for name, rule in alerts().items()}
-    needed = ["schema_drift_last_detected_timestamp", "schema_drift_total", "store_drift_last_check_timestamp",
-              'store_jobs_total{kind="drift_check", status="failed"}', "store_registry_up", 'status="failed"',
-              "store_workers", "store_queue_depth", "store_oldest_queued_job_age_seconds"]
+    needed = [
+        "schema_drift_last_detected_timestamp",
+        "schema_drift_total",
+        "store_drift_last_check_timestamp",
+        'store_jobs_total{kind="drift_check", status="failed"}',
+        "store_registry_up",
+        'status="failed"',
+        "store_workers",
+        "store_queue_depth",
+        "store_oldest_queued_job_age_seconds",
+    ]
     for needle in needed:
         assert any(needle in e for e in exprs.values()), needle
     for name, rule in alerts().items():
@@ -121,8 +129,10 @@ def test_dashboard_is_importable(tmp_path):
             assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
             assert panel["targets"], panel["title"]
     # promtool validates every panel query as a recording rule
-    rules = [{"record": f"dashboard:expr_{i}", "expr": e.replace("$__rate_interval", "5m")}
-             for i, e in enumerate(dashboard_exprs())]
+    rules = [
+        {"record": f"dashboard:expr_{i}", "expr": e.replace("$__rate_interval", "5m")}
+        for i, e in enumerate(dashboard_exprs())
+    ]
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     out = run(promtool(), "check", "rules", str(path))
@@ -136,6 +146,8 @@ def test_runbook_links_point_at_runbook_sections():
             continue
         path, _, anchor = url.partition("#")
         text = (ROOT / path).read_text()
-        headings = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
-                    for h in re.findall(r"^#+ (.+)$", text, re.M)}
+        headings = {
+            re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.+)$", text, re.M)
+        }
         assert anchor in headings, (name, anchor)

@@ -1,12 +1,17 @@
 """Admin authentication on every admin and job route."""
+
 from __future__ import annotations
 
 import requests
 
 from tests.conftest import TOKEN
 
-ADMIN_ROUTES = [("POST", "/migrate"), ("GET", "/jobs"), ("GET", "/jobs/00000000-0000-0000-0000-000000000000"),
-                ("POST", "/jobs/00000000-0000-0000-0000-000000000000/cancel")]
+ADMIN_ROUTES = [
+    ("POST", "/migrate"),
+    ("GET", "/jobs"),
+    ("GET", "/jobs/00000000-0000-0000-0000-000000000000"),
+    ("POST", "/jobs/00000000-0000-0000-0000-000000000000/cancel"),
+]
 
 
 def test_missing_token_is_401_with_a_bearer_challenge(service):
@@ -19,8 +24,9 @@ def test_missing_token_is_401_with_a_bearer_challenge(service):
 
 def test_wrong_token_is_401_invalid_token(service):
     for method, path in ADMIN_ROUTES:
-        resp = requests.request(method, service.url + path, headers={"Authorization": "Bearer nope-nope-nope"},
-                                timeout=5)
+        resp = requests.request(
+            method, service.url + path, headers={"Authorization": "Bearer nope-nope-nope"}, timeout=5
+        )
         assert resp.status_code == 401
         assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
         assert resp.json() == {"error": "invalid token"}

@@ -4,6 +4,7 @@ COPY into staging and a set-based merge: new keys take the plain INSERT, existin
 repeated keys the upsert (last line of the file wins), identical rows are left alone,
 and whatever the caller adds commits or rolls back with the batch.
 """
+
 from __future__ import annotations
 
 import io
@@ -23,13 +24,24 @@ def chunks(*rows) -> list[bytes]:
 
 
 def bar(symbol: str, minute: int, close: float = 1.5, **kw) -> dict:
-    return {"provider": "p", "symbol": symbol, "interval": "1m", "ts": f"2024-05-01T10:{minute:02d}:00Z",
-            "open": 1.0, "high": 2.0, "low": 0.5, "close": close, "volume": 10, **kw}
+    return {
+        "provider": "p",
+        "symbol": symbol,
+        "interval": "1m",
+        "ts": f"2024-05-01T10:{minute:02d}:00Z",
+        "open": 1.0,
+        "high": 2.0,
+        "low": 0.5,
+        "close": close,
+        "volume": 10,
+        **kw,
+    }
 
 
 def table(conn) -> list[tuple]:
     return conn.execute(
-        "SELECT symbol, to_char(ts AT TIME ZONE 'UTC', 'HH24:MI'), close FROM bars_ohlcv ORDER BY 1, 2").fetchall()
+        "SELECT symbol, to_char(ts AT TIME ZONE 'UTC', 'HH24:MI'), close FROM bars_ohlcv ORDER BY 1, 2"
+    ).fetchall()
 
 
 def test_new_rows_take_the_plain_insert(conn):

@@ -4,22 +4,24 @@ The checkpoint commits with each batch, so after any failure the table holds exa
 rows the checkpoint counts, and the next run of the same source reads on from there:
 rows before it are not read again, rows after it are written once.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 import uuid
+from datetime import UTC
 
 import psycopg
 import pytest
 import structlog
+from conftest import make_settings, wait_for
 from test_backfill_service import bars, expected, stored, write_ndjson
 from test_backfill_sources import FileServer
 
 from app.backfill import checkpoints
 from app.jobs import backfill
 from app.jobs.base import JobContext, JobError
-from conftest import make_settings, wait_for
 
 
 @pytest.fixture
@@ -35,17 +37,30 @@ def settings(migrated_database_url, redis_url, source_dir):
 
 
 def run(settings, source: str, **kw) -> dict:
-    ctx = JobContext(run_id=str(uuid.uuid4()), kind=backfill.BARS.name, settings=settings,
-                     log=structlog.get_logger("test"), deadline=time.monotonic() + 120)
-    params = {"source": source, "format": "ndjson", "max_bad_rows": 0, "batch_rows": 10, "provider": None,
-              "interval": None, **kw}
+    ctx = JobContext(
+        run_id=str(uuid.uuid4()),
+        kind=backfill.BARS.name,
+        settings=settings,
+        log=structlog.get_logger("test"),
+        deadline=time.monotonic() + 120,
+    )
+    params = {
+        "source": source,
+        "format": "ndjson",
+        "max_bad_rows": 0,
+        "batch_rows": 10,
+        "provider": None,
+        "interval": None,
+        **kw,
+    }
     return backfill.run_bars(ctx, params)
 
 
 def checkpoint(url: str) -> tuple:
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT status, line, rows_read, rows_written, rows_rejected "
-                            "FROM store_backfill_checkpoints").fetchone()
+        return conn.execute(
+            "SELECT status, line, rows_read, rows_written, rows_rejected FROM store_backfill_checkpoints"
+        ).fetchone()
 
 
 def test_a_load_stopped_by_a_bad_row_resumes_after_its_last_committed_batch(settings, source_dir):
@@ -81,14 +96,28 @@ def test_a_crash_between_batches_resumes_and_writes_every_row_exactly_once(setti
     write_ndjson(source_dir / "crash.ndjson", rows)
     with FileServer(source_dir) as server:
         source = f"{server.url}/slow/crash.ndjson"
-        ctx = JobContext(run_id=str(uuid.uuid4()), kind=backfill.BARS.name, settings=settings,
-                         log=structlog.get_logger("test"), deadline=time.monotonic() + 120)
+        ctx = JobContext(
+            run_id=str(uuid.uuid4()),
+            kind=backfill.BARS.name,
+            settings=settings,
+            log=structlog.get_logger("test"),
+            deadline=time.monotonic() + 120,
+        )
         failure: list[BaseException] = []
 
         def job():
             try:
-                backfill.run_bars(ctx, {"source": source, "format": "ndjson", "max_bad_rows": 0, "batch_rows": 250,
-                                        "provider": None, "interval": None})
+                backfill.run_bars(
+                    ctx,
+                    {
+                        "source": source,
+                        "format": "ndjson",
+                        "max_bad_rows": 0,
+                        "batch_rows": 250,
+                        "provider": None,
+                        "interval": None,
+                    },
+                )
             except BaseException as exc:  # noqa: BLE001 - what the crash looked like
                 failure.append(exc)
 
@@ -96,8 +125,10 @@ def test_a_crash_between_batches_resumes_and_writes_every_row_exactly_once(setti
         thread.start()
         wait_for(lambda: (checkpoint(url) or (None, 0))[1] >= 1000, 30, message="a few committed batches")
         with psycopg.connect(url, autocommit=True) as conn:  # the database drops every session of the job
-            ended = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                 "WHERE application_name = %s", (ctx.session_name,)).fetchone()[0]
+            ended = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                (ctx.session_name,),
+            ).fetchone()[0]
         thread.join(30)
         assert ended >= 1 and failure and isinstance(failure[0], psycopg.OperationalError), failure
         status, line, read, written, _ = checkpoint(url)
@@ -161,9 +192,9 @@ def test_a_csv_load_resumes_with_the_header_it_read_before(settings, source_dir)
 
 
 def test_rows_older_than_the_retention_policy_load_with_a_warning(settings, source_dir):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    write_ndjson(source_dir / "old.ndjson", bars(4, start=datetime(2012, 3, 1, tzinfo=timezone.utc)))
+    write_ndjson(source_dir / "old.ndjson", bars(4, start=datetime(2012, 3, 1, tzinfo=UTC)))
     result = run(settings, "old.ndjson")
     assert result["rows_written"] == 4
     [warning] = result["warnings"]

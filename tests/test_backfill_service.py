@@ -3,6 +3,7 @@
 Sources are written at test time into a BACKFILL_SOURCE_DIR of the test's own, or served
 by a real HTTP server on 127.0.0.1 (tests/test_backfill_sources.py: FileServer).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -10,18 +11,17 @@ import json
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 import requests
+from conftest import wait_for
 from test_backfill_sources import FileServer
 from test_observability import scrape
 
-from conftest import wait_for
-
-START = datetime(2024, 2, 5, tzinfo=timezone.utc)
+START = datetime(2024, 2, 5, tzinfo=UTC)
 CAP = 3_000_000  # BACKFILL_MAX_DOWNLOAD_BYTES of the test service
 
 
@@ -31,9 +31,19 @@ def bars(n: int, symbols=("aaa", "bbb"), start: datetime = START, provider: str 
     out = []
     for i in range(n):
         o = 100 + (i % 50) * 0.5
-        out.append({"provider": provider, "symbol": symbols[i % len(symbols)], "interval": "1m",
-                    "ts": (start + timedelta(minutes=i // len(symbols))).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "open": o, "high": o + 1, "low": o - 1, "close": o + 0.25, "volume": float(i)})
+        out.append(
+            {
+                "provider": provider,
+                "symbol": symbols[i % len(symbols)],
+                "interval": "1m",
+                "ts": (start + timedelta(minutes=i // len(symbols))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "open": o,
+                "high": o + 1,
+                "low": o - 1,
+                "close": o + 0.25,
+                "volume": float(i),
+            }
+        )
     return out
 
 
@@ -53,15 +63,23 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 def expected(rows: list[dict]) -> tuple:
     """What the table must hold for these rows: count, symbols, min/max ts, sums."""
     times = [datetime.fromisoformat(r["ts"]) for r in rows]
-    return (len(rows), sorted({r["symbol"].upper() for r in rows}), min(times), max(times),
-            round(sum(r["close"] for r in rows), 6), round(sum(r["volume"] for r in rows), 6))
+    return (
+        len(rows),
+        sorted({r["symbol"].upper() for r in rows}),
+        min(times),
+        max(times),
+        round(sum(r["close"] for r in rows), 6),
+        round(sum(r["volume"] for r in rows), 6),
+    )
 
 
 def stored(url: str, symbols) -> tuple:
     with psycopg.connect(url) as conn:
         n, syms, lo, hi, closes, volumes = conn.execute(
             """SELECT count(*), array_agg(DISTINCT symbol ORDER BY symbol), min(ts), max(ts), sum(close), sum(volume)
-               FROM bars_ohlcv WHERE symbol = ANY(%s)""", ([s.upper() for s in symbols],)).fetchone()
+               FROM bars_ohlcv WHERE symbol = ANY(%s)""",
+            ([s.upper() for s in symbols],),
+        ).fetchone()
     return n, syms or [], lo, hi, round(closes or 0, 6), round(volumes or 0, 6)
 
 
@@ -79,8 +97,9 @@ def source_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def svc(database_url, service_factory, source_dir):
-    service = service_factory(database_url, env={"BACKFILL_SOURCE_DIR": str(source_dir),
-                                                 "BACKFILL_MAX_DOWNLOAD_BYTES": str(CAP)})
+    service = service_factory(
+        database_url, env={"BACKFILL_SOURCE_DIR": str(source_dir), "BACKFILL_MAX_DOWNLOAD_BYTES": str(CAP)}
+    )
     service.migrate()
     return service
 
@@ -158,7 +177,9 @@ def test_ndjson_gzip_and_csv_from_the_directory_and_http_load_and_reload_without
         write_ndjson(source_dir / "web.ndjson.gz", http_rows, compress=True)
         write_csv(source_dir / "web.csv", http_csv_rows)
         sources = [(name, rows) for name, (_, rows) in files.items()] + [
-            (f"{server.url}/web.ndjson.gz", http_rows), (f"{server.url}/web.csv", http_csv_rows)]
+            (f"{server.url}/web.ndjson.gz", http_rows),
+            (f"{server.url}/web.csv", http_csv_rows),
+        ]
         for source, rows in sources:
             doc = load(svc, {"source": source, "batch_rows": 128})
             result = doc["result"]
@@ -187,8 +208,11 @@ def test_ndjson_gzip_and_csv_from_the_directory_and_http_load_and_reload_without
     assert first["metadata"]["last_heartbeat"] and first["completed_at"] and first["elapsed_ms"] >= 0
     assert runs[3]["provider"] == "web" and [r["rows_written"] for r in runs[5:]] == [0] * 5
 
-    samples = wait_for(lambda: (m := scrape(svc)).get('sink_writes_total{outcome="unchanged",sink="bars_ohlcv"}')
-                       == total and m, 10, message="sink metrics of every batch")
+    samples = wait_for(
+        lambda: (m := scrape(svc)).get('sink_writes_total{outcome="unchanged",sink="bars_ohlcv"}') == total and m,
+        10,
+        message="sink metrics of every batch",
+    )
     assert samples['sink_writes_total{outcome="success",sink="bars_ohlcv"}'] == total
     assert samples['sink_write_latency_count{sink="bars_ohlcv"}'] >= 10
 
@@ -196,12 +220,21 @@ def test_ndjson_gzip_and_csv_from_the_directory_and_http_load_and_reload_without
 def test_bad_rows_are_skipped_counted_and_sampled_up_to_max_bad_rows(svc, source_dir):
     url = svc.env["DATABASE_URL"]
     good = bars(40, ("ok1",))
-    rows = good[:10] + [{**good[0], "ts": "not a time"}] + good[10:20] + [b"{broken"] \
-        + [{**good[0], "open": "abc"}] + good[20:30] + [{**good[1], "low": 1000.0}] + good[30:]
+    rows = (
+        good[:10]
+        + [{**good[0], "ts": "not a time"}]
+        + good[10:20]
+        + [b"{broken"]
+        + [{**good[0], "open": "abc"}]
+        + good[20:30]
+        + [{**good[1], "low": 1000.0}]
+        + good[30:]
+    )
     write_ndjson(source_dir / "mixed.ndjson", rows)
     doc = load(svc, {"source": "mixed.ndjson", "batch_rows": 1000}, status="failed")
-    assert doc["error"] == "more than max_bad_rows=0 bad rows; first bad line 11: ts is not an ISO 8601 time: " \
-                           "'not a time'"
+    assert (
+        doc["error"] == "more than max_bad_rows=0 bad rows; first bad line 11: ts is not an ISO 8601 time: 'not a time'"
+    )
     assert stored(url, ["ok1"])[0] == 0  # nothing of the failing batch was written
     doc = load(svc, {"source": "mixed.ndjson", "max_bad_rows": 3}, status="failed")
     assert doc["error"].startswith("more than max_bad_rows=3 bad rows; first bad line 11")
@@ -209,14 +242,20 @@ def test_bad_rows_are_skipped_counted_and_sampled_up_to_max_bad_rows(svc, source
     result = load(svc, {"source": "mixed.ndjson", "max_bad_rows": 4})["result"]
     assert result["rows_read"] == 44 and result["rows_written"] == 40 and result["rows_rejected"] == 4
     assert [(b["line"], b["reason"].split(":")[0]) for b in result["bad_rows"]] == [
-        (11, "ts is not an ISO 8601 time"), (22, "invalid JSON"), (23, "open is not a number"),
-        (34, "low 1000.0 > high 101.5")]
+        (11, "ts is not an ISO 8601 time"),
+        (22, "invalid JSON"),
+        (23, "open is not a number"),
+        (34, "low 1000.0 > high 101.5"),
+    ]
     assert stored(url, ["ok1"]) == expected(good)
     failed, _, succeeded = job_runs(url)[-3:]
     assert failed["status"] == "failure" and "first bad line 11" in failed["error_message"]
     assert succeeded["rows_failed"] == 4 and succeeded["rows_written"] == 40
-    samples = wait_for(lambda: (m := scrape(svc)).get('sink_writes_total{outcome="rejected",sink="bars_ohlcv"}')
-                       == 4 and m, 10, message="rejected rows counted")
+    samples = wait_for(
+        lambda: (m := scrape(svc)).get('sink_writes_total{outcome="rejected",sink="bars_ohlcv"}') == 4 and m,
+        10,
+        message="rejected rows counted",
+    )
     assert samples['sink_writes_total{outcome="success",sink="bars_ohlcv"}'] == 40
 
 
@@ -248,6 +287,7 @@ def test_single_flight_progress_while_running_and_cancel(svc, source_dir):
         def progressing():
             doc = svc.get(f"/jobs/{run_id}").json()
             return doc["status"] == "running" and doc["progress"].get("rows_written", 0) > 0 and doc
+
         doc = wait_for(progressing, 30, message="progress of the running load")
         progress = doc["progress"]
         assert 0 < progress["rows_written"] <= progress["rows_read"] < 6000
@@ -262,7 +302,9 @@ def test_single_flight_progress_while_running_and_cancel(svc, source_dir):
         # once it is over, the same source can be loaded again, and it picks up where it stopped
         result = load(svc, {"source": f"{server.url}/slow/slow.ndjson", "batch_rows": 500})["result"]
     assert result["resumed_from"]["line"] > 0
-    assert result["rows_read"] == 6000 and stored(url, ["sl1", "sl2", "sl3"]) == expected(bars(6000, ("sl1", "sl2", "sl3")))
+    assert result["rows_read"] == 6000 and stored(url, ["sl1", "sl2", "sl3"]) == expected(
+        bars(6000, ("sl1", "sl2", "sl3"))
+    )
 
 
 def test_aggregates_job_recomputes_the_rollups_over_a_window_in_slices(svc, source_dir):
@@ -270,19 +312,24 @@ def test_aggregates_job_recomputes_the_rollups_over_a_window_in_slices(svc, sour
     rows = bars(2 * 60 * 30, ("ag1", "ag2"))  # 30 hours of minutes for two symbols
     write_ndjson(source_dir / "agg.ndjson", rows)
     load(svc, {"source": "agg.ndjson"})
-    doc = svc.run_job("/backfill/aggregates", {"start": "2024-02-05T00:00:00Z", "end": "2024-02-07T00:00:00Z",
-                                                "slice": "6 hours"})
+    doc = svc.run_job(
+        "/backfill/aggregates", {"start": "2024-02-05T00:00:00Z", "end": "2024-02-07T00:00:00Z", "slice": "6 hours"}
+    )
     result = doc["result"]
     assert set(result["aggregates"]) == {"bars_ohlcv_1h", "bars_ohlcv_1d"}
     # 48 hours: 8 slices of 6 hours for the hourly rollup, 2 of one day (its bucket) for the daily one
     assert result["slice"] == "6 hours" and doc["progress"]["slices_started"] == 10
     with psycopg.connect(url) as conn:
         for agg, width in (("bars_ohlcv_1h", "1 hour"), ("bars_ohlcv_1d", "1 day")):
-            got = conn.execute(f"SELECT symbol, bucket, open, high, low, close, volume FROM {agg} ORDER BY 1, 2").fetchall()
+            got = conn.execute(
+                f"SELECT symbol, bucket, open, high, low, close, volume FROM {agg} ORDER BY 1, 2"
+            ).fetchall()
             want = conn.execute(
                 """SELECT symbol, date_bin(%s::interval, ts, '1970-01-01'), (array_agg(open ORDER BY ts))[1], max(high),
                           min(low), (array_agg(close ORDER BY ts DESC))[1], sum(volume)
-                   FROM bars_ohlcv GROUP BY 1, 2 ORDER BY 1, 2""", (width,)).fetchall()
+                   FROM bars_ohlcv GROUP BY 1, 2 ORDER BY 1, 2""",
+                (width,),
+            ).fetchall()
             assert got == want and len(got) > 0
     assert job_runs(url)[-1]["job_name"] == "backfill.aggregates"
     assert job_runs(url)[-1]["status"] == "success"
@@ -300,6 +347,7 @@ def test_a_killed_worker_leaves_a_checkpoint_and_the_next_run_resumes_from_it(sv
             with psycopg.connect(url) as conn:
                 row = conn.execute("SELECT line FROM store_backfill_checkpoints").fetchone()
             return row and row[0] > 0 and row[0]
+
         wait_for(checkpointed, 30, message="a committed batch")
         worker = svc.workers[0]
         os.killpg(worker.pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 `FileServer` (a real http.server on 127.0.0.1 serving a directory) is also used by
 tests/test_backfill_service.py.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -35,10 +36,10 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.startswith("/slow/"):
-            self._slow(Path(self.directory) / self.path[len("/slow/"):])
+            self._slow(Path(self.directory) / self.path[len("/slow/") :])
             return
         if self.path.startswith("/stream/"):
-            path = Path(self.directory) / self.path[len("/stream/"):]
+            path = Path(self.directory) / self.path[len("/stream/") :]
             if not path.is_file():
                 self.send_error(404)
                 return
@@ -64,7 +65,7 @@ class _Handler(SimpleHTTPRequestHandler):
         piece = -(-len(data) // self.SLOW_PIECES)
         try:
             for i in range(0, len(data), piece):
-                self.wfile.write(data[i:i + piece])
+                self.wfile.write(data[i : i + piece])
                 self.wfile.flush()
                 time.sleep(self.SLOW_PAUSE)  # the simulated provider's pace, not test synchronisation
         except (BrokenPipeError, ConnectionResetError):
@@ -83,7 +84,7 @@ class FileServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         self.thread.start()
         return self
 
@@ -110,15 +111,18 @@ def test_paths_inside_the_directory_are_accepted_and_made_canonical(jail):
     assert parse_source("link.csv", str(jail)) == Source("file", "sub/bars.csv")
 
 
-@pytest.mark.parametrize("path, message", [
-    ("../secret.csv", "outside BACKFILL_SOURCE_DIR"),
-    ("/etc/passwd", "outside BACKFILL_SOURCE_DIR"),
-    ("sub/../../secret.csv", "outside BACKFILL_SOURCE_DIR"),
-    ("nope.csv", "no file 'nope.csv'"),
-    ("sub", "not a regular file"),
-    ("", "must be a non-empty string"),
-    ("a\x00b", "NUL"),
-])
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("../secret.csv", "outside BACKFILL_SOURCE_DIR"),
+        ("/etc/passwd", "outside BACKFILL_SOURCE_DIR"),
+        ("sub/../../secret.csv", "outside BACKFILL_SOURCE_DIR"),
+        ("nope.csv", "no file 'nope.csv'"),
+        ("sub", "not a regular file"),
+        ("", "must be a non-empty string"),
+        ("a\x00b", "NUL"),
+    ],
+)
 def test_paths_that_escape_or_do_not_exist_are_refused(jail, path, message):
     with pytest.raises(SourceError, match=message):
         parse_source(path, str(jail))
@@ -143,14 +147,17 @@ def test_a_missing_source_directory_is_named(tmp_path):
         parse_source("x.csv", str(tmp_path / "absent"))
 
 
-@pytest.mark.parametrize("url, message", [
-    ("ftp://example.com/bars.csv", "scheme 'ftp' is not supported"),
-    ("file:///etc/passwd", "scheme 'file' is not supported"),
-    ("s3://bucket/bars.csv", "scheme 's3' is not supported"),
-    ("http://user:pw@127.0.0.1/bars.csv", "credentials"),
-    ("http:///bars.csv", "no host"),
-    ("http://127.0.0.1:99999/x.csv", "not a valid URL"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("ftp://example.com/bars.csv", "scheme 'ftp' is not supported"),
+        ("file:///etc/passwd", "scheme 'file' is not supported"),
+        ("s3://bucket/bars.csv", "scheme 's3' is not supported"),
+        ("http://user:pw@127.0.0.1/bars.csv", "credentials"),
+        ("http:///bars.csv", "no host"),
+        ("http://127.0.0.1:99999/x.csv", "not a valid URL"),
+    ],
+)
 def test_urls_other_than_plain_http_and_https_are_refused(url, message):
     with pytest.raises(SourceError, match=message):
         parse_source(url, "/nonexistent")

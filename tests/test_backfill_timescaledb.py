@@ -3,6 +3,7 @@
 Runs on the throwaway cluster of tests/timescale_cluster.py; skipped where timescaledb.so
 is not installed.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,29 +12,40 @@ import uuid
 import psycopg
 import pytest
 import structlog
+from conftest import make_settings
 from test_backfill_service import bars, expected, stored, write_ndjson
-from timescale_cluster import (requires_timescaledb, timescale_cluster, timescale_database_url,  # noqa: F401
-                               timescale_migrated_url)
+from timescale_cluster import requires_timescaledb, timescale_cluster, timescale_database_url, timescale_migrated_url  # noqa: F401
 
 from app.jobs import backfill
 from app.jobs.base import JobContext
-from conftest import make_settings
 
 pytestmark = [pytest.mark.timescaledb, requires_timescaledb]
 
 
 def ctx(settings) -> JobContext:
-    return JobContext(run_id=str(uuid.uuid4()), kind="test", settings=settings, log=structlog.get_logger("test"),
-                      deadline=time.monotonic() + 120)
+    return JobContext(
+        run_id=str(uuid.uuid4()),
+        kind="test",
+        settings=settings,
+        log=structlog.get_logger("test"),
+        deadline=time.monotonic() + 120,
+    )
 
 
 def test_load_reload_into_compressed_chunks_and_recompute_the_continuous_aggregates(
-        timescale_migrated_url, redis_url, tmp_path):
+    timescale_migrated_url, redis_url, tmp_path
+):
     settings = make_settings(timescale_migrated_url, redis_url, BACKFILL_SOURCE_DIR=tmp_path)
     rows = bars(3000, ("ts1", "ts2"))
     write_ndjson(tmp_path / "h.ndjson", rows)
-    params = {"source": "h.ndjson", "format": "ndjson", "max_bad_rows": 0, "batch_rows": 500, "provider": None,
-              "interval": None}
+    params = {
+        "source": "h.ndjson",
+        "format": "ndjson",
+        "max_bad_rows": 0,
+        "batch_rows": 500,
+        "provider": None,
+        "interval": None,
+    }
     result = backfill.run_bars(ctx(settings), params)
     assert result["rows_written"] == 3000 and result["partitions_created"] == 0  # chunks are TimescaleDB's
     assert stored(timescale_migrated_url, ["ts1", "ts2"]) == expected(rows)
@@ -47,8 +59,9 @@ def test_load_reload_into_compressed_chunks_and_recompute_the_continuous_aggrega
     assert (result["rows_written"], result["rows_unchanged"]) == (1000, 2000)
     assert stored(timescale_migrated_url, ["ts1", "ts2"]) == expected(changed)
 
-    agg = backfill.run_aggregates(ctx(settings), backfill.parse_aggregates(
-        {"start": "2024-02-05T00:00:00Z", "end": "2024-02-07T00:00:00Z"}))
+    agg = backfill.run_aggregates(
+        ctx(settings), backfill.parse_aggregates({"start": "2024-02-05T00:00:00Z", "end": "2024-02-07T00:00:00Z"})
+    )
     assert agg["aggregates"]["bars_ohlcv_1d"]["rows_written"] == 4  # two symbols, two days
     with psycopg.connect(timescale_migrated_url) as conn:
         assert conn.execute("SELECT sum(volume) FROM bars_ohlcv_1h").fetchone()[0] == expected(changed)[5]

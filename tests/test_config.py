@@ -1,4 +1,5 @@
 """Configuration: read once, .env honoured (environment wins), bad values stop the start."""
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,11 @@ BASE = {"DATABASE_URL": "postgresql://u:p@db:5432/market_data"}
 def test_defaults_match_the_guide():
     s = load_settings(dict(BASE), dotenv=False)
     assert (s.redis_url, s.registry_url, s.registry_track, s.port) == (
-        "redis://redis:6379/0", "http://registry:8080", "v1", 8082)
+        "redis://redis:6379/0",
+        "http://registry:8080",
+        "v1",
+        8082,
+    )
     assert (s.admin_token, s.log_level, s.pulse_enabled, s.event_bus_backend) == ("iamalive", "INFO", True, "inmem")
     assert s.using_default_token
 
@@ -60,8 +65,9 @@ def test_schedules_parse_and_switch_off():
 
 
 def test_secrets_are_not_in_the_repr():
-    s = load_settings({"DATABASE_URL": "postgresql://u:canary-pw-1@db/md", "ADMIN_TOKEN": "canary-token-1"},
-                      dotenv=False)
+    s = load_settings(
+        {"DATABASE_URL": "postgresql://u:canary-pw-1@db/md", "ADMIN_TOKEN": "canary-token-1"}, dotenv=False
+    )
     assert "canary-token-1" not in repr(s)
     assert set(s.secrets()) == {"canary-token-1", "canary-pw-1"}
 
@@ -79,8 +85,11 @@ def _run(args, env, cwd=ROOT, timeout=30):
 )
 @pytest.mark.parametrize(
     "env, variable",
-    [({}, "DATABASE_URL"), ({"DATABASE_URL": "postgresql://x@127.0.0.1/db", "PORT": "abc"}, "PORT"),
-     ({"DATABASE_URL": "postgresql://x@127.0.0.1/db", "EVENT_BUS_BACKEND": "kafka"}, "EVENT_BUS_BACKEND")],
+    [
+        ({}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://x@127.0.0.1/db", "PORT": "abc"}, "PORT"),
+        ({"DATABASE_URL": "postgresql://x@127.0.0.1/db", "EVENT_BUS_BACKEND": "kafka"}, "EVENT_BUS_BACKEND"),
+    ],
     ids=["missing-url", "bad-port", "bad-bus"],
 )
 def test_processes_refuse_to_start_with_one_clear_line(command, env, variable, tmp_path):
@@ -94,9 +103,9 @@ def test_processes_refuse_to_start_with_one_clear_line(command, env, variable, t
 def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     (tmp_path / ".env").write_text("DATABASE_URL=postgresql://from-dotenv@db/md\nPORT=9999\nLOG_LEVEL=DEBUG\n")
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from app.config import load_settings\n"
-        "s = load_settings(); print(s.database_url, s.port, s.log_level)" % str(ROOT)
+        "s = load_settings(); print(s.database_url, s.port, s.log_level)"
     )
     result = _run([sys.executable, "-c", code], {"PORT": str(free_port()), "LOG_LEVEL": "WARNING"}, cwd=tmp_path)
     url, port, level = result.stdout.split()

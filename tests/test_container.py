@@ -12,6 +12,7 @@ environment (hosts `postgres`/`redis`/`registry` mapped to 127.0.0.1), the image
 the compose `command`, and a private temporary directory standing in for the /tmp tmpfs.
 The only deliberate difference is PORT: a free port instead of 8082.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import dockerfile
 import psycopg
 import pytest
 import redis
 import requests
 import yaml
-
-import dockerfile
 from compose_merge import active_services, duration_seconds, interpolate, merge, merge_service
 from conftest import TOKEN, free_port, wait_for
 
@@ -178,7 +178,11 @@ def test_curl_is_installed_for_the_health_check():
 def test_dependencies_are_installed_before_the_code_is_copied():
     ins = instructions()
     copies = [(n, i) for n, i in enumerate(ins) if i.keyword in ("COPY", "ADD")]
-    pip = [n for n, i in enumerate(ins) if i.keyword == "RUN" and re.search(r"pip install\b.*-r requirements\.txt", i.value)]
+    pip = [
+        n
+        for n, i in enumerate(ins)
+        if i.keyword == "RUN" and re.search(r"pip install\b.*-r requirements\.txt", i.value)
+    ]
     assert pip, "a RUN pip install -r requirements.txt"
     before = [i for n, i in copies if n < pip[0]]
     after = [i for n, i in copies if n > pip[0]]
@@ -187,7 +191,9 @@ def test_dependencies_are_installed_before_the_code_is_copied():
         sources = dockerfile.flags(i.value)[1].split()[:-1]
         assert all(re.fullmatch(r"(\./)?requirements[\w.-]*\.txt", s) for s in sources), i.value
     assert after, "the code is copied after the dependency layer"
-    requirements = [ln for ln in (ROOT / "requirements.txt").read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    requirements = [
+        ln for ln in (ROOT / "requirements.txt").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     unpinned = [ln for ln in requirements if not re.match(r"^[A-Za-z0-9_.\-\[\],]+==[\w.]+$", ln.strip())]
     assert not unpinned, f"requirements.txt must pin every package (a rebuild installs the same): {unpinned}"
 
@@ -214,17 +220,35 @@ def test_cmd_is_gunicorn_and_nothing_wraps_it():
 def test_dockerignore_keeps_runtime_files_and_drops_the_rest():
     ignore = dockerfile.DockerIgnore((ROOT / ".dockerignore").read_text())
     files = ignore.context_files(ROOT)
-    for needed in ("gunicorn.conf.py", "requirements.txt", "app/__init__.py", "worker/__main__.py",
-                   "migrations/0001_job_ledger.sql"):
+    for needed in (
+        "gunicorn.conf.py",
+        "requirements.txt",
+        "app/__init__.py",
+        "worker/__main__.py",
+        "migrations/0001_job_ledger.sql",
+    ):
         assert needed in files, f"{needed} must be in the build context"
     for top in ("app", "worker", "migrations", "contracts"):
-        on_disk = [p.relative_to(ROOT).as_posix() for p in (ROOT / top).rglob("*")
-                   if p.is_file() and "__pycache__" not in p.parts]
+        on_disk = [
+            p.relative_to(ROOT).as_posix()
+            for p in (ROOT / top).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        ]
         missing = sorted(set(on_disk) - set(files))
         assert not missing, f"runtime files left out of the image: {missing[:5]}"
-    for path in (".git/HEAD", ".venv/pyvenv.cfg", ".env", ".env.local", "tests/conftest.py", "bench/x.py",
-                 "app/__pycache__/config.cpython-311.pyc", ".pytest_cache/v", ".local/pg/PG_VERSION",
-                 "docs/architecture.md", ".hypothesis/x"):
+    for path in (
+        ".git/HEAD",
+        ".venv/pyvenv.cfg",
+        ".env",
+        ".env.local",
+        "tests/conftest.py",
+        "bench/x.py",
+        "app/__pycache__/config.cpython-311.pyc",
+        ".pytest_cache/v",
+        ".local/pg/PG_VERSION",
+        "docs/architecture.md",
+        ".hypothesis/x",
+    ):
         assert ignore.excluded(path), f"{path} must stay out of the image"
     leaked = [f for f in files if f.startswith((".git/", ".venv/", "tests/", ".local/")) or "__pycache__" in f]
     assert not leaked, leaked
@@ -241,13 +265,28 @@ def test_quoted_store_service_is_the_guides():
 
 
 def test_merge_rules_of_the_helper():
-    base = {"environment": ["A=1", "B=2"], "depends_on": ["db"], "ports": ["80:80"], "command": ["a", "b"],
-            "healthcheck": {"test": ["CMD", "x"], "interval": "5s"}, "volumes": ["v1:/data", "/host:/etc/x"],
-            "networks": ["n1"], "build": "../svc", "dns": ["1.1.1.1"]}
-    over = {"environment": {"B": "3", "C": "4"}, "depends_on": {"cache": {"condition": "service_healthy"}},
-            "ports": ["80:80", "81:81"], "command": ["c"], "healthcheck": {"test": ["CMD", "y"]},
-            "volumes": ["v2:/data"], "networks": {"n2": {}}, "build": {"dockerfile": "Dockerfile.x"},
-            "dns": ["8.8.8.8"]}
+    base = {
+        "environment": ["A=1", "B=2"],
+        "depends_on": ["db"],
+        "ports": ["80:80"],
+        "command": ["a", "b"],
+        "healthcheck": {"test": ["CMD", "x"], "interval": "5s"},
+        "volumes": ["v1:/data", "/host:/etc/x"],
+        "networks": ["n1"],
+        "build": "../svc",
+        "dns": ["1.1.1.1"],
+    }
+    over = {
+        "environment": {"B": "3", "C": "4"},
+        "depends_on": {"cache": {"condition": "service_healthy"}},
+        "ports": ["80:80", "81:81"],
+        "command": ["c"],
+        "healthcheck": {"test": ["CMD", "y"]},
+        "volumes": ["v2:/data"],
+        "networks": {"n2": {}},
+        "build": {"dockerfile": "Dockerfile.x"},
+        "dns": ["8.8.8.8"],
+    }
     out = merge_service(base, over)
     assert out["environment"] == {"A": "1", "B": "3", "C": "4"}
     assert out["depends_on"] == {"db": {"condition": "service_started"}, "cache": {"condition": "service_healthy"}}
@@ -259,8 +298,10 @@ def test_merge_rules_of_the_helper():
     assert out["build"] == {"context": "../svc", "dockerfile": "Dockerfile.x"}
     assert out["dns"] == ["1.1.1.1", "8.8.8.8"]
     env = {"SET": "x", "EMPTY": ""}
-    assert interpolate("$$SET ${SET} $SET ${EMPTY:-d} ${EMPTY-d} ${UNSET} ${UNSET:-d} ${SET:+alt}", env) == \
-        "$SET x x d   d alt"
+    assert (
+        interpolate("$$SET ${SET} $SET ${EMPTY:-d} ${EMPTY-d} ${UNSET} ${UNSET:-d} ${SET:+alt}", env)
+        == "$SET x x d   d alt"
+    )
     assert duration_seconds("1m30s") == 90 and duration_seconds("16m") == 960
     with pytest.raises(ValueError):
         duration_seconds("10 seconds")
@@ -292,7 +333,7 @@ def test_redis_service_persists_and_never_evicts():
     redis_svc = service("redis")
     command = redis_svc["command"]
     assert command[0] == "redis-server"
-    pairs = dict(zip(command[1::2], command[2::2]))
+    pairs = dict(zip(command[1::2], command[2::2], strict=False))
     assert pairs.get("--appendonly") == "yes", f"AOF persistence: {command}"
     assert pairs.get("--maxmemory-policy") == "noeviction", f"never evict queued jobs: {command}"
     assert redis_svc["image"].startswith("redis:7")
@@ -311,15 +352,25 @@ def test_worker_service_is_the_same_image_running_the_worker():
     assert worker["build"] == store["build"] and worker["image"] == store["image"], "same build as the store"
     assert worker["pull_policy"] == store["pull_policy"] == "build"
     assert worker["command"] == ["python", "-m", "worker"]
-    assert worker["depends_on"] == {"postgres": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}}
+    assert worker["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
+    }
     assert worker.get("healthcheck") == {"disable": True}, "the image's HTTP health check does not apply to a worker"
     for scaling_blocker in ("container_name", "ports"):
         assert scaling_blocker not in worker, f"--scale worker=N needs no {scaling_blocker}"
     assert worker["profiles"] == ["store"]
     assert worker["networks"] == store["networks"]
     assert worker.get("read_only") is True and "/tmp" in worker["tmpfs"]
-    for key in ("DATABASE_URL", "REDIS_URL", "REGISTRY_URL", "REGISTRY_TRACK", "LOG_LEVEL", "PULSE_ENABLED",
-                "EVENT_BUS_BACKEND"):
+    for key in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "REGISTRY_URL",
+        "REGISTRY_TRACK",
+        "LOG_LEVEL",
+        "PULSE_ENABLED",
+        "EVENT_BUS_BACKEND",
+    ):
         assert worker["environment"][key] == store["environment"].get(key), f"worker and API must agree on {key}"
 
 
@@ -345,10 +396,18 @@ def test_profile_store_starts_a_complete_stack():
 
 
 def _gunicorn_settings(env: dict) -> dict:
-    code = ("import json, runpy; ns = runpy.run_path('gunicorn.conf.py'); "
-            "print(json.dumps({k: ns[k] for k in ('graceful_timeout', 'timeout', 'bind')}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "PATH": os.environ["PATH"]},
-                         capture_output=True, text=True, timeout=60)
+    code = (
+        "import json, runpy; ns = runpy.run_path('gunicorn.conf.py'); "
+        "print(json.dumps({k: ns[k] for k in ('graceful_timeout', 'timeout', 'bind')}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**env, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -373,7 +432,9 @@ def test_compose_environment_is_accepted_by_the_store():
 
     for name in ("store", "worker"):
         settings = load_settings({**image_env(), **compose_env(name, HUB_ENV)}, dotenv=False)
-        assert settings.database_url == "postgresql://postgres:postgres@postgres:5432/market_data"  # postgres:// accepted
+        assert (
+            settings.database_url == "postgresql://postgres:postgres@postgres:5432/market_data"
+        )  # postgres:// accepted
         assert settings.redis_url == "redis://redis:6379/0"
         assert settings.registry_url == "http://registry:8080" and settings.registry_track == "v1"
         assert settings.port == 8082
@@ -383,15 +444,26 @@ def test_redis_command_runs_on_a_real_redis_with_aof(tmp_path):
     """The compose `command` on the machine's redis-server 7: settings and AOF really hold."""
     redis_svc = service("redis")
     port = free_port()
-    argv = [shutil.which(redis_svc["command"][0]) or redis_svc["command"][0], *redis_svc["command"][1:],
-            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
+    argv = [
+        shutil.which(redis_svc["command"][0]) or redis_svc["command"][0],
+        *redis_svc["command"][1:],
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(tmp_path),
+    ]
     health = redis_svc["healthcheck"]["test"][1].replace("redis-cli", f"redis-cli -p {port}")
     assert subprocess.run(["sh", "-c", health], capture_output=True).returncode != 0, "healthy before it runs?"
 
     def start() -> subprocess.Popen:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: subprocess.run(["sh", "-c", health], capture_output=True, timeout=3).returncode == 0,
-                 10, message="the redis health check to pass")
+        wait_for(
+            lambda: subprocess.run(["sh", "-c", health], capture_output=True, timeout=3).returncode == 0,
+            10,
+            message="the redis health check to pass",
+        )
         return proc
 
     proc = start()
@@ -401,8 +473,11 @@ def test_redis_command_runs_on_a_real_redis_with_aof(tmp_path):
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
         client.rpush("rq:queue:store", "run-1")
         # the AOF holds the write (appendfsync everysec); then the server dies without a save
-        wait_for(lambda: any(b"run-1" in p.read_bytes() for p in tmp_path.rglob("*.aof*") if p.is_file()),
-                 10, message="the write to reach the append-only file")
+        wait_for(
+            lambda: any(b"run-1" in p.read_bytes() for p in tmp_path.rglob("*.aof*") if p.is_file()),
+            10,
+            message="the write to reach the append-only file",
+        )
         proc.kill()
         proc.wait(10)
         proc = start()
@@ -437,7 +512,7 @@ class Image:
                     chosen = [f for f in context if src == "." or f == src or f.startswith(src + "/")]
                     assert chosen, f"COPY {src}: nothing in the build context"
                     for f in chosen:
-                        rel = f if src == "." else (Path(f).name if f == src else f[len(src) + 1:])
+                        rel = f if src == "." else (Path(f).name if f == src else f[len(src) + 1 :])
                         out = target / rel
                         out.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(ROOT / f, out)
@@ -471,16 +546,20 @@ def _user_prefix(workdir: Path) -> tuple[list[str], str | None, str]:
     # Docker's default capability set lacks DAC_READ_SEARCH; DAC_OVERRIDE would also allow
     # writes, which the /app snapshot comparison still catches.
     override_caps = ["--inh-caps=+dac_override", "--ambient-caps=+dac_override"]
-    probe = ("import sys, gunicorn, flask, psycopg, rq; open('gunicorn.conf.py').read(); "
-             "print(sys.version, sys.base_prefix)")
+    probe = (
+        "import sys, gunicorn, flask, psycopg, rq; open('gunicorn.conf.py').read(); print(sys.version, sys.base_prefix)"
+    )
     want = f"{sys.version} {sys.base_prefix}"
     errors = []
-    for extra, note in (([], f"uid/gid {IMAGE_UID}"),
-                        (read_caps, f"uid/gid {IMAGE_UID} with CAP_DAC_READ_SEARCH to reach {sys.base_prefix}"),
-                        (override_caps, f"uid/gid {IMAGE_UID} with CAP_DAC_OVERRIDE to reach {sys.base_prefix}")):
+    for extra, note in (
+        ([], f"uid/gid {IMAGE_UID}"),
+        (read_caps, f"uid/gid {IMAGE_UID} with CAP_DAC_READ_SEARCH to reach {sys.base_prefix}"),
+        (override_caps, f"uid/gid {IMAGE_UID} with CAP_DAC_OVERRIDE to reach {sys.base_prefix}"),
+    ):
         prefix = [*base, *extra, "--"]
-        out = subprocess.run([*prefix, str(VENV_BIN / "python"), "-c", probe], cwd=workdir,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [*prefix, str(VENV_BIN / "python"), "-c", probe], cwd=workdir, capture_output=True, text=True, timeout=60
+        )
         if out.returncode == 0 and out.stdout.strip() == want:
             return prefix, None, note
         errors.append(out.stdout.strip() or out.stderr.strip()[-200:])
@@ -504,17 +583,28 @@ class Container:
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
 
-    def start(self) -> "Container":
+    def start(self) -> Container:
         self.started = time.monotonic()
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([*self.img.prefix, *self.argv], cwd=self.img.workdir, env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [*self.img.prefix, *self.argv],
+                cwd=self.img.workdir,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def shell(self, command: str) -> int:
         """Run a shell-form command in the container, as Docker runs a health check."""
-        return subprocess.run([*self.img.prefix, "/bin/sh", "-c", command], cwd=self.img.workdir, env=self.env,
-                              capture_output=True, timeout=3).returncode
+        return subprocess.run(
+            [*self.img.prefix, "/bin/sh", "-c", command],
+            cwd=self.img.workdir,
+            env=self.env,
+            capture_output=True,
+            timeout=3,
+        ).returncode
 
     def uids(self) -> set[int]:
         """Effective uids of the process and its children."""
@@ -573,18 +663,29 @@ class Deployment:
         os.chmod(self.tmpdir, 0o1777)
         db = urlsplit(database_url)
         rd = urlsplit(redis_url)
-        self.hub_env = {**HUB_ENV, "POSTGRES_USER": db.username or "postgres",
-                        "POSTGRES_PASSWORD": db.password or "postgres",
-                        "POSTGRES_DB": db.path.lstrip("/"), "ADMIN_TOKEN": TOKEN}
-        self.hosts = {"postgres": f"{db.hostname}:{db.port or 5432}", "redis": f"{rd.hostname}:{rd.port or 6379}",
-                      "registry": f"127.0.0.1:{free_port()}"}  # no registry: drift checks fail fast
+        self.hub_env = {
+            **HUB_ENV,
+            "POSTGRES_USER": db.username or "postgres",
+            "POSTGRES_PASSWORD": db.password or "postgres",
+            "POSTGRES_DB": db.path.lstrip("/"),
+            "ADMIN_TOKEN": TOKEN,
+        }
+        self.hosts = {
+            "postgres": f"{db.hostname}:{db.port or 5432}",
+            "redis": f"{rd.hostname}:{rd.port or 6379}",
+            "registry": f"127.0.0.1:{free_port()}",
+        }  # no registry: drift checks fail fast
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.containers: list[Container] = []
 
     def env(self, name: str) -> dict[str, str]:
-        env = {"PATH": f"{VENV_BIN}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/nonexistent",
-               "LANG": "C.UTF-8", "TMPDIR": str(self.tmpdir)}
+        env = {
+            "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/nonexistent",
+            "LANG": "C.UTF-8",
+            "TMPDIR": str(self.tmpdir),
+        }
         if self.img.prefix:
             # In the image uid 999 has a passwd entry (appuser); on this machine it may not,
             # and getpass.getuser() (yoyo records who applied a migration) would fail.
@@ -631,6 +732,7 @@ def migrated_deployment(image, migrated_database_url, redis_url):
 
 def _wait_healthy(dep: Deployment, ctr: Container, timeout: float = 20.0) -> float:
     """Seconds from process start until /health is 200 with the database checked healthy."""
+
     def healthy():
         if ctr.proc.poll() is not None:
             return ("exited", ctr.proc.returncode)
@@ -696,6 +798,7 @@ def test_sigterm_lets_the_request_in_flight_finish(migrated_deployment):
     with psycopg.connect(dep.database_url) as locker:
         # GET /schema/version reads the migration table: hold it so the request stays in flight
         locker.execute(f"LOCK TABLE {MIGRATION_TABLE} IN ACCESS EXCLUSIVE MODE")
+
         def call():
             try:
                 answers.append(requests.get(dep.url + "/schema/version", timeout=30))
@@ -704,11 +807,14 @@ def test_sigterm_lets_the_request_in_flight_finish(migrated_deployment):
 
         client = threading.Thread(target=call)
         client.start()
-        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                   "AND application_name = 'market-data-store-api' AND wait_event_type = 'Lock'")
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'market-data-store-api' AND wait_event_type = 'Lock'"
+        )
         with psycopg.connect(dep.database_url, autocommit=True) as watcher:
-            wait_for(lambda: watcher.execute(waiting).fetchone()[0] >= 1, 10, 0.02,
-                     message="the request to wait on the lock")
+            wait_for(
+                lambda: watcher.execute(waiting).fetchone()[0] >= 1, 10, 0.02, message="the request to wait on the lock"
+            )
         api.proc.send_signal(signal.SIGTERM)
         # gunicorn is shutting down (it has told its workers) before the request may go on;
         # without a graceful timeout the workers are killed right after this line.
@@ -727,8 +833,12 @@ def test_worker_runs_jobs_and_stops_cleanly_as_in_the_image(image, deployment):
     api = deployment.api().start()
     _wait_healthy(deployment, api)
     worker = deployment.worker().start()
-    wait_for(lambda: '"worker started"' in worker.output() or worker.proc.poll() is not None, 20, 0.05,
-             message="the worker to start")
+    wait_for(
+        lambda: '"worker started"' in worker.output() or worker.proc.poll() is not None,
+        20,
+        0.05,
+        message="the worker to start",
+    )
     assert worker.proc.poll() is None, worker.output()[-3000:]
     print(f"\nworker startup (process start -> listening on the queue): {time.monotonic() - worker.started:.2f} s")
     session = requests.Session()
@@ -761,21 +871,37 @@ def test_worker_runs_jobs_and_stops_cleanly_as_in_the_image(image, deployment):
 # -- documentation -------------------------------------------------------------------------------
 def test_deployment_doc_matches_the_files():
     doc = (ROOT / "docs" / "deployment.md").read_text()
-    assert "docker compose -f ../market_data_infra/docker-compose.yml -f docker-compose.override.yml --profile store up -d" in doc
+    assert (
+        "docker compose -f ../market_data_infra/docker-compose.yml -f docker-compose.override.yml --profile store up -d"
+        in doc
+    )
     assert "--scale worker=" in doc
     for setting in ("--appendonly yes", "noeviction", "stop_grace_period"):
         assert setting in doc, setting
     documented = set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]*)`", doc, re.M))
-    build_only = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK",
-                  "PIP_ROOT_USER_ACTION"}
-    needed = set(service("store")["environment"]) | set(service("worker")["environment"]) | (set(image_env()) - build_only)
+    build_only = {
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "PIP_NO_CACHE_DIR",
+        "PIP_DISABLE_PIP_VERSION_CHECK",
+        "PIP_ROOT_USER_ACTION",
+    }
+    needed = (
+        set(service("store")["environment"]) | set(service("worker")["environment"]) | (set(image_env()) - build_only)
+    )
     assert not needed - documented, f"environment variables missing from the table: {sorted(needed - documented)}"
     assert service("worker")["stop_grace_period"] in doc and service("store")["stop_grace_period"] in doc
     readme = (ROOT / "README.md").read_text()
     assert "\n## Deployment\n" in readme
     section = readme.split("\n## Deployment\n", 1)[1].split("\n## ", 1)[0]
-    for needed in ("docker compose -f ../market_data_infra/docker-compose.yml -f docker-compose.override.yml "
-                   "--profile store up -d", "--scale worker=", "--appendonly yes", "noeviction",
-                   service("store")["stop_grace_period"], service("worker")["stop_grace_period"],
-                   "docs/deployment.md"):
+    for needed in (
+        "docker compose -f ../market_data_infra/docker-compose.yml -f docker-compose.override.yml "
+        "--profile store up -d",
+        "--scale worker=",
+        "--appendonly yes",
+        "noeviction",
+        service("store")["stop_grace_period"],
+        service("worker")["stop_grace_period"],
+        "docs/deployment.md",
+    ):
         assert needed in section, f"README's Deployment section lacks {needed!r}"

@@ -1,5 +1,6 @@
 """Drift in-process: hashing, pins, the registry client and the checker against a real
 HTTP stand-in, persistence in a real Postgres, and the `registry` health component."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import uuid
 
 import psycopg
 import pytest
+from conftest import ROOT, make_settings
 from registry_standin import RegistryStandin
 
 from app.drift import canonical, pins, state
 from app.drift.check import check
 from app.drift.registry import Registry, RegistryBadResponse, RegistryUnavailable, RegistryUnreachable
-from conftest import ROOT, make_settings
 
 REQUIRED = {"telemetry.HealthStatus", "telemetry.HealthComponent", "telemetry.FeedbackEvent"}
 SPEC_DIR = ROOT.parent / "shared" / "spec" / "registry" / "v1"
@@ -38,8 +39,13 @@ def run_job(settings, run_id: str | None = None) -> dict:
     from app.jobs import drift
     from app.jobs.base import JobContext
 
-    ctx = JobContext(run_id=run_id or str(uuid.uuid4()), kind="drift_check", settings=settings,
-                     log=logs.get("test"), deadline=time.monotonic() + 60)
+    ctx = JobContext(
+        run_id=run_id or str(uuid.uuid4()),
+        kind="drift_check",
+        settings=settings,
+        log=logs.get("test"),
+        deadline=time.monotonic() + 60,
+    )
     return drift.KIND.run(ctx, drift.KIND.parse({}))
 
 
@@ -66,8 +72,13 @@ def test_pins_cover_the_required_schemas_and_match_their_copies():
 
 @pytest.mark.skipif(not SPEC_DIR.is_dir(), reason=f"{SPEC_DIR} not present")
 def test_pins_match_the_platform_schemas():
-    out = subprocess.run([sys.executable, "-m", "app.drift.pin", "--check", "--from-dir", str(SPEC_DIR)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "app.drift.pin", "--check", "--from-dir", str(SPEC_DIR)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "pins match" in out.stdout
 
@@ -78,9 +89,22 @@ def test_repin_from_the_registry_after_an_upgrade(standin, tmp_path):
     (contracts / "pins.json").write_text((pins.CONTRACTS_DIR / "pins.json").read_text())
 
     def pin(*args):
-        return subprocess.run([sys.executable, "-m", "app.drift.pin", "--from-registry", standin.url,
-                               "--contracts", str(contracts), *args],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app.drift.pin",
+                "--from-registry",
+                standin.url,
+                "--contracts",
+                str(contracts),
+                *args,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     same = pin("--check")
     assert same.returncode == 0 and "pins match" in same.stdout, same.stdout + same.stderr
@@ -89,7 +113,9 @@ def test_repin_from_the_registry_after_an_upgrade(standin, tmp_path):
     differ = pin("--check")
     assert differ.returncode == 1
     assert "telemetry.FeedbackEvent: 1.1.2" in differ.stdout and "-> 1.2.0" in differ.stdout
-    assert json.loads((contracts / "pins.json").read_text()) == json.loads((pins.CONTRACTS_DIR / "pins.json").read_text())
+    assert json.loads((contracts / "pins.json").read_text()) == json.loads(
+        (pins.CONTRACTS_DIR / "pins.json").read_text()
+    )
 
     wrote = pin()
     assert wrote.returncode == 0, wrote.stdout + wrote.stderr
@@ -178,7 +204,12 @@ def test_check_classifies_each_schema(standin):
     hs, fe, hc = found["telemetry.HealthStatus"], found["telemetry.FeedbackEvent"], found["telemetry.HealthComponent"]
     assert (hs.status, hs.drift_type, hs.registry_version) == ("drift", "content_mismatch", "1.1.2")
     assert hs.registry_sha256 == canonical.sha256(standin.served("telemetry.HealthStatus")) != hs.local_sha256
-    assert (fe.status, fe.drift_type, fe.local_version, fe.registry_version) == ("drift", "version_mismatch", "1.1.2", "1.2.0")
+    assert (fe.status, fe.drift_type, fe.local_version, fe.registry_version) == (
+        "drift",
+        "version_mismatch",
+        "1.1.2",
+        "1.2.0",
+    )
     assert (hc.status, hc.drift_type, hc.registry_sha256) == ("missing_in_registry", "missing_in_registry", None)
 
 
@@ -274,4 +305,3 @@ def test_drift_job_without_pins_for_the_track_fails_clearly(standin, migrated_da
     settings = make_settings(migrated_database_url, redis_url, REGISTRY_URL=standin.url, REGISTRY_TRACK="v2")
     with pytest.raises(JobError, match="no schemas are pinned for track v2"):
         run_job(settings)
-

@@ -1,5 +1,6 @@
 """Drift through the real service: gunicorn API + worker, a stand-in registry over HTTP,
 events read back from the real Redis stream, metrics from the API's /metrics, /health."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,11 @@ from datetime import datetime
 import pytest
 import redis
 import requests
+from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from registry_standin import RegistryStandin
 
 from app.drift.canonical import sha256
-from conftest import wait_for
 
 LOCAL = {"telemetry.FeedbackEvent", "telemetry.HealthComponent", "telemetry.HealthStatus"}
 REPO = "market-data-store"
@@ -55,8 +56,9 @@ def registry_component(svc, state: str | None = None) -> tuple[dict | None, dict
 
     if state is None:
         return read()
-    return wait_for(lambda: (got := read())[0] and got[0]["state"] == state and got, 10,
-                    message=f"registry component {state}")
+    return wait_for(
+        lambda: (got := read())[0] and got[0]["state"] == state and got, 10, message=f"registry component {state}"
+    )
 
 
 def by_schema(doc: dict) -> dict[str, dict]:
@@ -101,7 +103,9 @@ def test_drift_check_end_to_end(database_url, service_factory, redis_url, standi
     # job-end events for migrate and the check, on mdp:store.jobs
     jobs = wait_for(lambda: (e := stream(r, "mdp:store.jobs")) and len(e) >= 2 and e, 10, message="2 job events")
     assert [(e["payload"]["run_id"], e["payload"]["job"], e["payload"]["status"]) for e in jobs] == [
-        (migrate_run, "migrate", "success"), (job["run_id"], "drift_check", "success")]
+        (migrate_run, "migrate", "success"),
+        (job["run_id"], "drift_check", "success"),
+    ]
     for e in jobs:
         assert e["meta"]["schema_id"] == "store.JobEvent" and e["key"] == e["payload"]["run_id"]
         assert e["meta"]["hash"] == sha256(e["payload"]) and e["payload"]["duration_s"] >= 0
@@ -114,8 +118,14 @@ def test_drift_check_end_to_end(database_url, service_factory, redis_url, standi
     drift_job = svc.run_job("/drift/check")
     doc = svc.get("/drift").json()
     found = by_schema(doc)
-    assert (found["telemetry.HealthStatus"]["status"], found["telemetry.HealthStatus"]["drift_type"]) == ("drift", "content_mismatch")
-    assert (found["telemetry.FeedbackEvent"]["status"], found["telemetry.FeedbackEvent"]["drift_type"]) == ("drift", "version_mismatch")
+    assert (found["telemetry.HealthStatus"]["status"], found["telemetry.HealthStatus"]["drift_type"]) == (
+        "drift",
+        "content_mismatch",
+    )
+    assert (found["telemetry.FeedbackEvent"]["status"], found["telemetry.FeedbackEvent"]["drift_type"]) == (
+        "drift",
+        "version_mismatch",
+    )
     assert found["telemetry.FeedbackEvent"]["registry_version"] == "1.2.0"
     assert found["telemetry.HealthComponent"]["status"] == "missing_in_registry"
     assert found["telemetry.HealthComponent"]["registry_sha256"] is None
@@ -135,17 +145,37 @@ def test_drift_check_end_to_end(database_url, service_factory, redis_url, standi
         assert p["registry_sha"] == p["registry_sha256"] == row["registry_sha256"]
         assert (p["local_version"], p["registry_version"]) == (row["local_version"], row["registry_version"])
         assert isinstance(p["detected_at"], float)
-    assert {e["payload"]["drift_type"] for e in events} == {"content_mismatch", "version_mismatch", "missing_in_registry"}
+    assert {e["payload"]["drift_type"] for e in events} == {
+        "content_mismatch",
+        "version_mismatch",
+        "missing_in_registry",
+    }
 
     metrics = samples(svc)
     for schema in LOCAL:
         labels = frozenset({"repo": REPO, "track": "v1", "schema": schema}.items())
         assert metrics[("schema_drift_total", labels)] == 1.0
-        assert metrics[("schema_drift_last_detected_timestamp", labels)] == pytest.approx(events[0]["payload"]["detected_at"])
-    assert metrics[("pulse_publish_total", frozenset({"stream": "telemetry.schema_drift", "track": "v1",
-                                                      "outcome": "success"}.items()))] == 3.0
-    assert metrics[("pulse_publish_latency_ms_count", frozenset({"stream": "telemetry.schema_drift", "track": "v1"}.items()))] == 3.0
-    assert wait_for(lambda: registry_component(svc)[0]["details"]["drift"] == "2", 10, message="drift count in /health")  # drift is alerted on, not a health failure
+        assert metrics[("schema_drift_last_detected_timestamp", labels)] == pytest.approx(
+            events[0]["payload"]["detected_at"]
+        )
+    assert (
+        metrics[
+            (
+                "pulse_publish_total",
+                frozenset({"stream": "telemetry.schema_drift", "track": "v1", "outcome": "success"}.items()),
+            )
+        ]
+        == 3.0
+    )
+    assert (
+        metrics[
+            ("pulse_publish_latency_ms_count", frozenset({"stream": "telemetry.schema_drift", "track": "v1"}.items()))
+        ]
+        == 3.0
+    )
+    assert wait_for(
+        lambda: registry_component(svc)[0]["details"]["drift"] == "2", 10, message="drift count in /health"
+    )  # drift is alerted on, not a health failure
 
     # back in sync: statuses follow, the last drift is remembered, no new events
     standin.set_all("synced")
@@ -170,8 +200,11 @@ def test_drift_check_end_to_end(database_url, service_factory, redis_url, standi
     assert svc.get("/healthz").status_code == 200 and svc.get("/readyz").status_code == 200
     assert sample(svc, "store_registry_up", track="v1") == 0.0
     assert r.xlen("mdp:telemetry.schema_drift") == 3
-    wait_for(lambda: sample(svc, "store_jobs_total", kind="drift_check", status="success") == 4.0, 10,
-             message="4 drift checks counted")
+    wait_for(
+        lambda: sample(svc, "store_jobs_total", kind="drift_check", status="success") == 4.0,
+        10,
+        message="4 drift checks counted",
+    )
     wait_for(lambda: r.xlen("mdp:store.jobs") == 5, 10, message="5 job events (migrate + 4 checks)")
     assert drift_job["run_id"] in {e["payload"]["run_id"] for e in stream(r, "mdp:store.jobs")}
 
@@ -179,14 +212,20 @@ def test_drift_check_end_to_end(database_url, service_factory, redis_url, standi
 def test_scheduled_check_with_pulse_disabled(database_url, service_factory, redis_url, standin):
     """The schedule runs the check by itself; PULSE_ENABLED=false publishes nothing at all."""
     standin.set("telemetry.HealthStatus", "content")
-    svc = service_factory(database_url, env={
-        "REGISTRY_URL": standin.url, "EVENT_BUS_BACKEND": "redis", "PULSE_ENABLED": "false",
-        "DRIFT_CHECK_SCHEDULE": "10s",
-    })
+    svc = service_factory(
+        database_url,
+        env={
+            "REGISTRY_URL": standin.url,
+            "EVENT_BUS_BACKEND": "redis",
+            "PULSE_ENABLED": "false",
+            "DRIFT_CHECK_SCHEDULE": "10s",
+        },
+    )
     svc.migrate()
 
-    doc = wait_for(lambda: (d := svc.get("/drift").json())["checked_at"] and d, 40, 0.5,
-                   message="a scheduled drift check")
+    doc = wait_for(
+        lambda: (d := svc.get("/drift").json())["checked_at"] and d, 40, 0.5, message="a scheduled drift check"
+    )
     assert by_schema(doc)["telemetry.HealthStatus"]["status"] == "drift"
     runs = svc.get("/jobs?job=drift_check").json()["jobs"]
     assert runs and runs[-1]["trigger"] == "schedule"

@@ -1,4 +1,5 @@
 """Every error is JSON with a 4xx code that says what is wrong."""
+
 from __future__ import annotations
 
 import json

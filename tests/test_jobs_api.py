@@ -1,4 +1,5 @@
 """The job API: trigger, poll, list, cancel, idempotency and single flight."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -18,8 +19,18 @@ def test_trigger_answers_202_with_run_id_and_location(service):
     assert resp.headers["Location"] == f"/jobs/{body['run_id']}"
     doc = service.wait_job(body["run_id"])
     assert doc["status"] == "success"
-    assert set(doc) >= {"run_id", "job", "status", "params", "progress", "result", "error",
-                        "requested_at", "started_at", "finished_at"}
+    assert set(doc) >= {
+        "run_id",
+        "job",
+        "status",
+        "params",
+        "progress",
+        "result",
+        "error",
+        "requested_at",
+        "started_at",
+        "finished_at",
+    }
     assert doc["params"] == {"dry_run": False}
     assert doc["requested_at"] <= doc["started_at"] <= doc["finished_at"]
     assert doc["error"] is None

@@ -1,4 +1,5 @@
 """Migrations over HTTP: dry run, applying, schema version, stale yoyo locks, yoyo CLI."""
+
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +13,10 @@ from tests.conftest import ROOT
 
 def test_first_migrate_on_an_empty_database_is_pollable_and_applies_everything(service, database_url):
     assert service.get("/schema/version").json() == {
-        "version": "uninitialized", "applied": 0, "pending": list(migrator.disk_ids())}
+        "version": "uninitialized",
+        "applied": 0,
+        "pending": list(migrator.disk_ids()),
+    }
     doc = service.migrate()
     assert doc["result"]["applied"] == list(migrator.disk_ids())
     version = service.get("/schema/version").json()
@@ -59,8 +63,13 @@ def test_ddl_runs_with_lock_and_statement_timeouts(database_url, redis_url):
 def test_the_yoyo_command_line_reads_the_same_directory(migrated_database_url):
     yoyo = [sys.executable, "-c", "import sys; from yoyo.scripts.main import main; sys.exit(main())"]
     url = migrated_database_url.replace("postgresql://", "postgresql+psycopg://")
-    result = subprocess.run([*yoyo, "list", "--batch", "--database", url, "migrations"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*yoyo, "list", "--batch", "--database", url, "migrations"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     for migration_id in migrator.disk_ids():
         assert migration_id in result.stdout

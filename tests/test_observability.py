@@ -1,4 +1,5 @@
 """Logs, request ids, metrics and process lifecycle, from the outside."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,11 @@ def test_metrics_are_named_as_the_guide_says_and_count_across_workers(migrated_s
     for _ in range(20):
         requests.get(migrated_service.url + f"/jobs/{run_ids[0]}", timeout=5)  # unauthenticated: 401s count too
     finished = 'store_jobs_total{kind="migrate",status="success"}'
-    samples = wait_for(lambda: (m := scrape(migrated_service)).get(finished, 0) >= 3 and m, 10,
-                       message="three successful migrate jobs counted")
+    samples = wait_for(
+        lambda: (m := scrape(migrated_service)).get(finished, 0) >= 3 and m,
+        10,
+        message="three successful migrate jobs counted",
+    )
     assert samples["store_up"] == 1.0
     # the route template is the label: one series for every run id
     job_series = [k for k in samples if k.startswith("http_requests_total") and "/jobs/" in k]

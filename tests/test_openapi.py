@@ -1,11 +1,11 @@
 """The OpenAPI document (GET /openapi.json) matches the API that is actually served."""
+
 from __future__ import annotations
 
 import json
 import re
 
 import pytest
-
 from conftest import TOKEN, make_settings
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}

@@ -1,4 +1,5 @@
 """Probes and the health document (CONTRACTS.md §1), against real processes."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,11 @@ def test_pending_migrations_degrade_health_until_migrate(service):
     # the database and Redis answer, so the service is ready even before migrating
     assert requests.get(service.url + "/readyz", timeout=5).status_code == 200
     service.migrate()
-    wait_for(lambda: requests.get(service.url + "/health", timeout=5).json()["state"] == "healthy", 5,
-             message="health to turn healthy after migrate")
+    wait_for(
+        lambda: requests.get(service.url + "/health", timeout=5).json()["state"] == "healthy",
+        5,
+        message="health to turn healthy after migrate",
+    )
 
 
 def test_redis_down_keeps_liveness_but_fails_readiness(database_url, service_factory):

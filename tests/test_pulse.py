@@ -1,5 +1,6 @@
 """Pulse in-process: the envelope, the inmem bus, the Redis Streams bus on a real Redis,
 PULSE_ENABLED=false, and fail-open publishing that is still counted."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ import time
 
 import pytest
 import redis
+from conftest import free_port, make_settings
 
 from app import metrics, pulse
 from app.drift.canonical import sha256
 from app.pulse.inmem import BUS, InMemoryBus
 from app.pulse.redis_streams import RedisStreamsBus
-from conftest import free_port, make_settings
 
 DB = "postgresql://nobody@127.0.0.1:1/none"  # never used: publishing needs no database
 
@@ -48,8 +49,10 @@ def test_inmem_bus_keeps_events_in_process(redis_url):
     settings = make_settings(DB, redis_url, EVENT_BUS_BACKEND="inmem")
     seen = []
     unsubscribe = BUS.subscribe(pulse.JOBS_STREAM, seen.append)
-    assert pulse.publish_job_end(settings, run_id="r-1", job="migrate", status="failed", duration_s=1.23456,
-                                 error="boom") is True
+    assert (
+        pulse.publish_job_end(settings, run_id="r-1", job="migrate", status="failed", duration_s=1.23456, error="boom")
+        is True
+    )
     unsubscribe()
     pulse.publish_job_end(settings, run_id="r-2", job="migrate", status="success", duration_s=0.5)
     events = BUS.events(pulse.JOBS_STREAM)
@@ -57,7 +60,12 @@ def test_inmem_bus_keeps_events_in_process(redis_url):
     assert seen == events[:1]
     check_envelope(events[0], "store.JobEvent", "r-1")
     payload = events[0]["payload"]
-    assert (payload["job"], payload["status"], payload["duration_s"], payload["error"]) == ("migrate", "failed", 1.235, "boom")
+    assert (payload["job"], payload["status"], payload["duration_s"], payload["error"]) == (
+        "migrate",
+        "failed",
+        1.235,
+        "boom",
+    )
     assert not redis.Redis.from_url(redis_url).keys("mdp:*")  # inmem never touches Redis
 
 
@@ -128,15 +136,31 @@ def test_drift_event_carries_new_and_old_field_names(redis_url):
 
     BUS.clear()
     settings = make_settings(DB, redis_url, EVENT_BUS_BACKEND="inmem")
-    result = Result(schema="telemetry.HealthStatus", status="drift", drift_type="version_mismatch",
-                    local_sha256="a" * 64, registry_sha256="b" * 64, local_version="1.1.2", registry_version="1.2.0")
+    result = Result(
+        schema="telemetry.HealthStatus",
+        status="drift",
+        drift_type="version_mismatch",
+        local_sha256="a" * 64,
+        registry_sha256="b" * 64,
+        local_version="1.1.2",
+        registry_version="1.2.0",
+    )
     assert pulse.publish_drift(settings, result, track="v1", detected_at=1700000000.5)
     (env,) = BUS.events("telemetry.schema_drift")
     check_envelope(env, "telemetry.SchemaDriftEvent", "telemetry.HealthStatus")
     assert env["payload"] == {
-        "service": "market-data-store", "schema_name": "telemetry.HealthStatus", "track": "v1",
-        "local_sha": "a" * 64, "registry_sha": "b" * 64, "drift_type": "version_mismatch",
-        "detected_at": 1700000000.5, "enforcement_mode": "warn",
-        "repo": "market-data-store", "schema": "telemetry.HealthStatus", "local_sha256": "a" * 64,
-        "registry_sha256": "b" * 64, "local_version": "1.1.2", "registry_version": "1.2.0",
+        "service": "market-data-store",
+        "schema_name": "telemetry.HealthStatus",
+        "track": "v1",
+        "local_sha": "a" * 64,
+        "registry_sha": "b" * 64,
+        "drift_type": "version_mismatch",
+        "detected_at": 1700000000.5,
+        "enforcement_mode": "warn",
+        "repo": "market-data-store",
+        "schema": "telemetry.HealthStatus",
+        "local_sha256": "a" * 64,
+        "registry_sha256": "b" * 64,
+        "local_version": "1.1.2",
+        "registry_version": "1.2.0",
     }

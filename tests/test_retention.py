@@ -1,25 +1,27 @@
 """Retention on plain Postgres, driven directly: what is removed, what is kept, how it yields."""
+
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-
-from app.timeseries import partitions, retention, rollups
 from conftest import wait_for
 from timescale_cluster import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
 
-UTC = timezone.utc
+from app.timeseries import partitions, retention, rollups
+
+UTC = UTC
 DAY = timedelta(days=1)
 
 
 def _load_60_days(conn, step=timedelta(hours=1)):
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     partitions.ensure_range(conn, "bars_ohlcv", now - 61 * DAY, now)
-    rows = (bar_series("AAPL", now - 60 * DAY, now, step)
-            + bar_series("MSFT", now - 60 * DAY, now, step * 2, provider="other"))
+    rows = bar_series("AAPL", now - 60 * DAY, now, step) + bar_series(
+        "MSFT", now - 60 * DAY, now, step * 2, provider="other"
+    )
     insert_bars(conn, rows)
     retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), True)
     return rows
@@ -61,8 +63,9 @@ def test_dry_run_reports_the_same_figures_and_changes_nothing(conn):
 
 def test_a_disabled_policy_removes_nothing_but_still_sweeps_the_default_partition(conn):
     _load_60_days(conn)
-    insert_bars(conn, bar_series("OLD", datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 1, 2, tzinfo=UTC),
-                                 timedelta(hours=1)))
+    insert_bars(
+        conn, bar_series("OLD", datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 1, 2, tzinfo=UTC), timedelta(hours=1))
+    )
     retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), False)
     count = conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
     result = retention.apply_table(conn, "bars_ohlcv")
@@ -127,8 +130,9 @@ def test_rollups_over_dropped_ranges_are_kept_and_never_recomputed(conn):
         kept = {k: v for k, v in before[name].items() if k[3] < frozen_end}
         assert kept and {k: v for k, v in after.items() if k[3] < frozen_end} == kept
         # after the watermark the rollup is exactly the GROUP BY of what is left
-        assert {k: v for k, v in after.items() if k[3] >= frozen_end} == \
-            reference_rollup(source_rows(conn), width, lo=frozen_end)
+        assert {k: v for k, v in after.items() if k[3] >= frozen_end} == reference_rollup(
+            source_rows(conn), width, lo=frozen_end
+        )
     assert len(rows) > 0
 
 
@@ -140,8 +144,12 @@ def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_dat
     outcome: dict = {}
 
     def run_retention():
-        with psycopg.connect(migrated_database_url, autocommit=True, application_name="retention-under-test",
-                             options=f"-c lock_timeout={session_lock_timeout}") as c:
+        with psycopg.connect(
+            migrated_database_url,
+            autocommit=True,
+            application_name="retention-under-test",
+            options=f"-c lock_timeout={session_lock_timeout}",
+        ) as c:
             outcome["result"] = retention.apply_table(c, "bars_ohlcv")
 
     def ingest():
@@ -152,10 +160,14 @@ def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_dat
     worker = threading.Thread(target=run_retention)
     worker.start()
     try:
-        wait_for(lambda: conn.execute(
-            """SELECT count(*) FROM pg_stat_activity WHERE application_name = 'retention-under-test'
-               AND wait_event_type = 'Lock' AND query ILIKE '%%DETACH%%'""").fetchone()[0], 20,
-                 message="retention to wait for the parent lock")
+        wait_for(
+            lambda: conn.execute(
+                """SELECT count(*) FROM pg_stat_activity WHERE application_name = 'retention-under-test'
+               AND wait_event_type = 'Lock' AND query ILIKE '%%DETACH%%'"""
+            ).fetchone()[0],
+            20,
+            message="retention to wait for the parent lock",
+        )
         writer = threading.Thread(target=ingest)
         writer.start()
         # retention's lock request times out and lets the insert through while the report still runs

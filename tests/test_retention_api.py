@@ -1,16 +1,17 @@
 """Retention through the real service: policies, the apply job, bad input, the schedule."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import requests
-
-from app.timeseries import catalog, partitions
 from conftest import wait_for
 from timescale_cluster import bar_series, insert_bars
 
-UTC = timezone.utc
+from app.timeseries import catalog, partitions
+
+UTC = UTC
 
 
 def test_policies_list_every_time_series_table_with_documented_defaults(migrated_service):

@@ -1,18 +1,19 @@
 """Plain-Postgres partitions: ensure_range, the DEFAULT-partition sweep, concurrency, transactions."""
+
 from __future__ import annotations
 
 import concurrent.futures
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-
-from app.timeseries import partitions
 from conftest import wait_for
 from timescale_cluster import bar_series, insert_bars
 
-UTC = timezone.utc
+from app.timeseries import partitions
+
+UTC = UTC
 WEEK = timedelta(days=7)
 
 
@@ -27,7 +28,7 @@ def test_ensure_range_creates_epoch_aligned_partitions_once(conn):
     assert created == len(parts) == 8
     assert parts[0].lo <= start and parts[-1].hi > end
     assert all(p.hi - p.lo == WEEK for p in parts)
-    assert all(b.lo == a.hi for a, b in zip(parts, parts[1:]))  # contiguous
+    assert all(b.lo == a.hi for a, b in zip(parts, parts[1:], strict=False))  # contiguous
     assert parts[0].lo.weekday() == 3  # epoch-aligned weeks start on Thursdays, like TimescaleDB
     assert partitions.ensure_range(conn, "bars_ohlcv", start, end) == 0
     # rows of that range now go to real partitions, never to DEFAULT
@@ -40,8 +41,10 @@ def test_ensure_range_moves_rows_already_in_the_default_partition(conn):
     insert_bars(conn, old)
     assert _count(conn, "bars_ohlcv_default") == len(old)
     before = conn.execute("SELECT sum(close), count(*) FROM bars_ohlcv").fetchone()
-    assert partitions.ensure_range(conn, "bars_ohlcv", datetime(2001, 1, 1, tzinfo=UTC),
-                                   datetime(2001, 1, 10, tzinfo=UTC)) == 2
+    assert (
+        partitions.ensure_range(conn, "bars_ohlcv", datetime(2001, 1, 1, tzinfo=UTC), datetime(2001, 1, 10, tzinfo=UTC))
+        == 2
+    )
     # the rows of 2001-01-01 .. 2001-01-11 moved; the later ones stay in DEFAULT until swept
     left = _count(conn, "bars_ohlcv_default")
     assert 0 < left < len(old)
@@ -50,9 +53,11 @@ def test_ensure_range_moves_rows_already_in_the_default_partition(conn):
 
 
 def test_sweep_default_empties_the_default_partition_except_expired_and_infinite_rows(conn):
-    rows = (bar_series("A", datetime(1995, 6, 1, tzinfo=UTC), datetime(1995, 7, 1, tzinfo=UTC), timedelta(hours=8))
-            + bar_series("B", datetime(2300, 1, 1, tzinfo=UTC), datetime(2300, 1, 3, tzinfo=UTC), timedelta(hours=8))
-            + bar_series("C", datetime(1980, 1, 1, tzinfo=UTC), datetime(1980, 1, 2, tzinfo=UTC), timedelta(hours=8)))
+    rows = (
+        bar_series("A", datetime(1995, 6, 1, tzinfo=UTC), datetime(1995, 7, 1, tzinfo=UTC), timedelta(hours=8))
+        + bar_series("B", datetime(2300, 1, 1, tzinfo=UTC), datetime(2300, 1, 3, tzinfo=UTC), timedelta(hours=8))
+        + bar_series("C", datetime(1980, 1, 1, tzinfo=UTC), datetime(1980, 1, 2, tzinfo=UTC), timedelta(hours=8))
+    )
     insert_bars(conn, rows)
     conn.execute("INSERT INTO bars_ohlcv (provider, symbol, \"interval\", ts) VALUES ('p', 'INF', '1m', 'infinity')")
     out = partitions.sweep_default(conn, "bars_ohlcv", not_before=datetime(1990, 1, 1, tzinfo=UTC))
@@ -88,8 +93,10 @@ def test_inside_a_transaction_partitions_appear_at_commit(migrated_database_url)
         c.commit()
         parts = [p for p in partitions.list_partitions(other, "bars_ohlcv") if p.lo.year == 2012]
         assert len(parts) == 1
-        assert other.execute("SELECT tableoid::regclass::text FROM bars_ohlcv WHERE symbol = 'X'").fetchone()[0] \
+        assert (
+            other.execute("SELECT tableoid::regclass::text FROM bars_ohlcv WHERE symbol = 'X'").fetchone()[0]
             == parts[0].name
+        )
 
 
 def test_ensure_range_rejects_unknown_tables_and_absurd_ranges(conn):
@@ -124,8 +131,9 @@ def test_ingest_keeps_flowing_while_partitions_are_created(migrated_database_url
     try:
         wait_for(lambda: len(written) > 5, 10, message="ingest to start")
         with psycopg.connect(migrated_database_url, autocommit=True, options="-c lock_timeout=2000") as c:
-            created = partitions.ensure_range(c, "bars_ohlcv", datetime(2005, 1, 1, tzinfo=UTC),
-                                              datetime(2006, 1, 1, tzinfo=UTC))
+            created = partitions.ensure_range(
+                c, "bars_ohlcv", datetime(2005, 1, 1, tzinfo=UTC), datetime(2006, 1, 1, tzinfo=UTC)
+            )
         mark = len(written)
         wait_for(lambda: len(written) > mark + 5, 10, message="ingest to continue")
     finally:

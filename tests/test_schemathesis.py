@@ -5,6 +5,7 @@ fixed example budget and seed, so a run is repeatable and bounded (~30 s here). 
 5xx, any response not matching app/api/openapi.yaml, any invalid input accepted or
 valid input refused fails the test with schemathesis' own report.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TOKEN
 
 pytestmark = pytest.mark.timeout(300)
@@ -37,14 +37,26 @@ def test_schemathesis_finds_nothing(migrated_service, tmp_path):
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     cmd = [
-        st, "--no-color", "--config-file", str(config), "run", migrated_service.url + "/openapi.json",
-        "--header", f"Authorization: Bearer {TOKEN}",
-        "--checks", "all",
-        "--mode", "all",
-        "--max-examples", str(MAX_EXAMPLES),
-        "--seed", str(SEED),
-        "--request-timeout", "10",
-        "--workers", "2",
+        st,
+        "--no-color",
+        "--config-file",
+        str(config),
+        "run",
+        migrated_service.url + "/openapi.json",
+        "--header",
+        f"Authorization: Bearer {TOKEN}",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--request-timeout",
+        "10",
+        "--workers",
+        "2",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     report = proc.stdout[-12000:] + proc.stderr[-3000:]

@@ -5,6 +5,7 @@ or the worker's logs, not in /metrics, not in any job document, not anywhere in 
 The database is a throwaway cluster with scram-sha-256 on TCP, so the canary password
 is really needed (a wrong one is refused) and really travels in DATABASE_URL.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import psycopg
 import pytest
 import redis
 import requests
-
 from conftest import wait_for
 from faults.helpers import MigrationBlocker, PgCluster
 
@@ -84,19 +84,32 @@ def _redis_blobs(client: redis.Redis):
 
 def test_canary_token_and_password_appear_nowhere(scram_cluster, canary, service_factory, redis_server, tmp_path):
     url = scram_cluster.url("store", "store_canary", canary["password"])
-    bar = {"provider": "cy", "symbol": "CY", "interval": "1m", "ts": "2024-02-05T00:00:00Z",
-           "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0}
+    bar = {
+        "provider": "cy",
+        "symbol": "CY",
+        "interval": "1m",
+        "ts": "2024-02-05T00:00:00Z",
+        "open": 1.0,
+        "high": 2.0,
+        "low": 0.5,
+        "close": 1.5,
+        "volume": 1.0,
+    }
     (tmp_path / "bars.ndjson").write_text(json.dumps(bar) + "\n" + "not json\n")
     with pytest.raises(psycopg.OperationalError):  # the password is really checked
         psycopg.connect(scram_cluster.url("store", "store_canary", "wrong-password"), connect_timeout=5)
 
-    svc = service_factory(url, env={
-        "ADMIN_TOKEN": canary["token"],
-        "LOG_LEVEL": "DEBUG",
-        "EVENT_BUS_BACKEND": "redis",
-        "DB_LOCK_TIMEOUT_MS": "1500",
-        "BACKFILL_SOURCE_DIR": str(tmp_path),
-    }, start=False)
+    svc = service_factory(
+        url,
+        env={
+            "ADMIN_TOKEN": canary["token"],
+            "LOG_LEVEL": "DEBUG",
+            "EVENT_BUS_BACKEND": "redis",
+            "DB_LOCK_TIMEOUT_MS": "1500",
+            "BACKFILL_SOURCE_DIR": str(tmp_path),
+        },
+        start=False,
+    )
     svc.session.headers["Authorization"] = f"Bearer {canary['token']}"
     svc.start()
 
@@ -106,9 +119,13 @@ def test_canary_token_and_password_appear_nowhere(scram_cluster, canary, service
     assert failed["status"] == "failed" and failed["error"], failed
     applied = svc.wait_job(svc.trigger("/migrate"), timeout=60)
     assert applied["status"] == "success", applied["error"]
-    for path, body in (("/migrate", {"dry_run": True}), ("/drift/check", None),
-                       ("/retention/apply", {"dry_run": True}), ("/refresh/aggregate", None),
-                       ("/backfill/bars_ohlcv", {"source": "bars.ndjson", "max_bad_rows": 1})):
+    for path, body in (
+        ("/migrate", {"dry_run": True}),
+        ("/drift/check", None),
+        ("/retention/apply", {"dry_run": True}),
+        ("/refresh/aggregate", None),
+        ("/backfill/bars_ohlcv", {"source": "bars.ndjson", "max_bad_rows": 1}),
+    ):
         resp = svc.post(path, body)
         assert resp.status_code == 202, (path, resp.text)
         svc.wait_job(resp.json()["run_id"], timeout=60)

@@ -3,22 +3,32 @@
 Runs on a throwaway cluster with shared_preload_libraries=timescaledb (see
 tests/timescale_cluster.py); skipped where timescaledb.so is not installed.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_aggregates import BASE, _apply, _check_refresh, ops
+from timescale_cluster import (  # noqa: F401
+    bar_series,
+    insert_bars,
+    reference_rollup,
+    requires_timescaledb,
+    rollup_rows,
+    source_rows,
+    timescale_cluster,
+    timescale_database_url,
+    timescale_migrated_url,
+)
 
 from app.timeseries import backend, catalog, partitions, retention, rollups
-from test_aggregates import BASE, _apply, _check_refresh, ops
-from timescale_cluster import (bar_series, insert_bars, reference_rollup, requires_timescaledb, rollup_rows,  # noqa: F401
-                               source_rows, timescale_cluster, timescale_database_url, timescale_migrated_url)
 
 pytestmark = [pytest.mark.timescaledb, requires_timescaledb]
-UTC = timezone.utc
+UTC = UTC
 DAY = timedelta(days=1)
 
 
@@ -30,24 +40,42 @@ def conn(timescale_migrated_url):
 
 def test_time_series_tables_are_hypertables_with_the_contract_chunks_and_compression(conn):
     assert backend.timescaledb_version(conn) == "2.28.3" or backend.timescaledb_version(conn)
-    chunks = dict(conn.execute(
-        """SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions
-           WHERE hypertable_schema = 'public'""").fetchall())
+    chunks = dict(
+        conn.execute(
+            """SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions
+           WHERE hypertable_schema = 'public'"""
+        ).fetchall()
+    )
     assert chunks == {t.name: t.chunk for t in catalog.TABLES.values()}
-    columns = dict(conn.execute("SELECT hypertable_name, column_name FROM timescaledb_information.dimensions "
-                                "WHERE hypertable_schema = 'public'").fetchall())
+    columns = dict(
+        conn.execute(
+            "SELECT hypertable_name, column_name FROM timescaledb_information.dimensions "
+            "WHERE hypertable_schema = 'public'"
+        ).fetchall()
+    )
     assert columns == {t.name: t.time_column for t in catalog.TABLES.values()}
-    settings_ = {r[0]: (r[1], r[2]) for r in conn.execute(
-        "SELECT hypertable::text, segmentby, orderby FROM timescaledb_information.hypertable_compression_settings")}
+    settings_ = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(
+            "SELECT hypertable::text, segmentby, orderby FROM timescaledb_information.hypertable_compression_settings"
+        )
+    }
     assert settings_["bars_ohlcv"] == ("provider,symbol,interval", "ts DESC")
     assert settings_["signals"] == ("provider,symbol,name", "ts DESC")
-    policies = {r[0]: r[1] for r in conn.execute(
-        """SELECT hypertable_name, config->>'compress_after' FROM timescaledb_information.jobs
-           WHERE proc_name = 'policy_compression'""")}
+    policies = {
+        r[0]: r[1]
+        for r in conn.execute(
+            """SELECT hypertable_name, config->>'compress_after' FROM timescaledb_information.jobs
+           WHERE proc_name = 'policy_compression'"""
+        )
+    }
     assert policies == {"bars_ohlcv": "90 days", "signals": "30 days"}
     assert all(backend.table_backend(conn, t) == backend.TIMESCALEDB for t in catalog.TABLES)
     # no store-managed partitions or triggers on this backend
-    assert partitions.ensure_range(conn, "bars_ohlcv", datetime(2000, 1, 1, tzinfo=UTC), datetime(2001, 1, 1, tzinfo=UTC)) == 0
+    assert (
+        partitions.ensure_range(conn, "bars_ohlcv", datetime(2000, 1, 1, tzinfo=UTC), datetime(2001, 1, 1, tzinfo=UTC))
+        == 0
+    )
     assert conn.execute("SELECT to_regclass('store_rollup_invalidations')").fetchone()[0] is None
 
 
@@ -87,14 +115,16 @@ def test_after_any_refresh_the_continuous_aggregate_equals_a_group_by(conn, step
 
 def test_retention_drops_chunks_deletes_in_a_compressed_straddling_chunk_and_keeps_rollups(conn):
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    rows = bar_series("AAPL", now - 60 * DAY, now, timedelta(hours=1)) + \
-        bar_series("MSFT", now - 60 * DAY, now, timedelta(hours=3), provider="other")
+    rows = bar_series("AAPL", now - 60 * DAY, now, timedelta(hours=1)) + bar_series(
+        "MSFT", now - 60 * DAY, now, timedelta(hours=3), provider="other"
+    )
     insert_bars(conn, rows)
     for name in rollups.NAMES:
         rollups.refresh_pending(conn, name)
     before = {name: rollup_rows(conn, name) for name in rollups.NAMES}
-    compressed = conn.execute("SELECT count(compress_chunk(c)) FROM show_chunks('bars_ohlcv', older_than => %s) c",
-                              (now - 20 * DAY,)).fetchone()[0]
+    compressed = conn.execute(
+        "SELECT count(compress_chunk(c)) FROM show_chunks('bars_ohlcv', older_than => %s) c", (now - 20 * DAY,)
+    ).fetchone()[0]
     assert compressed >= 5  # includes the chunk that straddles the 30-day cutoff
     retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), True)
     dry = retention.apply_table(conn, "bars_ohlcv", dry_run=True)
@@ -115,8 +145,9 @@ def test_retention_drops_chunks_deletes_in_a_compressed_straddling_chunk_and_kee
         after = rollup_rows(conn, name)
         kept = {k: v for k, v in before[name].items() if k[3] < frozen_end}
         assert kept and {k: v for k, v in after.items() if k[3] < frozen_end} == kept
-        assert {k: v for k, v in after.items() if k[3] >= frozen_end} == \
-            reference_rollup(source_rows(conn), width, lo=frozen_end)
+        assert {k: v for k, v in after.items() if k[3] >= frozen_end} == reference_rollup(
+            source_rows(conn), width, lo=frozen_end
+        )
 
 
 def test_the_service_api_on_timescaledb(timescale_migrated_url, service_factory):
@@ -131,8 +162,9 @@ def test_the_service_api_on_timescaledb(timescale_migrated_url, service_factory)
     assert {d["backend"] for d in docs.values()} == {"timescaledb"}
     refreshed = svc.run_job("/refresh/aggregate", {})["result"]["aggregates"]
     assert refreshed["bars_ohlcv_1h"]["rows_written"] == 48 and refreshed["bars_ohlcv_1d"]["rows_written"] == 2
-    window = svc.run_job("/refresh/aggregate", {"name": "bars_ohlcv_1d", "start": "2024-01-01T12:00:00Z",
-                                                "end": "2024-01-02T00:00:00Z"})["result"]["aggregates"]
+    window = svc.run_job(
+        "/refresh/aggregate", {"name": "bars_ohlcv_1d", "start": "2024-01-01T12:00:00Z", "end": "2024-01-02T00:00:00Z"}
+    )["result"]["aggregates"]
     assert window["bars_ohlcv_1d"]["window"] == {"start": BASE.isoformat(), "end": (BASE + DAY).isoformat()}
     docs = {d["name"]: d for d in svc.get("/aggregates").json()["aggregates"]}
     assert docs["bars_ohlcv_1h"]["watermark"] == (BASE + 2 * DAY).isoformat()

@@ -6,6 +6,7 @@ temporary directory owned by postgres, random port, unix socket in /tmp) is star
 once per test session and stopped and deleted at the end; every test gets a fresh
 database in it.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from conftest import free_port, make_settings, wait_for
 
 PG_BIN = Path(os.environ.get("TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -39,24 +39,42 @@ class TimescaleCluster:
         self.port = free_port()
         self.admin_url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def start(self) -> "TimescaleCluster":
+    def start(self) -> TimescaleCluster:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-        subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-                                     "--auth=trust", "-E", "UTF8"]),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        options = (f"-c shared_preload_libraries=timescaledb -c port={self.port} -c listen_addresses=127.0.0.1 "
-                   "-c unix_socket_directories=/tmp -c timescaledb.telemetry_level=off -c max_connections=60 "
-                   "-c fsync=off -c synchronous_commit=off")
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                                     "-o", options, "start"]), check=True, stdout=subprocess.DEVNULL)
-        wait_for(lambda: psycopg.connect(self.admin_url, connect_timeout=2).close() is None, 20,
-                 message="the TimescaleDB cluster to accept connections")
+        subprocess.run(
+            _as_postgres(
+                [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        options = (
+            f"-c shared_preload_libraries=timescaledb -c port={self.port} -c listen_addresses=127.0.0.1 "
+            "-c unix_socket_directories=/tmp -c timescaledb.telemetry_level=off -c max_connections=60 "
+            "-c fsync=off -c synchronous_commit=off"
+        )
+        subprocess.run(
+            _as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-o", options, "start"]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: psycopg.connect(self.admin_url, connect_timeout=2).close() is None,
+            20,
+            message="the TimescaleDB cluster to accept connections",
+        )
         return self
 
     def stop(self) -> None:
-        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"]),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def create_database(self) -> tuple[str, str]:
@@ -109,10 +127,13 @@ def insert_bars(conn: psycopg.Connection, rows) -> int:
     rows = list(rows)
     with conn.cursor() as cur:
         for i in range(0, len(rows), 1000):
-            chunk = rows[i:i + 1000]
+            chunk = rows[i : i + 1000]
             values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
-            cur.execute(f'INSERT INTO bars_ohlcv (provider, symbol, "interval", ts, open, high, low, close, volume) '
-                        f"VALUES {values}", [v for row in chunk for v in row])
+            cur.execute(
+                f'INSERT INTO bars_ohlcv (provider, symbol, "interval", ts, open, high, low, close, volume) '
+                f"VALUES {values}",
+                [v for row in chunk for v in row],
+            )
     return len(rows)
 
 
@@ -120,8 +141,19 @@ def bar_series(symbol: str, start, end, step, provider: str = "prov", interval: 
     """One bar every `step` in [start, end), prices derived from the index (exact in float)."""
     out, ts, i = [], start, 0
     while ts < end:
-        out.append((provider, symbol, interval, ts, float(i % 97), float(i % 97 + 5), float(i % 97 - 5),
-                    float((i * 7) % 89), float(i % 13)))
+        out.append(
+            (
+                provider,
+                symbol,
+                interval,
+                ts,
+                float(i % 97),
+                float(i % 97 + 5),
+                float(i % 97 - 5),
+                float((i * 7) % 89),
+                float(i % 13),
+            )
+        )
         ts += step
         i += 1
     return out
@@ -149,16 +181,19 @@ def reference_rollup(rows, width, lo=None, hi=None) -> dict:
 
 
 def source_rows(conn: psycopg.Connection) -> list[tuple]:
-    return conn.execute('SELECT provider, symbol, "interval", ts, open, high, low, close, volume FROM bars_ohlcv').fetchall()
+    return conn.execute(
+        'SELECT provider, symbol, "interval", ts, open, high, low, close, volume FROM bars_ohlcv'
+    ).fetchall()
 
 
 def rollup_rows(conn: psycopg.Connection, name: str, lo=None, hi=None) -> dict:
     from psycopg import sql
 
     rows = conn.execute(
-        sql.SQL('SELECT provider, symbol, "interval", bucket, open, high, low, close, volume FROM {} '
-                "WHERE (%(lo)s::timestamptz IS NULL OR bucket >= %(lo)s) AND (%(hi)s::timestamptz IS NULL OR bucket < %(hi)s)")
-        .format(sql.Identifier(name)),
+        sql.SQL(
+            'SELECT provider, symbol, "interval", bucket, open, high, low, close, volume FROM {} '
+            "WHERE (%(lo)s::timestamptz IS NULL OR bucket >= %(lo)s) AND (%(hi)s::timestamptz IS NULL OR bucket < %(hi)s)"
+        ).format(sql.Identifier(name)),
         {"lo": lo, "hi": hi},
     ).fetchall()
     return {tuple(r[:4]): tuple(r[4:]) for r in rows}

@@ -4,6 +4,7 @@ Runs an RQ SimpleWorker (jobs run in this process, so a SIGKILL takes the job do
 with it and the reaper reports it) plus the scheduler thread. SIGTERM is a warm
 shutdown: the current job finishes, no new job is taken, the process exits 0.
 """
+
 from __future__ import annotations
 
 import signal

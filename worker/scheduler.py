@@ -5,6 +5,7 @@ Every worker runs this thread, but only the one holding a Postgres advisory lock
 Scheduled jobs go through the same `service.submit` as API triggers, so single flight
 holds and they appear in the ledger with `trigger = 'schedule'`.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """HTTP blueprints, one module per concern. Handlers stay thin: parse, call, answer."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Continuous aggregates: their state, and the refresh trigger (admin)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

@@ -1,4 +1,5 @@
 """Backfill: the catalogue of backfill jobs and their trigger (admin)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify

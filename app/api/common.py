@@ -1,4 +1,5 @@
 """Helpers shared by the blueprints: the JSON body, and the trigger answer."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,6 @@ def trigger(kind: JobKind, body: dict | None = None):
     if key is not None and not _KEY.match(key):
         raise BadRequest("Idempotency-Key must be 1-200 printable ASCII characters")
     with db.connection(settings()) as conn:
-        sub = service.submit(
-            settings(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key
-        )
+        sub = service.submit(settings(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key)
     body = {"status": "accepted", "run_id": sub.run_id, "job": kind.name, "new": sub.created}
     return jsonify(body), 202, {"Location": f"/jobs/{sub.run_id}"}

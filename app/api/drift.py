@@ -1,4 +1,5 @@
 """Schema drift: POST /drift/check (admin, enqueues the job) and GET /drift (admin)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -35,17 +36,27 @@ def drift_status():
         last_seen = state.last_drift(conn, track) if head is None else {}
     if head is None:
         rows = [
-            {"schema": p.schema, "status": "unknown", "drift_type": None, "local_sha256": p.sha256,
-             "registry_sha256": None, "local_version": p.version, "registry_version": None,
-             "error": "no drift check has run yet", "last_drift_at": last_seen.get(p.schema)}
+            {
+                "schema": p.schema,
+                "status": "unknown",
+                "drift_type": None,
+                "local_sha256": p.sha256,
+                "registry_sha256": None,
+                "local_version": p.version,
+                "registry_version": None,
+                "error": "no drift check has run yet",
+                "last_drift_at": last_seen.get(p.schema),
+            }
             for p in pins.for_track(track)
         ]
     schemas = [{**row, "last_drift_at": _iso(row["last_drift_at"])} for row in rows]
-    return jsonify({
-        "track": track,
-        "checked_at": _iso(head["checked_at"]) if head else None,
-        "run_id": head["run_id"] if head else None,
-        "registry_reachable": head["registry_reachable"] if head else None,
-        "error": head["error"] if head else None,
-        "schemas": schemas,
-    })
+    return jsonify(
+        {
+            "track": track,
+            "checked_at": _iso(head["checked_at"]) if head else None,
+            "run_id": head["run_id"] if head else None,
+            "registry_reachable": head["registry_reachable"] if head else None,
+            "error": head["error"] if head else None,
+            "schemas": schemas,
+        }
+    )

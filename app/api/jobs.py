@@ -1,4 +1,5 @@
 """Job polling and cancellation: GET /jobs, GET /jobs/<run_id>, POST /jobs/<run_id>/cancel."""
+
 from __future__ import annotations
 
 import uuid

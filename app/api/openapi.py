@@ -3,6 +3,7 @@
 The document is written by hand in `openapi.yaml` beside this module, read once per
 process. tests/test_openapi.py keeps it equal to the route map.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

@@ -1,4 +1,5 @@
 """Retention policies and the retention trigger (admin)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -30,7 +31,7 @@ def put_policy(table: str):
     body = json_body()
     validation.only(body, ["retain", "enabled"])
     if "retain" not in body or body["retain"] is None:
-        raise BadRequest("retain is required, e.g. {\"retain\": \"30 days\"}")
+        raise BadRequest('retain is required, e.g. {"retain": "30 days"}')
     try:
         retain = parse_interval(body["retain"])
     except IntervalError as exc:

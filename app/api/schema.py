@@ -1,4 +1,5 @@
 """Schema version (public) and the migrate trigger (admin)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify

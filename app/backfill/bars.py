@@ -11,6 +11,7 @@ Three kinds of threads:
   before it is written, and turns committed batches into progress, metrics and the
   result.
 """
+
 from __future__ import annotations
 
 import queue
@@ -78,7 +79,11 @@ def load(ctx: JobContext, params: Params) -> dict:
             if not checkpoints.try_lock(conn, params.key):
                 raise JobError(f"another run is loading {params.source.location} right now")
             job_run_id = runs.start(
-                conn, job_name=JOB, dataset=TABLE, provider=params.provider, fingerprint=params.fingerprint,
+                conn,
+                job_name=JOB,
+                dataset=TABLE,
+                provider=params.provider,
+                fingerprint=params.fingerprint,
                 metadata={"run_id": ctx.run_id, "source": params.source.location, "format": params.format},
             )
             result = _load(ctx, conn, params, state, job_run_id, started)
@@ -92,8 +97,9 @@ def load(ctx: JobContext, params: Params) -> dict:
     return result
 
 
-def _load(ctx: JobContext, conn: psycopg.Connection, params: Params, state: State, job_run_id: int,
-          started: float) -> dict:
+def _load(
+    ctx: JobContext, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float
+) -> dict:
     s = ctx.settings
     cp = checkpoints.load(conn, params.key)
     with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
@@ -105,22 +111,43 @@ def _load(ctx: JobContext, conn: psycopg.Connection, params: Params, state: Stat
             resumed_from = {"line": state.line, "rows_read": state.rows_read, "run_id": cp.run_id}
             checkpoints.adopt(conn, params.key, ctx.run_id, job_run_id)
         else:
-            checkpoints.begin(conn, params.key, job=JOB, source=params.source.location,
-                              fingerprint=params.fingerprint, identity=opened.identity, run_id=ctx.run_id,
-                              job_run_id=job_run_id)
+            checkpoints.begin(
+                conn,
+                params.key,
+                job=JOB,
+                source=params.source.location,
+                fingerprint=params.fingerprint,
+                identity=opened.identity,
+                run_id=ctx.run_id,
+                job_run_id=job_run_id,
+            )
         if cp is not None and cp.job_run_id and cp.job_run_id != job_run_id:
             runs.close_interrupted(conn, cp.job_run_id, f"interrupted; taken over by run {ctx.run_id}")
-        ctx.log.info("backfill starting", source=params.source.location, format=params.format,
-                     compressed=opened.compressed, resumed_from_line=state.line if resumed_from else None,
-                     restart_reason=restart_reason)
+        ctx.log.info(
+            "backfill starting",
+            source=params.source.location,
+            format=params.format,
+            compressed=opened.compressed,
+            resumed_from_line=state.line if resumed_from else None,
+            restart_reason=restart_reason,
+        )
         reader = Reader(
-            opened.stream, params.format, batch_rows=params.batch_rows, max_bad_rows=params.max_bad_rows,
-            provider=params.provider, interval=params.interval, line=state.line, offset=state.byte_offset,
-            header=state.header, bad_before=state.rows_rejected, samples=state.bad_samples,
+            opened.stream,
+            params.format,
+            batch_rows=params.batch_rows,
+            max_bad_rows=params.max_bad_rows,
+            provider=params.provider,
+            interval=params.interval,
+            line=state.line,
+            offset=state.byte_offset,
+            header=state.header,
+            bad_before=state.rows_rejected,
+            samples=state.bad_samples,
         )
         job = _Job(ctx, conn, params, state, job_run_id, opened)
         feed = _Feed(reader)
         feed.start()
+
         def bookkeeping(session, before: State, batch: Batch, written: int) -> State:
             after = _advance(before, batch, written)
             checkpoints.advance(session, params.key, after)
@@ -130,15 +157,22 @@ def _load(ctx: JobContext, conn: psycopg.Connection, params: Params, state: Stat
         try:
             with ExitStack() as stack:
                 policy = MergePolicy()
-                loaders = [Loader(stack.enter_context(ctx.connect(autocommit=True)), TABLE, policy)
-                           for _ in range(WRITERS)]
+                loaders = [
+                    Loader(stack.enter_context(ctx.connect(autocommit=True)), TABLE, policy) for _ in range(WRITERS)
+                ]
                 job.run(feed, Pipeline(loaders, bookkeeping, State(**state.__dict__)))
         finally:
             feed.stop.set()
             feed.join(timeout=10)
         checkpoints.finish(conn, params.key)
-        runs.finish(conn, job_run_id, "success", state, params.provider,
-                    extra={"batches": state.batches, "upsert_batches": job.upserts})
+        runs.finish(
+            conn,
+            job_run_id,
+            "success",
+            state,
+            params.provider,
+            extra={"batches": state.batches, "upsert_batches": job.upserts},
+        )
         warnings = _retention_warnings(conn, state)
         compressed = opened.compressed
     elapsed = time.monotonic() - started
@@ -177,9 +211,11 @@ def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
     ).fetchone()
     if row is None:
         return []
-    return [f"rows before {row[1].isoformat()} are older than the retention of {TABLE} ({row[0]}) and will be "
-            f"removed by the next retention run; raise or disable the policy (PUT /retention/policies/{TABLE}) "
-            f"to keep them"]
+    return [
+        f"rows before {row[1].isoformat()} are older than the retention of {TABLE} ({row[0]}) and will be "
+        f"removed by the next retention run; raise or disable the policy (PUT /retention/policies/{TABLE}) "
+        f"to keep them"
+    ]
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -281,7 +317,7 @@ class _Job:
             except queue.Empty:
                 wait()
                 if not feed.is_alive():
-                    raise JobError("the source reader stopped unexpectedly")
+                    raise JobError("the source reader stopped unexpectedly") from None
                 if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
                     runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
                     idle_since = time.monotonic()
@@ -346,9 +382,14 @@ class _Job:
         metrics.SINK_LATENCY.observe(slot.seconds, sink=TABLE)
         elapsed = time.monotonic() - self._started
         self.ctx.progress(
-            rows_read=state.rows_read, rows_written=state.rows_written, rows_rejected=state.rows_rejected,
+            rows_read=state.rows_read,
+            rows_written=state.rows_written,
+            rows_rejected=state.rows_rejected,
             rate=round((state.rows_read - self._read_at_start) / elapsed, 1) if elapsed > 0 else None,
-            line=state.line, bytes_read=self.opened.bytes_read, bytes_total=self.opened.size, batches=state.batches,
+            line=state.line,
+            bytes_read=self.opened.bytes_read,
+            bytes_total=self.opened.size,
+            batches=state.batches,
         )
 
     def _ensure_partitions(self, lo: float, hi: float) -> None:

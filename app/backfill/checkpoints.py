@@ -4,6 +4,7 @@
 counts commit together: a run that dies resumes at exactly the first uncommitted row.
 A session advisory lock per source keeps two runs from loading the same source at once.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,20 +72,40 @@ def load(conn: psycopg.Connection, key: str) -> Checkpoint | None:
     if row is None:
         return None
     state = State(
-        line=row["line"], byte_offset=row["byte_offset"], header=row["header"], rows_read=row["rows_read"],
-        rows_written=row["rows_written"], rows_rejected=row["rows_rejected"], bad_samples=row["bad_samples"],
-        symbols=set(row["symbols"]), providers=set(row["providers"]), min_ts=row["min_ts"], max_ts=row["max_ts"],
+        line=row["line"],
+        byte_offset=row["byte_offset"],
+        header=row["header"],
+        rows_read=row["rows_read"],
+        rows_written=row["rows_written"],
+        rows_rejected=row["rows_rejected"],
+        bad_samples=row["bad_samples"],
+        symbols=set(row["symbols"]),
+        providers=set(row["providers"]),
+        min_ts=row["min_ts"],
+        max_ts=row["max_ts"],
         batches=row["batches"],
     )
     return Checkpoint(
-        key, row["fingerprint"], row["identity"], row["status"], state,
-        str(row["run_id"]) if row["run_id"] else None, row["job_run_id"],
+        key,
+        row["fingerprint"],
+        row["identity"],
+        row["status"],
+        state,
+        str(row["run_id"]) if row["run_id"] else None,
+        row["job_run_id"],
     )
 
 
 def begin(
-    conn: psycopg.Connection, key: str, *, job: str, source: str, fingerprint: str, identity: dict,
-    run_id: str, job_run_id: int | None,
+    conn: psycopg.Connection,
+    key: str,
+    *,
+    job: str,
+    source: str,
+    fingerprint: str,
+    identity: dict,
+    run_id: str,
+    job_run_id: int | None,
 ) -> None:
     """Start a load from the beginning (replacing any older checkpoint of the source)."""
     conn.execute(
@@ -97,8 +118,15 @@ def begin(
                rows_read = 0, rows_written = 0, rows_rejected = 0, bad_samples = '[]', symbols = '{}',
                providers = '{}', min_ts = NULL, max_ts = NULL, batches = 0, run_id = EXCLUDED.run_id,
                job_run_id = EXCLUDED.job_run_id, started_at = now(), updated_at = now()""",
-        {"key": key, "job": job, "source": source, "fp": fingerprint, "identity": Jsonb(identity),
-         "run": run_id, "jr": job_run_id},
+        {
+            "key": key,
+            "job": job,
+            "source": source,
+            "fp": fingerprint,
+            "identity": Jsonb(identity),
+            "run": run_id,
+            "jr": job_run_id,
+        },
     )
 
 
@@ -119,10 +147,21 @@ def advance(conn: psycopg.Connection, key: str, state: State) -> None:
                symbols = %(symbols)s, providers = %(providers)s, min_ts = %(min)s, max_ts = %(max)s,
                batches = %(batches)s, updated_at = now()
            WHERE source_key = %(key)s""",
-        {"key": key, "line": state.line, "offset": state.byte_offset, "header": state.header,
-         "read": state.rows_read, "written": state.rows_written, "rejected": state.rows_rejected,
-         "samples": Jsonb(state.bad_samples), "symbols": sorted(state.symbols), "providers": sorted(state.providers),
-         "min": state.min_ts, "max": state.max_ts, "batches": state.batches},
+        {
+            "key": key,
+            "line": state.line,
+            "offset": state.byte_offset,
+            "header": state.header,
+            "read": state.rows_read,
+            "written": state.rows_written,
+            "rejected": state.rows_rejected,
+            "samples": Jsonb(state.bad_samples),
+            "symbols": sorted(state.symbols),
+            "providers": sorted(state.providers),
+            "min": state.min_ts,
+            "max": state.max_ts,
+            "batches": state.batches,
+        },
     )
 
 

@@ -18,9 +18,10 @@ Per batch, one transaction:
 
 Time arrives as epoch seconds (double) and becomes timestamptz through `to_timestamp`.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -50,14 +51,19 @@ def _ids(names) -> sql.Composable:
 
 def _select(prefix: str) -> sql.Composable:
     """The staging columns in target order, time converted."""
-    parts = [sql.SQL("to_timestamp({}.ts)").format(sql.Identifier(prefix)) if c == "ts"
-             else sql.SQL("{}.{}").format(sql.Identifier(prefix), sql.Identifier(c)) for c in COLUMNS]
+    parts = [
+        sql.SQL("to_timestamp({}.ts)").format(sql.Identifier(prefix))
+        if c == "ts"
+        else sql.SQL("{}.{}").format(sql.Identifier(prefix), sql.Identifier(c))
+        for c in COLUMNS
+    ]
     return sql.SQL(", ").join(parts)
 
 
 def insert_sql(table: str) -> sql.Composed:
     return sql.SQL("INSERT INTO {t} ({cols}) SELECT {sel} FROM pg_temp.backfill_staging s").format(
-        t=sql.Identifier(table), cols=_ids(COLUMNS), sel=_select("s"))
+        t=sql.Identifier(table), cols=_ids(COLUMNS), sel=_select("s")
+    )
 
 
 def upsert_sql(table: str) -> sql.Composed:
@@ -68,7 +74,11 @@ def upsert_sql(table: str) -> sql.Composed:
         "ON CONFLICT ({keycols}) DO UPDATE SET {sets} "
         "WHERE ({old}) IS DISTINCT FROM ({new})"
     ).format(
-        t=sql.Identifier(table), cols=_ids(COLUMNS), key=key, sel=_select("s"), keycols=_ids(KEY),
+        t=sql.Identifier(table),
+        cols=_ids(COLUMNS),
+        key=key,
+        sel=_select("s"),
+        keycols=_ids(KEY),
         sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in VALUES),
         old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in VALUES),
         new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in VALUES),

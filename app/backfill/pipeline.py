@@ -12,13 +12,15 @@ the other's staging table. Order is kept where it matters:
 
 If a batch fails, every later one rolls back; the caller gets the error from `done`.
 """
+
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 
@@ -42,7 +44,7 @@ class Slot:
 
     index: int
     batch: Batch
-    prev: "Slot | None"
+    prev: Slot | None
     merged: threading.Event = field(default_factory=threading.Event)
     committed: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
@@ -65,8 +67,10 @@ class Pipeline:
         self.in_flight = threading.Semaphore(len(loaders))  # batches handed over, not yet done
         self.last: Slot | None = None
         self.count = 0
-        self.threads = [threading.Thread(target=self._lane, args=(i,), name=f"backfill-writer-{i}", daemon=True)
-                        for i in range(len(loaders))]
+        self.threads = [
+            threading.Thread(target=self._lane, args=(i,), name=f"backfill-writer-{i}", daemon=True)
+            for i in range(len(loaders))
+        ]
         for t in self.threads:
             t.start()
 
@@ -89,7 +93,7 @@ class Pipeline:
     def close(self) -> None:
         """No more batches: let the sessions finish what they have (one that died on an
         error takes nothing more; its error is in `done`)."""
-        for inbox, thread in zip(self.inboxes, self.threads):
+        for inbox, thread in zip(self.inboxes, self.threads, strict=True):
             while thread.is_alive():
                 try:
                     inbox.put(None, timeout=POLL)
@@ -155,6 +159,7 @@ class Pipeline:
             slot.merged.set()
             if prev is not None:
                 self._wait(prev.committed, prev)
-            slot.after = self.bookkeeping(loader.conn, prev.after if prev is not None else self.base, batch,
-                                          slot.written)
+            slot.after = self.bookkeeping(
+                loader.conn, prev.after if prev is not None else self.base, batch, slot.written
+            )
         slot.seconds = time.perf_counter() - t0

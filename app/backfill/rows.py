@@ -9,13 +9,14 @@ of 1970..2100 exactly enough for `to_timestamp` to round back to it).
 A bad row is skipped, counted and sampled (line number and reason); one more than
 `max_bad_rows` stops the read with `TooManyBadRows`.
 """
+
 from __future__ import annotations
 
 import csv
 import math
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from operator import itemgetter
 
 import orjson
@@ -30,7 +31,7 @@ MIN_EPOCH = 0.0  # 1970-01-01
 MAX_EPOCH = 4102444800.0  # 2100-01-01
 _MAX_LEN = {"provider": 64, "symbol": 32, "interval": 16}
 _CACHE_LIMIT = 100_000
-_UTC = timezone.utc
+_UTC = UTC
 _fromiso = datetime.fromisoformat
 _PROVIDER, _SYMBOL, _EPOCH = itemgetter(1), itemgetter(2), itemgetter(4)
 _isfinite = math.isfinite
@@ -110,7 +111,7 @@ class Validator:
         if len(clean) > limit:
             raise BadRow(f"{name} is longer than {limit} characters")
         if not clean.isascii() or not clean.isprintable() or any(c in clean for c in '"\\[],'):
-            raise BadRow(f"{name} {_show(value)} has characters outside printable ASCII or one of \" \\ [ ] ,")
+            raise BadRow(f'{name} {_show(value)} has characters outside printable ASCII or one of " \\ [ ] ,')
         if name == "symbol":
             clean = clean.upper()
         if len(cache) >= _CACHE_LIMIT:
@@ -390,8 +391,9 @@ class Reader:
                 self._reject(self.line, f"expected {width} fields, got {len(record)}")
                 continue
             try:
-                self._pending.append(make_row(self.line, [record[i] or None if i is not None else None
-                                                          for i in columns]))
+                self._pending.append(
+                    make_row(self.line, [record[i] or None if i is not None else None for i in columns])
+                )
             except BadRow as exc:
                 self._reject(self.line, str(exc))
                 continue

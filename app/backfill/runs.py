@@ -4,6 +4,7 @@ One row per run: inserted as 'running', refreshed with counts and
 `metadata.last_heartbeat` while it runs (inside each batch's transaction and while it
 waits on a slow source), closed as 'success', 'failure' or 'cancelled'.
 """
+
 from __future__ import annotations
 
 import psycopg
@@ -24,7 +25,12 @@ def _provider(state: State, default: str | None) -> str | None:
 
 
 def start(
-    conn: psycopg.Connection, *, job_name: str, dataset: str, provider: str | None, fingerprint: str,
+    conn: psycopg.Connection,
+    *,
+    job_name: str,
+    dataset: str,
+    provider: str | None,
+    fingerprint: str,
     metadata: dict,
 ) -> int:
     row = conn.execute(
@@ -45,22 +51,46 @@ def heartbeat(conn: psycopg.Connection, run_id: int, state: State, default_provi
                   provider = coalesce(%s, provider),
                   metadata = metadata || jsonb_build_object('last_heartbeat', now(), 'rows_read', %s::bigint)
            WHERE id = %s AND status = 'running'""",
-        (state.rows_written, state.rows_rejected, sorted(state.symbols), state.min_ts, state.max_ts,
-         _provider(state, default_provider), state.rows_read, run_id),
+        (
+            state.rows_written,
+            state.rows_rejected,
+            sorted(state.symbols),
+            state.min_ts,
+            state.max_ts,
+            _provider(state, default_provider),
+            state.rows_read,
+            run_id,
+        ),
     )
 
 
 def finish(
-    conn: psycopg.Connection, run_id: int, status: str, state: State, default_provider: str | None,
-    error: str | None = None, extra: dict | None = None,
+    conn: psycopg.Connection,
+    run_id: int,
+    status: str,
+    state: State,
+    default_provider: str | None,
+    error: str | None = None,
+    extra: dict | None = None,
 ) -> None:
     conn.execute(
         """UPDATE job_runs SET status = %s, error_message = %s, completed_at = now(), rows_written = %s,
                   rows_failed = %s, symbols = %s, min_ts = %s, max_ts = %s, provider = coalesce(%s, provider),
                   metadata = metadata || %s || jsonb_build_object('last_heartbeat', now(), 'rows_read', %s::bigint)
            WHERE id = %s AND status = 'running'""",
-        (status, error, state.rows_written, state.rows_rejected, sorted(state.symbols), state.min_ts, state.max_ts,
-         _provider(state, default_provider), Jsonb(extra or {}), state.rows_read, run_id),
+        (
+            status,
+            error,
+            state.rows_written,
+            state.rows_rejected,
+            sorted(state.symbols),
+            state.min_ts,
+            state.max_ts,
+            _provider(state, default_provider),
+            Jsonb(extra or {}),
+            state.rows_read,
+            run_id,
+        ),
     )
 
 

@@ -5,6 +5,7 @@
 recognised by its magic bytes, whatever the name says) with an identity that tells
 whether a later run reads the same version of it. Nothing is ever read whole.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -57,7 +58,9 @@ def parse_source(raw: object, root: str) -> Source:
 
 def _check_url(url: str, scheme: str) -> str:
     if scheme not in ("http", "https"):
-        raise SourceError(f"source: scheme {scheme!r} is not supported; use http(s) or a path inside BACKFILL_SOURCE_DIR")
+        raise SourceError(
+            f"source: scheme {scheme!r} is not supported; use http(s) or a path inside BACKFILL_SOURCE_DIR"
+        )
     if len(url) > MAX_URL_LENGTH:
         raise SourceError(f"source: URL longer than {MAX_URL_LENGTH} characters")
     try:

@@ -8,6 +8,7 @@
 - `report.py`: metrics and Pulse drift events.
 The job kind is `app/jobs/drift.py`; the routes are `app/api/drift.py`.
 """
+
 from __future__ import annotations
 
 from app.drift.state import health_component

@@ -5,6 +5,7 @@ encoded as UTF-8. Key order and whitespace never change the hash; any change of 
 value, list order or type does. The registry's own `sha256` may use another
 serialisation, so drift compares both sides hashed by this function (CONTRACTS.md §4).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -14,11 +14,12 @@ The check's `registry_reachable` is true only when every fetch got an answer (20
 pins are `unknown` without further calls: an outage costs one retry cycle, not one per
 schema.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from app.drift.canonical import sha256
 from app.drift.pins import Pin
@@ -64,8 +65,13 @@ def compare(pin: Pin, doc: dict | None) -> Result:
     """The finding for one pin given the registry's document (None: the registry said 404)."""
     base = {"schema": pin.schema, "local_sha256": pin.sha256, "local_version": pin.version}
     if doc is None:
-        return Result(**base, status="missing_in_registry", drift_type="missing_in_registry",
-                      registry_sha256=None, registry_version=None)
+        return Result(
+            **base,
+            status="missing_in_registry",
+            drift_type="missing_in_registry",
+            registry_sha256=None,
+            registry_version=None,
+        )
     content = doc["content"]
     registry_sha = sha256(content)
     registry_version = doc.get("core_version") or content.get("$core_version")
@@ -75,13 +81,22 @@ def compare(pin: Pin, doc: dict | None) -> Result:
         status, drift_type = "drift", "content_mismatch"
     else:
         status, drift_type = "synced", None
-    return Result(**base, status=status, drift_type=drift_type, registry_sha256=registry_sha,
-                  registry_version=registry_version)
+    return Result(
+        **base, status=status, drift_type=drift_type, registry_sha256=registry_sha, registry_version=registry_version
+    )
 
 
 def _unknown(pin: Pin, error: str) -> Result:
-    return Result(schema=pin.schema, status="unknown", drift_type=None, local_sha256=pin.sha256,
-                  registry_sha256=None, local_version=pin.version, registry_version=None, error=error)
+    return Result(
+        schema=pin.schema,
+        status="unknown",
+        drift_type=None,
+        local_sha256=pin.sha256,
+        registry_sha256=None,
+        local_version=pin.version,
+        registry_version=None,
+        error=error,
+    )
 
 
 def check(registry: Registry, track: str, pins: list[Pin], between: Callable[[], None] = lambda: None) -> Check:
@@ -100,5 +115,6 @@ def check(registry: Registry, track: str, pins: list[Pin], between: Callable[[],
             first_error = first_error or str(exc)
             results.append(_unknown(pin, str(exc)))
     reachable = first_error is None
-    return Check(track=track, checked_at=datetime.now(timezone.utc), registry_reachable=reachable,
-                 error=first_error, results=results)
+    return Check(
+        track=track, checked_at=datetime.now(UTC), registry_reachable=reachable, error=first_error, results=results
+    )

@@ -7,6 +7,7 @@
 
 Writes contracts/pins.json and contracts/<track>/<id>.json. See contracts/README.md.
 """
+
 from __future__ import annotations
 
 import argparse

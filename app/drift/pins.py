@@ -5,6 +5,7 @@ JSON of the schema content). The copy under `contracts/<track>/<id>.json` is wha
 hash was computed from, kept so an operator can diff it against the registry's copy.
 Re-pin with `python -m app.drift.pin` (see contracts/README.md).
 """
+
 from __future__ import annotations
 
 import json

@@ -8,6 +8,7 @@ answers that we cannot use raises `RegistryBadResponse`.
 
 Only the drift job calls the registry; health probes read the last persisted check.
 """
+
 from __future__ import annotations
 
 import time
@@ -65,7 +66,7 @@ class Registry:
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,5 @@
 """What a finished drift check tells the outside: metrics (shared via Redis) and Pulse events."""
+
 from __future__ import annotations
 
 from app import metrics

@@ -1,4 +1,5 @@
 """Drift results in Postgres (migrations/0010_schema_drift.sql): the one place for their SQL."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -34,17 +35,28 @@ def record(conn: psycopg.Connection, check: Check, run_id: str | None) -> int:
         check_id = conn.execute(
             """INSERT INTO store_drift_checks (run_id, track, checked_at, registry_reachable, error, results)
                VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
-            (run_id, check.track, check.checked_at, check.registry_reachable, check.error,
-             Jsonb([r.as_dict() for r in check.results])),
+            (
+                run_id,
+                check.track,
+                check.checked_at,
+                check.registry_reachable,
+                check.error,
+                Jsonb([r.as_dict() for r in check.results]),
+            ),
         ).fetchone()[0]
         rows = []
         for r in check.results:
             drifted = r.drifted
-            rows.append({
-                **r.as_dict(), "track": check.track, "check_id": check_id, "checked_at": check.checked_at,
-                "last_drift_at": check.checked_at if drifted else None,
-                "drift_type_seen": r.drift_type if drifted else None,
-            })
+            rows.append(
+                {
+                    **r.as_dict(),
+                    "track": check.track,
+                    "check_id": check_id,
+                    "checked_at": check.checked_at,
+                    "last_drift_at": check.checked_at if drifted else None,
+                    "drift_type_seen": r.drift_type if drifted else None,
+                }
+            )
         if rows:
             with conn.cursor() as cur:
                 cur.executemany(_UPSERT, rows)

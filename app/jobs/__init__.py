@@ -3,6 +3,7 @@
 To add a kind: write `app/jobs/<kind>.py` defining `KIND = JobKind(...)` (see
 `base.py`), list it below, and add a trigger route in `app/api/`.
 """
+
 from __future__ import annotations
 
 from app.jobs import aggregates, drift, migrate, retention

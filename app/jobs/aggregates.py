@@ -1,7 +1,8 @@
 """Job `refresh_aggregate`: refresh continuous aggregates (one or all), pending or over a window."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -10,8 +11,8 @@ from app.errors import BadRequest
 from app.jobs.base import JobContext, JobError, JobKind
 from app.timeseries import rollups
 
-_MIN = datetime(1000, 1, 1, tzinfo=timezone.utc)
-_MAX = datetime(9000, 1, 1, tzinfo=timezone.utc)
+_MIN = datetime(1000, 1, 1, tzinfo=UTC)
+_MAX = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 MAX_WINDOW = timedelta(days=20_000)  # refreshes run one day per transaction: bound the slices
@@ -26,7 +27,7 @@ def parse_time(field: str, value: object) -> datetime:
     except ValueError:
         raise BadRequest(f"{field} is not an ISO 8601 time: {value[:80]!r}") from None
     try:
-        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     except OverflowError:  # year 1 or 9999 shifted by its offset past datetime's range
         raise BadRequest(f"{field} is out of range (years 1000 to 8999)") from None
     if not _MIN <= ts < _MAX:
@@ -41,9 +42,9 @@ def parse(body: dict) -> dict:
     end = parse_time("end", body["end"]) if body.get("end") is not None else None
     if end is not None and start is None:
         raise BadRequest("end needs a start (without both, the pending invalidations are refreshed)")
-    if start is not None and start >= (end or datetime.now(timezone.utc)):
+    if start is not None and start >= (end or datetime.now(UTC)):
         raise BadRequest("start must be before end" + ("" if end else " (now, when end is not given)"))
-    if start is not None and (end or datetime.now(timezone.utc)) - start > MAX_WINDOW:
+    if start is not None and (end or datetime.now(UTC)) - start > MAX_WINDOW:
         raise BadRequest(f"the window from start to end may span at most {MAX_WINDOW.days} days")
     return {
         "name": name,
@@ -61,7 +62,7 @@ def run(ctx: JobContext, params: dict) -> dict:
             try:
                 if params["start"]:
                     start = datetime.fromisoformat(params["start"])
-                    end = datetime.fromisoformat(params["end"]) if params["end"] else datetime.now(timezone.utc)
+                    end = datetime.fromisoformat(params["end"]) if params["end"] else datetime.now(UTC)
                     if start >= end:
                         raise JobError(f"start {params['start']} is not before now")
                     results[name] = rollups.refresh(conn, name, start, end, check=ctx.check)

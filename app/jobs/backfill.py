@@ -4,6 +4,7 @@
 `GET /backfill` lists each with its parameters). The loading itself lives in
 `app/backfill/`; this module validates parameters and runs the jobs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,13 @@ class Param:
     description: str
 
     def doc(self) -> dict:
-        return {"name": self.name, "type": self.type, "required": self.required, "default": self.default,
-                "description": self.description}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "required": self.required,
+            "default": self.default,
+            "description": self.description,
+        }
 
 
 def _settings():
@@ -72,17 +78,27 @@ def _name(body: dict, name: str, limit: int) -> str | None:
         raise BadRequest(f"{name} must be a non-empty string of at most {limit} characters")
     value = value.strip()
     if not value.isascii() or not value.isprintable() or any(c in value for c in '"\\[],'):
-        raise BadRequest(f"{name} must be printable ASCII without any of \" \\ [ ] ,")
+        raise BadRequest(f'{name} must be printable ASCII without any of " \\ [ ] ,')
     return value
 
 
 # -- bars_ohlcv ---------------------------------------------------------------------------------
 BARS_PARAMS = (
-    Param("source", "string", True, None,
-          "a path inside BACKFILL_SOURCE_DIR, or an http(s) URL; gzip is detected by its content"),
+    Param(
+        "source",
+        "string",
+        True,
+        None,
+        "a path inside BACKFILL_SOURCE_DIR, or an http(s) URL; gzip is detected by its content",
+    ),
     Param("format", "string", False, None, "ndjson or csv (with a header); taken from the file name when absent"),
-    Param("max_bad_rows", "integer", False, 0,
-          "invalid rows to skip (counted and sampled in the result); one more fails the job"),
+    Param(
+        "max_bad_rows",
+        "integer",
+        False,
+        0,
+        "invalid rows to skip (counted and sampled in the result); one more fails the job",
+    ),
     Param("batch_rows", "integer", False, DEFAULT_BATCH_ROWS, f"rows per committed batch (1..{MAX_BATCH_ROWS})"),
     Param("provider", "string", False, None, "provider for rows that have none"),
     Param("interval", "string", False, None, "interval for rows that have none"),
@@ -112,10 +128,17 @@ def run_bars(ctx: JobContext, params: dict) -> dict:
         source = sources.parse_source(params["source"], ctx.settings.backfill_source_dir)
     except sources.SourceError as exc:
         raise JobError(str(exc)) from None
-    return bars.load(ctx, bars.Params(
-        source=source, format=params["format"], max_bad_rows=params["max_bad_rows"],
-        batch_rows=params["batch_rows"], provider=params["provider"], interval=params["interval"],
-    ))
+    return bars.load(
+        ctx,
+        bars.Params(
+            source=source,
+            format=params["format"],
+            max_bad_rows=params["max_bad_rows"],
+            batch_rows=params["batch_rows"],
+            provider=params["provider"],
+            interval=params["interval"],
+        ),
+    )
 
 
 def _bars_key(params: dict) -> str:
@@ -129,7 +152,7 @@ BARS = JobKind(
     parse=parse_bars,
     single_flight=_bars_key,
     description="Load OHLCV bars from an NDJSON or CSV file (optionally gzip) or URL into bars_ohlcv: "
-                "validated, upserted in committed batches, resumable after a crash.",
+    "validated, upserted in committed batches, resumable after a crash.",
 )
 
 
@@ -138,8 +161,13 @@ AGG_PARAMS = (
     Param("start", "string", True, None, "ISO 8601 start of the window (widened to whole buckets)"),
     Param("end", "string", True, None, "ISO 8601 end of the window (exclusive)"),
     Param("name", "string", False, None, "one aggregate (bars_ohlcv_1h or bars_ohlcv_1d); all when absent"),
-    Param("slice", "string", False, format_interval(DEFAULT_SLICE),
-          "time per transaction, e.g. '6 hours' (at least one bucket of the aggregate)"),
+    Param(
+        "slice",
+        "string",
+        False,
+        format_interval(DEFAULT_SLICE),
+        "time per transaction, e.g. '6 hours' (at least one bucket of the aggregate)",
+    ),
 )
 
 
@@ -163,9 +191,15 @@ def parse_aggregates(body: dict) -> dict:
         raise BadRequest("slice must be at least one minute")
     slices = (end - start) / width
     if slices > MAX_SLICES:
-        raise BadRequest(f"slice: the window would take {slices:.0f} slices, more than {MAX_SLICES}; use a longer slice")
-    return {"start": start.isoformat(), "end": end.isoformat(), "name": name,
-            "slice_seconds": int(width.total_seconds())}
+        raise BadRequest(
+            f"slice: the window would take {slices:.0f} slices, more than {MAX_SLICES}; use a longer slice"
+        )
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "name": name,
+        "slice_seconds": int(width.total_seconds()),
+    }
 
 
 def run_aggregates(ctx: JobContext, params: dict) -> dict:
@@ -184,16 +218,21 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
 
     results: dict[str, dict] = {}
     with ctx.connect(autocommit=True) as conn:
-        job_run_id = runs.start(conn, job_name="backfill.aggregates", dataset=",".join(names), provider=None,
-                                fingerprint="", metadata={"run_id": ctx.run_id, **params})
+        job_run_id = runs.start(
+            conn,
+            job_name="backfill.aggregates",
+            dataset=",".join(names),
+            provider=None,
+            fingerprint="",
+            metadata={"run_id": ctx.run_id, **params},
+        )
         try:
             for name in names:
                 ctx.check()
                 try:
                     results[name] = rollups.refresh(conn, name, start, end, check=check, slice_width=width)
                 except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-                    raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") \
-                        from None
+                    raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") from None
                 state.rows_written += int(results[name].get("rows_written") or 0)
                 runs.heartbeat(conn, job_run_id, state, None)
                 ctx.progress(aggregates=results, slices_started=done["slices"])
@@ -201,8 +240,12 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
             runs.close_on_error(ctx, job_run_id, state, None, exc)
             raise
         runs.finish(conn, job_run_id, "success", state, None)
-    return {"window": {"start": params["start"], "end": params["end"]}, "slice": format_interval(width),
-            "aggregates": results, "job_run_id": job_run_id}
+    return {
+        "window": {"start": params["start"], "end": params["end"]},
+        "slice": format_interval(width),
+        "aggregates": results,
+        "job_run_id": job_run_id,
+    }
 
 
 AGGREGATES = JobKind(

@@ -9,13 +9,15 @@ A job kind is a module in `app/jobs/` that defines `KIND = JobKind(...)`:
 - `single_flight(params) -> key | None`: jobs with the same key never run at once; a
   trigger while one is queued or running answers with that run's id.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 
@@ -46,7 +48,7 @@ def _no_params(body: dict) -> dict:
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    run: Callable[["JobContext", dict], dict]
+    run: Callable[[JobContext, dict], dict]
     parse: Callable[[dict], dict] = _no_params
     single_flight: Callable[[dict], str | None] = lambda params: None
     timeout_s: float | None = None  # None: the configured JOB_TIMEOUT_SECONDS

@@ -4,6 +4,7 @@ Triggered by POST /drift/check and by the scheduler (DRIFT_CHECK_SCHEDULE, defau
 An unreachable registry is not a job failure: the check records `unknown` for every
 schema and `store_registry_up 0`, which is what the alerts watch.
 """
+
 from __future__ import annotations
 
 from app.drift import pins, report, state
@@ -31,8 +32,14 @@ def run(ctx: JobContext, params: dict) -> dict:
         ctx.log.warning("registry unreachable during drift check", error=found.error)
     for r in found.results:
         if r.drifted:
-            ctx.log.warning("schema drift", schema=r.schema, status=r.status, drift_type=r.drift_type,
-                            local_version=r.local_version, registry_version=r.registry_version)
+            ctx.log.warning(
+                "schema drift",
+                schema=r.schema,
+                status=r.status,
+                drift_type=r.drift_type,
+                local_version=r.local_version,
+                registry_version=r.registry_version,
+            )
     return {
         "track": found.track,
         "checked_at": found.checked_at.isoformat(),

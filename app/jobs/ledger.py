@@ -3,6 +3,7 @@
 Postgres is the source of truth for every job. Redis only carries run ids to workers;
 if it loses them, `reaper` re-enqueues from here.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Job `migrate`: apply pending yoyo migrations (or list them with dry_run)."""
+
 from __future__ import annotations
 
 from app import metrics, migrator, validation

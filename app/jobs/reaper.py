@@ -8,6 +8,7 @@
 `sweep` is cheap and idempotent; it runs in every API process and in the worker's
 scheduler, so it works even when no worker is alive.
 """
+
 from __future__ import annotations
 
 import threading

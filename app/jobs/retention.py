@@ -1,4 +1,5 @@
 """Job `retention`: apply the retention policies (all tables, or one), optionally as a dry run."""
+
 from __future__ import annotations
 
 import psycopg

@@ -5,6 +5,7 @@ cancelled) -> metrics and a Pulse event. The heartbeat thread also carries cance
 requests and timeouts into the job: it terminates the job's database sessions so a
 long statement stops at once, and `ctx.check()` raises inside the job.
 """
+
 from __future__ import annotations
 
 import os
@@ -145,8 +146,9 @@ def _run_claimed(s: config.Settings, run_id: str, row: dict) -> None:
         beat.done.set()
         beat.join(timeout=5)
     duration = time.monotonic() - started
-    recorded = _ledger_call(s, ledger.finish, run_id, status, result=result, error=error,
-                            progress=ctx.snapshot_progress())
+    recorded = _ledger_call(
+        s, ledger.finish, run_id, status, result=result, error=error, progress=ctx.snapshot_progress()
+    )
     log.info("job finished", status=status, error=error, duration_s=round(duration, 3), recorded=recorded)
     metrics.JOBS_FINISHED.inc(kind=row["job"], status=status)
     metrics.JOB_DURATION.observe(duration, kind=row["job"])

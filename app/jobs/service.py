@@ -4,6 +4,7 @@
 enqueues its run id on RQ. If Redis is down the job stays `queued` in the ledger and
 the reaper enqueues it once Redis answers again.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -10,6 +10,7 @@ Streams:
 - `telemetry.schema_drift`: `telemetry.SchemaDriftEvent`, one per drifted schema per check.
 - `store.jobs`: `store.JobEvent`, one per finished job (run id, kind, status, duration, error).
 """
+
 from __future__ import annotations
 
 import time
@@ -29,16 +30,21 @@ ENFORCEMENT_MODE = "warn"  # the store reports drift; it never refuses to work b
 __all__ = ["BUS", "envelope", "publish", "publish_drift", "publish_job_end"]
 
 
-def envelope(payload: dict, schema_id: str, track: str, key: str | None = None,
-             headers: dict[str, str] | None = None) -> dict:
+def envelope(
+    payload: dict, schema_id: str, track: str, key: str | None = None, headers: dict[str, str] | None = None
+) -> dict:
     """The platform's event envelope; `meta.hash` is the sha256 of the canonical payload JSON."""
     base = {"producer": SERVICE, "producer_version": VERSION, "event_id": uuid.uuid4().hex}
     base.update(headers or {})
     return {
         "ts": time.time(),
         "key": key,
-        "meta": {"schema_id": schema_id, "track": track, "headers": {k: str(v) for k, v in base.items()},
-                 "hash": sha256(payload)},
+        "meta": {
+            "schema_id": schema_id,
+            "track": track,
+            "headers": {k: str(v) for k, v in base.items()},
+            "hash": sha256(payload),
+        },
         "payload": payload,
     }
 
@@ -62,8 +68,12 @@ def publish(settings: Settings, stream: str, payload: dict, schema_id: str, key:
         outcome = "success"
     except Exception as exc:  # noqa: BLE001 - fail-open: the bus never fails the caller
         outcome = "error"
-        logs.get("pulse").warning("pulse publish failed", stream=stream, backend=settings.event_bus_backend,
-                                  error=str(exc)[:200] or type(exc).__name__)
+        logs.get("pulse").warning(
+            "pulse publish failed",
+            stream=stream,
+            backend=settings.event_bus_backend,
+            error=str(exc)[:200] or type(exc).__name__,
+        )
     metrics.PULSE_LATENCY.observe((time.perf_counter() - started) * 1000, stream=stream, track=track)
     metrics.PULSE_PUBLISH.inc(stream=stream, track=track, outcome=outcome)
     return outcome == "success"
@@ -92,8 +102,9 @@ def publish_drift(settings: Settings, result, track: str, detected_at: float) ->
     return publish(settings, DRIFT_STREAM, payload, DRIFT_SCHEMA, key=result.schema)
 
 
-def publish_job_end(settings: Settings, *, run_id: str, job: str, status: str, duration_s: float,
-                    error: str | None = None) -> bool:
+def publish_job_end(
+    settings: Settings, *, run_id: str, job: str, status: str, duration_s: float, error: str | None = None
+) -> bool:
     """The end of one job (called by app/jobs/runner.py for every job)."""
     payload = {
         "service": SERVICE,

@@ -3,11 +3,12 @@
 Each stream keeps its newest `maxlen` envelopes. Subscribers are called synchronously
 on publish; a failing subscriber is logged and does not affect the others.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
-from typing import Callable
+from collections.abc import Callable
 
 from app import logs
 

@@ -4,6 +4,7 @@ One XADD per event on key `<namespace>:<stream>` with the single field `data` (t
 envelope), trimmed to about `MAXLEN` entries (MAXLEN ~) so a stream nobody consumes
 stays bounded.
 """
+
 from __future__ import annotations
 
 import json

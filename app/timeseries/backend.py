@@ -6,6 +6,7 @@ The choice is made once, by the migration that creates the time-series tables: i
 natively range-partitioned tables managed by `app.timeseries.partitions`.
 Afterwards each table's own kind is the truth (`table_backend`).
 """
+
 from __future__ import annotations
 
 import psycopg

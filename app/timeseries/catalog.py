@@ -5,6 +5,7 @@ Default retention values are documented in docs/retention.md; they seed
 `store_retention_policies` when the migration creates it and can be changed with
 `PUT /retention/policies/<table>`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,12 +42,22 @@ TABLES: dict[str, TimeSeriesTable] = {
         TimeSeriesTable("news", "published_at", _d(30), _d(730)),
         TimeSeriesTable("options_snap", "ts", _d(7), _d(365)),
         TimeSeriesTable(
-            "bars_ohlcv", "ts", _d(7), _d(1825),
-            compress_after=_d(90), compress_segmentby=("provider", "symbol", "interval"), compress_orderby="ts DESC",
+            "bars_ohlcv",
+            "ts",
+            _d(7),
+            _d(1825),
+            compress_after=_d(90),
+            compress_segmentby=("provider", "symbol", "interval"),
+            compress_orderby="ts DESC",
         ),
         TimeSeriesTable(
-            "signals", "ts", _d(7), _d(365),
-            compress_after=_d(30), compress_segmentby=("provider", "symbol", "name"), compress_orderby="ts DESC",
+            "signals",
+            "ts",
+            _d(7),
+            _d(365),
+            compress_after=_d(30),
+            compress_segmentby=("provider", "symbol", "name"),
+            compress_orderby="ts DESC",
         ),
     )
 }

@@ -19,12 +19,13 @@ Design (see docs/retention.md):
   transactions that need ACCESS EXCLUSIVE (ingest queues behind such a request); lost
   races are retried (`app.timeseries.retry`).
 """
+
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -32,12 +33,12 @@ from psycopg import sql
 from app.timeseries import backend, catalog
 from app.timeseries.retry import retrying, short_lock_timeout
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LOCK_CLASS = 0x4D44_5350  # advisory lock namespace of partition DDL ('MDSP'), object = parent oid
 PREMAKE_CHUNKS = 4  # partitions kept ready ahead of now
 MAX_PER_CALL = 5000  # refuse absurd ranges (e.g. a typo of year 1000)
-_MIN = datetime(1000, 1, 1, tzinfo=timezone.utc)
-_MAX = datetime(9000, 1, 1, tzinfo=timezone.utc)
+_MIN = datetime(1000, 1, 1, tzinfo=UTC)
+_MAX = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Partition:
 
 def utc(ts: datetime) -> datetime:
     """Aware UTC datetime; a naive one is taken as UTC."""
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def align(ts: datetime, width: timedelta) -> datetime:
@@ -155,7 +156,11 @@ def _create(conn: psycopg.Connection, table: str, lo: datetime, hi: datetime) ->
 
 
 def ensure_range(
-    conn: psycopg.Connection, table: str, start: datetime, end: datetime, *,
+    conn: psycopg.Connection,
+    table: str,
+    start: datetime,
+    end: datetime,
+    *,
     check: Callable[[], None] | None = None,
 ) -> int:
     """Make sure partitions cover [start, end]; return how many were created.
@@ -198,20 +203,23 @@ def ensure_range(
     for lo in slots:
         if check is not None:
             check()
-        created += retrying(lambda lo=lo: _create(conn, table, lo, lo + width), f"create partition of {table}",
-                            check=check)
+        created += retrying(
+            lambda lo=lo: _create(conn, table, lo, lo + width), f"create partition of {table}", check=check
+        )
     return created
 
 
 def premake(conn: psycopg.Connection, table: str, now: datetime | None = None) -> int:
     """Partitions from one chunk back to PREMAKE_CHUNKS ahead of now."""
-    now = utc(now or datetime.now(timezone.utc))
+    now = utc(now or datetime.now(UTC))
     width = catalog.table(table).chunk
     return ensure_range(conn, table, now - width, now + PREMAKE_CHUNKS * width)
 
 
 def sweep_default(
-    conn: psycopg.Connection, table: str, not_before: datetime | None = None,
+    conn: psycopg.Connection,
+    table: str,
+    not_before: datetime | None = None,
     check: Callable[[], None] | None = None,
 ) -> dict:
     """Move the DEFAULT partition's rows into proper partitions (created as needed).
@@ -249,7 +257,7 @@ def retire(conn: psycopg.Connection, table: str, partition: str) -> str:
     DETACH needs ACCESS EXCLUSIVE on the parent (CONCURRENTLY is not allowed next to a
     DEFAULT partition), so this is one very short transaction under lock_timeout.
     """
-    retired = table + "_retired_" + partition[len(table) + 2:]
+    retired = table + "_retired_" + partition[len(table) + 2 :]
 
     def detach() -> str:
         with conn.transaction():
@@ -258,7 +266,9 @@ def retire(conn: psycopg.Connection, table: str, partition: str) -> str:
             conn.execute(
                 sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(table), sql.Identifier(partition))
             )
-            conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(partition), sql.Identifier(retired)))
+            conn.execute(
+                sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(partition), sql.Identifier(retired))
+            )
         return retired
 
     return retrying(detach, f"detach {partition}")

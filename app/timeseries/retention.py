@@ -16,10 +16,11 @@ Every step is a short transaction under the session's lock_timeout and is retrie
 lock timeouts and deadlocks, so ingest is never queued behind retention for long.
 A dry run computes the same figures and changes nothing.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 import psycopg
 from psycopg import sql
@@ -78,8 +79,9 @@ def _backend_or_none(conn: psycopg.Connection, table: str) -> str | None:
 
 
 def get_policy(conn: psycopg.Connection, table: str) -> dict | None:
-    row = conn.execute(f"SELECT {_POLICY_COLUMNS} FROM store_retention_policies WHERE table_name = %s",
-                       (table,)).fetchone()
+    row = conn.execute(
+        f"SELECT {_POLICY_COLUMNS} FROM store_retention_policies WHERE table_name = %s", (table,)
+    ).fetchone()
     return _policy_doc(row) if row else None
 
 
@@ -134,9 +136,9 @@ class _Run:
 
     def delete_batches(self, relation: str, cutoff: datetime) -> int:
         """Delete rows of `relation` (a partition) older than cutoff, batch_rows per transaction."""
-        stmt = sql.SQL(
-            "DELETE FROM {r} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {r} WHERE {c} < %s LIMIT %s))"
-        ).format(r=sql.Identifier(relation), c=sql.Identifier(self.info.time_column))
+        stmt = sql.SQL("DELETE FROM {r} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {r} WHERE {c} < %s LIMIT %s))").format(
+            r=sql.Identifier(relation), c=sql.Identifier(self.info.time_column)
+        )
         return self._delete_loop(stmt, (cutoff, self.batch_rows), f"delete from {relation}")
 
     def delete_batches_by_key(self, lo: datetime, cutoff: datetime) -> int:
@@ -227,14 +229,17 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
         if hi <= cutoff:
             run.check()
             run.rows_removed += conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))).fetchone()[0]
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+            ).fetchone()[0]
     if whole and not run.dry_run:
         run.note("dropping chunks")
+
         def drop() -> list:
             with conn.transaction():
                 short_lock_timeout(conn)
-                return conn.execute("SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)",
-                                    (table, cutoff)).fetchall()
+                return conn.execute(
+                    "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (table, cutoff)
+                ).fetchall()
 
         dropped = retrying(drop, f"drop chunks of {table}", check=run.check)
         run.dropped.extend(r[0] for r in dropped)
@@ -245,7 +250,9 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
             if run.dry_run:
                 col = sql.Identifier(run.info.time_column)
                 run.rows_removed += conn.execute(
-                    sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s AND {} < %s").format(sql.Identifier(table), col, col),
+                    sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s AND {} < %s").format(
+                        sql.Identifier(table), col, col
+                    ),
                     (lo, cutoff),
                 ).fetchone()[0]
             else:
@@ -254,8 +261,13 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
 
 
 def apply_table(
-    conn: psycopg.Connection, table: str, *, dry_run: bool = False, check: Check | None = None,
-    progress: Callable[..., None] | None = None, batch_rows: int = BATCH_ROWS,
+    conn: psycopg.Connection,
+    table: str,
+    *,
+    dry_run: bool = False,
+    check: Check | None = None,
+    progress: Callable[..., None] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> dict:
     """Apply `table`'s policy now. `conn` must be an autocommit connection.
 
@@ -279,8 +291,9 @@ def apply_table(
             if use == backend.POSTGRES and not dry_run:  # partition upkeep still runs
                 made = partitions.premake(conn, table)
                 swept = partitions.sweep_default(conn, table, check=check)
-                out.update(partitions_created=made + swept["partitions_created"],
-                           rows_moved_from_default=swept["rows_moved"])
+                out.update(
+                    partitions_created=made + swept["partitions_created"], rows_moved_from_default=swept["rows_moved"]
+                )
             return out
         retain = timedelta(seconds=policy["retain_seconds"])
         cutoff = utc(conn.execute("SELECT now() - %s::interval", (retain,)).fetchone()[0])

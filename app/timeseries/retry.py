@@ -4,11 +4,13 @@ Partition DDL, retention and refresh take locks with the session's `lock_timeout
 they give way to ingest instead of queueing in front of it; this helper tries again
 with a growing, jittered pause.
 """
+
 from __future__ import annotations
 
 import random
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import psycopg
 
@@ -30,7 +32,10 @@ def retrying(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS, check: Ca
                 raise
             pause = min(0.1 * 2**attempt, 5.0) * random.uniform(0.5, 1.0)
             logs.get("timeseries").info(
-                "lock not granted, retrying", what=what, attempt=attempt, pause_s=round(pause, 2),
+                "lock not granted, retrying",
+                what=what,
+                attempt=attempt,
+                pause_s=round(pause, 2),
                 error=type(exc).__name__,
             )
             if check is not None:

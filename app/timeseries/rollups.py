@@ -21,10 +21,11 @@ Concurrency: refreshes of one aggregate are serialised by an advisory lock; a re
 holds a shared advisory lock on its source that retention takes exclusively while it
 moves the watermark, so no refresh straddles a watermark move.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -37,7 +38,7 @@ from app.timeseries.retry import retrying
 NAMES: tuple[str, ...] = catalog.AGGREGATE_NAMES
 ROLLUP_LOCK = 0x4D44_5341  # advisory namespace: one refresher per aggregate ('MDSA')
 WATERMARK_LOCK = 0x4D44_5357  # advisory namespace: retention watermark of a source table ('MDSW')
-ORIGIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_SLICE = timedelta(days=1)
 
 
@@ -67,8 +68,12 @@ def watermark(conn: psycopg.Connection, table: str) -> datetime | None:
 
 
 def _source_oid_lock(conn: psycopg.Connection, table: str, shared: bool, xact: bool) -> None:
-    fn = {(True, True): "pg_advisory_xact_lock_shared", (True, False): "pg_advisory_lock_shared",
-          (False, True): "pg_advisory_xact_lock", (False, False): "pg_advisory_lock"}[(shared, xact)]
+    fn = {
+        (True, True): "pg_advisory_xact_lock_shared",
+        (True, False): "pg_advisory_lock_shared",
+        (False, True): "pg_advisory_xact_lock",
+        (False, False): "pg_advisory_lock",
+    }[(shared, xact)]
     conn.execute(sql.SQL("SELECT {}(%s, %s::regclass::oid::int)").format(sql.Identifier(fn)), (WATERMARK_LOCK, table))
 
 
@@ -135,8 +140,10 @@ def _pg_window(conn, agg, lo, hi, check, slice_width) -> dict:
     for s_lo, s_hi in _slices(lo, hi, width):
         if check is not None:
             check()
-        _add(total, retrying(lambda a=s_lo, b=s_hi: _recompute_slice(conn, agg, a, b), f"refresh {agg.name}",
-                             check=check))
+        _add(
+            total,
+            retrying(lambda a=s_lo, b=s_hi: _recompute_slice(conn, agg, a, b), f"refresh {agg.name}", check=check),
+        )
     return total
 
 
@@ -173,7 +180,9 @@ def _pg_pending(conn, agg, check, slice_width) -> dict:
 # -- TimescaleDB ---------------------------------------------------------------------------
 def _require_autocommit(conn: psycopg.Connection) -> None:
     if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        raise RefreshError("refresh_continuous_aggregate cannot run inside a transaction: pass an idle autocommit connection")
+        raise RefreshError(
+            "refresh_continuous_aggregate cannot run inside a transaction: pass an idle autocommit connection"
+        )
 
 
 def _ts_refresh(conn, agg, lo: datetime | None, hi: datetime | None) -> dict:
@@ -194,12 +203,16 @@ def _ts_refresh(conn, agg, lo: datetime | None, hi: datetime | None) -> dict:
                 start = max(start, ceil_bucket(frozen, agg.bucket)) if start else ceil_bucket(frozen, agg.bucket)
             if start is not None and hi is not None and start >= hi:
                 return {"buckets": 0, "rows_written": 0, "start": start, "end": hi}
-            conn.execute("CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
-                         (agg.name, start, hi))
+            conn.execute(
+                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
+                (agg.name, start, hi),
+            )
             conn.execute("UPDATE store_aggregates SET last_refresh_at = now() WHERE name = %s", (agg.name,))
             written = conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE (%s::timestamptz IS NULL OR bucket >= %s) "
-                        "AND (%s::timestamptz IS NULL OR bucket < %s)").format(sql.Identifier(agg.name)),
+                sql.SQL(
+                    "SELECT count(*) FROM {} WHERE (%s::timestamptz IS NULL OR bucket >= %s) "
+                    "AND (%s::timestamptz IS NULL OR bucket < %s)"
+                ).format(sql.Identifier(agg.name)),
                 (start, start, hi, hi),
             ).fetchone()[0]
             buckets = int((hi - start) / agg.bucket) if start and hi else None
@@ -213,8 +226,13 @@ def _ts_refresh(conn, agg, lo: datetime | None, hi: datetime | None) -> dict:
 
 # -- the interface -------------------------------------------------------------------------
 def refresh(
-    conn: psycopg.Connection, name: str, start: datetime, end: datetime, *,
-    check: Callable[[], None] | None = None, slice_width: timedelta = DEFAULT_SLICE,
+    conn: psycopg.Connection,
+    name: str,
+    start: datetime,
+    end: datetime,
+    *,
+    check: Callable[[], None] | None = None,
+    slice_width: timedelta = DEFAULT_SLICE,
 ) -> dict:
     """Recompute aggregate `name` over [start, end) widened to whole buckets.
 
@@ -246,7 +264,10 @@ def refresh(
 
 
 def refresh_pending(
-    conn: psycopg.Connection, name: str, *, check: Callable[[], None] | None = None,
+    conn: psycopg.Connection,
+    name: str,
+    *,
+    check: Callable[[], None] | None = None,
     slice_width: timedelta = DEFAULT_SLICE,
 ) -> dict:
     """Recompute only what changed since the last refresh (inserts, updates, deletes).
@@ -259,8 +280,12 @@ def refresh_pending(
     if backend.is_hypertable(conn, agg.source):
         pending = pending_invalidations(conn, name)
         out = _ts_refresh(conn, agg, None, None)
-        result = {"window": {"start": out["start"].isoformat() if out["start"] else None, "end": None},
-                  "buckets": None, "rows_written": out["rows_written"], "invalidations_cleared": pending}
+        result = {
+            "window": {"start": out["start"].isoformat() if out["start"] else None, "end": None},
+            "buckets": None,
+            "rows_written": out["rows_written"],
+            "invalidations_cleared": pending,
+        }
     else:
         result = _pg_pending(conn, agg, check, slice_width)
     _record(conn, agg, {"mode": "pending", **result})
@@ -269,8 +294,10 @@ def refresh_pending(
 
 def _record(conn: psycopg.Connection, agg: catalog.Aggregate, result: dict) -> None:
     with conn.transaction():
-        conn.execute("UPDATE store_aggregates SET last_refresh_at = now(), last_result = %s WHERE name = %s",
-                     (Jsonb(result), agg.name))
+        conn.execute(
+            "UPDATE store_aggregates SET last_refresh_at = now(), last_result = %s WHERE name = %s",
+            (Jsonb(result), agg.name),
+        )
 
 
 def pending_invalidations(conn: psycopg.Connection, name: str) -> int | None:
@@ -314,15 +341,17 @@ def describe(conn: psycopg.Connection) -> list[dict]:
                 (name,),
             ).fetchone()[0]
         frozen = watermark(conn, source)
-        out.append({
-            "name": name,
-            "source": source,
-            "bucket_width": width,
-            "backend": backend.TIMESCALEDB if ts else backend.POSTGRES,
-            "last_refresh_at": last,
-            "watermark": mark,
-            "frozen_before": frozen,
-            "pending_invalidations": pending_invalidations(conn, name),
-            "last_result": last_result,
-        })
+        out.append(
+            {
+                "name": name,
+                "source": source,
+                "bucket_width": width,
+                "backend": backend.TIMESCALEDB if ts else backend.POSTGRES,
+                "last_refresh_at": last,
+                "watermark": mark,
+                "frozen_before": frozen,
+                "pending_invalidations": pending_invalidations(conn, name),
+                "last_result": last_result,
+            }
+        )
     return out

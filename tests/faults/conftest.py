@@ -1,4 +1,5 @@
 """Fixtures of the fault suite (the shared ones live in tests/conftest.py)."""
+
 from __future__ import annotations
 
 import pytest

@@ -6,6 +6,7 @@ migration's `CREATE TABLE` waits on that transaction (a real lock wait, visible 
 pg_stat_activity) until the blocker rolls back. The service under test runs with a
 long `DB_LOCK_TIMEOUT_MS` so the wait is not cut short by the store's own lock timeout.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
-
 from conftest import free_port, wait_for
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -45,15 +45,26 @@ class PgCluster:
         if proc.returncode != 0:
             raise RuntimeError(f"{args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
-    def init(self) -> "PgCluster":
-        self._run(PG_BIN / "initdb", "-D", self.data, "-U", "postgres", "-E", "UTF8", "--no-sync",
-                  "--auth-local=trust", f"--auth-host={self.host_auth}")
+    def init(self) -> PgCluster:
+        self._run(
+            PG_BIN / "initdb",
+            "-D",
+            self.data,
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--auth-local=trust",
+            f"--auth-host={self.host_auth}",
+        )
         return self
 
-    def start(self) -> "PgCluster":
+    def start(self) -> PgCluster:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
-        self._run(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.dir / "server.log", "-w", "-t", "30",
-                  "-o", opts, "start")
+        self._run(
+            PG_BIN / "pg_ctl", "-D", self.data, "-l", self.dir / "server.log", "-w", "-t", "30", "-o", opts, "start"
+        )
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -91,7 +102,7 @@ class MigrationBlocker:
             self.conn.rollback()
             self.conn.close()
 
-    def __enter__(self) -> "MigrationBlocker":
+    def __enter__(self) -> MigrationBlocker:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -110,8 +121,11 @@ def job_sessions(database_url: str, run_id: str, waiting_on_lock: bool = False) 
 
 def wait_blocked(database_url: str, run_id: str, timeout: float = 30) -> None:
     """Wait until the job's migration is stuck behind the blocker."""
-    wait_for(lambda: job_sessions(database_url, run_id, waiting_on_lock=True), timeout,
-             message=f"job {run_id} to wait on the blocker's lock")
+    wait_for(
+        lambda: job_sessions(database_url, run_id, waiting_on_lock=True),
+        timeout,
+        message=f"job {run_id} to wait on the blocker's lock",
+    )
 
 
 def children(pid: int) -> set[int]:

@@ -5,21 +5,22 @@ makes the first month's partitions and holds the advisory lock partition DDL tak
 the job commits the first month's batches and then waits to create the second month's
 partitions. It is killed there.
 """
+
 from __future__ import annotations
 
 import json
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from conftest import wait_for
 
 from app.timeseries import partitions
-from conftest import wait_for
 from faults.helpers import BLOCKABLE_ENV, job_sessions, wait_blocked
 
 pytestmark = pytest.mark.timeout(150)
-FEB, AUG = datetime(2024, 2, 5, tzinfo=timezone.utc), datetime(2024, 8, 5, tzinfo=timezone.utc)
+FEB, AUG = datetime(2024, 2, 5, tzinfo=UTC), datetime(2024, 8, 5, tzinfo=UTC)
 PER_MONTH = 3000
 
 
@@ -28,9 +29,19 @@ def _rows() -> list[dict]:
     for start in (FEB, AUG):
         for i in range(PER_MONTH):
             n = len(out)
-            out.append({"provider": "fault", "symbol": ("kx1", "kx2")[i % 2], "interval": "1m",
-                        "ts": (start + timedelta(minutes=i // 2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": float(n)})
+            out.append(
+                {
+                    "provider": "fault",
+                    "symbol": ("kx1", "kx2")[i % 2],
+                    "interval": "1m",
+                    "ts": (start + timedelta(minutes=i // 2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "open": 1.0,
+                    "high": 2.0,
+                    "low": 0.5,
+                    "close": 1.5,
+                    "volume": float(n),
+                }
+            )
     return out
 
 

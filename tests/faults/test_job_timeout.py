@@ -1,11 +1,11 @@
 """A job past its timeout is failed and its database sessions are terminated."""
+
 from __future__ import annotations
 
 import pytest
+from conftest import wait_for
 
 from app.migrator import disk_ids
-
-from conftest import wait_for
 from faults.helpers import BLOCKABLE_ENV, MigrationBlocker, job_sessions, wait_blocked
 
 pytestmark = pytest.mark.timeout(120)
@@ -20,8 +20,11 @@ def test_job_past_timeout_fails_and_its_sessions_are_gone(database_url, service_
         doc = svc.wait_job(run_id, timeout=45)  # still blocked: only the timeout can end it
         assert doc["status"] == "failed", doc
         assert "timed out after 4 s" in doc["error"], doc["error"]
-        wait_for(lambda: not job_sessions(database_url, run_id), 10,
-                 message="the timed-out job's database sessions to be gone")
+        wait_for(
+            lambda: not job_sessions(database_url, run_id),
+            10,
+            message="the timed-out job's database sessions to be gone",
+        )
     assert svc.workers[0].poll() is None, "the worker survives a timed-out job"
     again = svc.migrate()  # the next run is not blocked by anything the timed-out one left
     assert again["result"]["applied"] == list(disk_ids()[1:])

@@ -1,15 +1,22 @@
 """SIGKILL of the worker in the middle of a migration's DDL."""
+
 from __future__ import annotations
 
 import signal
 
 import pytest
+from conftest import wait_for
 
 from app.migrator import disk_ids
-
-from conftest import wait_for
-from faults.helpers import (BLOCKABLE_ENV, MigrationBlocker, applied_migrations, job_sessions, table_exists,
-                            wait_blocked, yoyo_lock_rows)
+from faults.helpers import (
+    BLOCKABLE_ENV,
+    MigrationBlocker,
+    applied_migrations,
+    job_sessions,
+    table_exists,
+    wait_blocked,
+    yoyo_lock_rows,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,10 +1,11 @@
 """Postgres stopped and started under a running service (a throwaway cluster of the test's own)."""
+
 from __future__ import annotations
 
 import pytest
 import requests
-
 from conftest import wait_for
+
 from faults.helpers import alive, children
 
 pytestmark = pytest.mark.timeout(150)
@@ -38,16 +39,23 @@ def test_postgres_outage_is_reported_and_recovered_without_restarts(pg_cluster, 
         assert requests.get(svc.url + path, timeout=5).status_code == 200
     ready = requests.get(svc.url + "/readyz", timeout=5)
     assert ready.status_code == 503 and _database_state(ready.json()) != "healthy"
-    for method, path, body in (("post", "/migrate", {}), ("post", "/migrate", {"dry_run": True}),
-                               ("get", f"/jobs/{done}", None), ("get", "/jobs", None)):
+    for method, path, body in (
+        ("post", "/migrate", {}),
+        ("post", "/migrate", {"dry_run": True}),
+        ("get", f"/jobs/{done}", None),
+        ("get", "/jobs", None),
+    ):
         resp = getattr(svc.session, method)(svc.url + path, json=body, timeout=10)
         assert resp.status_code == 503, (path, resp.status_code, resp.text)
         assert resp.headers["Content-Type"].startswith("application/json")
         assert "database" in resp.json()["error"]
 
     pg_cluster.start()
-    wait_for(lambda: requests.get(svc.url + "/readyz", timeout=5).status_code == 200, 20,
-             message="/readyz to be 200 after Postgres came back")
+    wait_for(
+        lambda: requests.get(svc.url + "/readyz", timeout=5).status_code == 200,
+        20,
+        message="/readyz to be 200 after Postgres came back",
+    )
     assert svc.run_job("/migrate", {"dry_run": True}, timeout=60)["result"]["pending"] == []
 
     assert api.poll() is None and worker.poll() is None, "no process restarted"

@@ -1,4 +1,5 @@
 """Redis killed and restarted empty while jobs wait in its queue."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,18 +1,19 @@
 """Retention on a table that is being written to: no insert fails, no deadlock, exact result."""
+
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-
-from app.timeseries import partitions
 from conftest import wait_for
 from timescale_cluster import bar_series, insert_bars
 
+from app.timeseries import partitions
+
 pytestmark = pytest.mark.timeout(150)
-UTC = timezone.utc
+UTC = UTC
 DAY = timedelta(days=1)
 WRITERS = 4
 
@@ -45,8 +46,9 @@ def test_retention_while_rows_are_inserted(migrated_database_url, service_factor
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     with psycopg.connect(url, autocommit=True) as conn:
         partitions.ensure_range(conn, "bars_ohlcv", now - 61 * DAY, now + DAY)
-        history = bar_series("AAPL", now - 60 * DAY, now, timedelta(hours=1)) + \
-            bar_series("MSFT", now - 60 * DAY, now, timedelta(hours=2), provider="other")
+        history = bar_series("AAPL", now - 60 * DAY, now, timedelta(hours=1)) + bar_series(
+            "MSFT", now - 60 * DAY, now, timedelta(hours=2), provider="other"
+        )
         insert_bars(conn, history)
     svc = service_factory(url)
     assert svc.put("/retention/policies/bars_ohlcv", {"retain": "30 days"}).status_code == 200
@@ -58,8 +60,11 @@ def test_retention_while_rows_are_inserted(migrated_database_url, service_factor
         wait_for(lambda: all(w.written >= 50 for w in writers), 20, message="every writer to be writing")
         doc = svc.wait_job(svc.trigger("/retention/apply", {"table": "bars_ohlcv"}), timeout=90)
         marks = [w.written for w in writers]
-        wait_for(lambda: all(w.written > m for w, m in zip(writers, marks)), 20,
-                 message="the writers to go on after retention")
+        wait_for(
+            lambda: all(w.written > m for w, m in zip(writers, marks, strict=True)),
+            20,
+            message="the writers to go on after retention",
+        )
     finally:
         for w in writers:
             w.stop.set()

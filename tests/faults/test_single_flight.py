@@ -1,4 +1,5 @@
 """Simultaneous identical triggers collapse onto one run."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import threading
 import psycopg
 import pytest
 import requests
-
 from conftest import TOKEN
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,8 +19,17 @@ TRIGGERS = [
     ("/retention/apply", {"table": "bars_ohlcv"}),
     ("/backfill/bars_ohlcv", {"source": "one.ndjson"}),
 ]
-ONE_BAR = {"provider": "sf", "symbol": "SF", "interval": "1m", "ts": "2024-02-05T00:00:00Z",
-           "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5, "volume": 1.0}
+ONE_BAR = {
+    "provider": "sf",
+    "symbol": "SF",
+    "interval": "1m",
+    "ts": "2024-02-05T00:00:00Z",
+    "open": 1.0,
+    "high": 2.0,
+    "low": 0.5,
+    "close": 1.5,
+    "volume": 1.0,
+}
 
 
 def _storm(url: str, body: dict | None) -> list[requests.Response]:

@@ -1,13 +1,13 @@
 """The worker dies (SIGKILL) or is asked to stop (SIGTERM) in the middle of a job."""
+
 from __future__ import annotations
 
 import signal
 
 import pytest
+from conftest import wait_for
 
 from app.migrator import disk_ids
-
-from conftest import wait_for
 from faults.helpers import BLOCKABLE_ENV, MigrationBlocker, wait_blocked
 
 pytestmark = pytest.mark.timeout(150)
