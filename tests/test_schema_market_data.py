@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from conftest import make_settings
-from timescale_cluster import bar_series, insert_bars
+
+from tests.support.bars import bar_series, insert_bars
+from tests.support.db import make_settings
 
 TABLES = ("tenants", "bars", "fundamentals", "news", "options_snap", "bars_ohlcv", "signals", "job_runs")
 TIME_SERIES = {
