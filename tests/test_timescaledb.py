@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from app.timeseries import backend, partitions, retention, rollups
 from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
+from tests.support.platform import CHUNKS, TIME_COLUMNS
 from tests.support.rollup_ops import BASE, apply_op, check_refresh, ops
 from tests.support.timescale import requires_timescaledb
 
@@ -28,26 +29,6 @@ DAY = timedelta(days=1)
 def conn(timescale_migrated_url):
     with psycopg.connect(timescale_migrated_url, autocommit=True) as c:
         yield c
-
-
-# What the platform expects of the time-series tables (docs/contracts.md), written out here
-# rather than read from app.timeseries.catalog: the test must fail if the catalogue drifts.
-CHUNKS = {
-    "bars": timedelta(days=7),
-    "fundamentals": timedelta(days=90),
-    "news": timedelta(days=30),
-    "options_snap": timedelta(days=7),
-    "bars_ohlcv": timedelta(days=7),
-    "signals": timedelta(days=7),
-}
-TIME_COLUMNS = {
-    "bars": "ts",
-    "fundamentals": "asof",
-    "news": "published_at",
-    "options_snap": "ts",
-    "bars_ohlcv": "ts",
-    "signals": "ts",
-}
 
 
 def test_time_series_tables_are_hypertables_with_the_contract_chunks_and_compression(conn):

@@ -13,5 +13,6 @@ built from these helpers.
 - `faults`: the migration blocker, a job's database sessions, process probes
 - `bars`: bars_ohlcv rows, rollups computed in Python; `rollup_ops`: the property tests' operations
 - `backfill`: backfill source files and what the table must hold; `file_server`: an HTTP source
+- `platform`: the time-series tables as the platform expects them (literal, not from the catalogue)
 - `registry_standin`: the schema registry over HTTP; `dockerfile`, `compose_merge`: the image checks
 """
