@@ -31,7 +31,9 @@ def standin():
 
 
 def fast_registry(url: str) -> Registry:
-    return Registry(url, connect_timeout=1.0, read_timeout=2.0, retries=2, backoff=0.05)
+    """Short backoff between retries; timeouts generous (they are not under test here: a
+    busy machine must not turn a slow answer into a failure)."""
+    return Registry(url, connect_timeout=5.0, read_timeout=10.0, retries=2, backoff=0.05)
 
 
 def run_job(settings, run_id: str | None = None) -> dict:
