@@ -1,4 +1,5 @@
-"""gunicorn settings: `gunicorn -c gunicorn.conf.py` serves the API on 0.0.0.0:$PORT."""
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py` serves the API on $HOST:$PORT (0.0.0.0:8082;
+`make run` sets HOST=127.0.0.1)."""
 
 import os
 import shutil
@@ -17,7 +18,8 @@ except ConfigError as _exc:
 from app import logs  # noqa: E402
 
 wsgi_app = "app:create_app()"
-bind = f"0.0.0.0:{_settings.port}"
+_host = f"[{_settings.host}]" if ":" in _settings.host and not _settings.host.startswith("[") else _settings.host
+bind = f"{_host}:{_settings.port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
