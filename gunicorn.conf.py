@@ -30,7 +30,7 @@ limit_request_field_size = 8190
 accesslog = None  # the app logs each request itself, with its request id
 errorlog = "-"
 loglevel = _settings.log_level.lower()
-logconfig_dict = logs.logging_dict(_settings.log_level)
+logconfig_dict = logs.logging_dict(_settings.log_level, _settings.log_format)
 control_socket_disable = True  # gunicorn >= 25: no control socket in a read-only container
 # Worker heartbeat files in memory (/dev/shm is a tmpfs in every container), not on the
 # image's overlay filesystem where a slow disk can stall heartbeats.
@@ -70,7 +70,7 @@ def post_fork(server, worker):
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
-    logs.configure(_settings.log_level, _settings.secrets())
+    logs.configure(_settings.log_level, _settings.secrets(), _settings.log_format)
     logs.get("gunicorn").info("starting market-data-store API", bind=bind, workers=workers, threads=threads)
 
 

@@ -89,7 +89,7 @@ def main() -> int:
         settings = config.load_settings()
     except config.ConfigError as exc:
         logs.fatal(str(exc))
-    logs.configure(settings.log_level, settings.secrets())
+    logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     log = logs.get("worker")
     runner.use_settings(settings)
     metrics.bind(settings)
