@@ -8,7 +8,7 @@ coloured line per event, for people. Context bound with `structlog.contextvars`
 through the standard library (gunicorn, rq, yoyo). Known secret values are replaced by
 '***' in every line before it is written.
 
-RQ's own per-job lines (`Job OK`, the job's result) are dropped: RQ calls a job done when
+RQ's own per-job outcome lines (`Job OK`, the job's result) are dropped: RQ calls a job done when
 our runner returned, even for a job the ledger records as cancelled or failed. The
 runner's `job finished` line (with run_id and the ledger's status) replaces them.
 """
@@ -35,6 +35,9 @@ def _strip_ansi(_logger, _name, event_dict):
     return event_dict
 
 
+_RQ_OUTCOMES = ("Job OK", ": result: ", "result is kept", "Successfully completed")
+
+
 class _RQJobLines(logging.Filter):
     """Drop rq.worker's job outcome lines: they can contradict the ledger (see module doc)."""
 
@@ -43,7 +46,7 @@ class _RQJobLines(logging.Filter):
             message = _ANSI.sub("", record.getMessage())
         except Exception:  # noqa: BLE001 - a malformed record is kept as it is
             return True
-        return not ("Job OK" in message or ": result: " in message or "Successfully completed" in message)
+        return not any(marker in message for marker in _RQ_OUTCOMES)
 
 
 def _redact(_logger, _name, event_dict):
