@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: run test test-timescale venv bench clean
+.PHONY: run test test-timescale venv venv-runtime bench clean
 
-## run: the API and one worker in the foreground (starts local Postgres/Redis if needed)
-run: venv
+## run: the API and one worker in the foreground (starts local Postgres/Redis if needed);
+## installs only the runtime dependencies (requirements.txt)
+run: venv-runtime
 	./scripts/run-local.sh
 
 ## test: the whole test suite against real Postgres, Redis, gunicorn and workers
@@ -23,9 +24,16 @@ bench: venv
 
 venv: $(VENV)/.installed
 
+venv-runtime: $(VENV)/.installed-runtime
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@ $(VENV)/.installed-runtime
+
+$(VENV)/.installed-runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
 clean:
