@@ -23,9 +23,11 @@ bench: venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# the project itself, editable: puts the `mds` command in $(VENV)/bin
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 clean:
