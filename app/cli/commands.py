@@ -47,7 +47,9 @@ def _console(stderr: bool) -> Console:
 
 
 def _app(ctx: click.Context) -> App:
-    return ctx.find_object(App)
+    app = ctx.find_object(App)
+    assert app is not None, "the mds group sets ctx.obj"
+    return app
 
 
 def json_option(f):
@@ -180,7 +182,7 @@ def status(app: App, failed_limit: int) -> int:
     health = ready.json()
     schema = client.request("GET", "/schema/version", accept=(503,)).json()
     gauges = _gauges(client.request("GET", "/metrics").text, ("store_workers", "store_queue_depth"))
-    failed = {"jobs": []}
+    failed: dict = {"jobs": []}
     if failed_limit:
         failed = client.get("/jobs", params={"status": "failed", "limit": failed_limit})
     if app.json:
@@ -537,11 +539,11 @@ def backfill(app: App, job, source, params, upload, wait, cancel_on_interrupt) -
         if app.json:
             app.emit({"jobs": catalogue, **({"sources": sources} if sources is not None else {})})
             return 0
-        for entry in catalogue:
-            app.out.print(Text.assemble(Text(entry["name"], style="bold"), "  ", Text(entry.get("description", ""))))
+        for item in catalogue:
+            app.out.print(Text.assemble(Text(item["name"], style="bold"), "  ", Text(item.get("description", ""))))
             rows = [
                 [p["name"], p["type"], "yes" if p["required"] else "", p.get("default"), p.get("description")]
-                for p in entry.get("parameters", [])
+                for p in item.get("parameters", [])
             ]
             app.out.print(render.table(None, ["parameter", "type", "required", "default", "meaning"], rows))
         if sources is not None:
@@ -552,7 +554,7 @@ def backfill(app: App, job, source, params, upload, wait, cancel_on_interrupt) -
             ]
             app.out.print(render.table("sources", ["name", "bytes", "when"], rows))
         return 0
-    entry = next((e for e in catalogue if e["name"] == job), None)
+    entry: dict | None = next((e for e in catalogue if e["name"] == job), None)
     if entry is None:
         known = ", ".join(e["name"] for e in catalogue)
         raise CliError(f"no backfill job {job!r}; known: {known}")

@@ -39,7 +39,7 @@ def phase_text(doc: dict, limit: int = 70) -> str:
     """One line from a job's progress: its scalar fields, phase and table first."""
     progress = doc.get("progress") or {}
     if not isinstance(progress, dict):
-        return doc.get("status", "")
+        return ""
     skip = {"bytes_read", "bytes_total", "rate", "line"}
     keys = [k for k in ("table", "phase") if k in progress] + sorted(k for k in progress if k not in ("table", "phase"))
     parts = []
@@ -48,7 +48,7 @@ def phase_text(doc: dict, limit: int = 70) -> str:
         if key in skip or isinstance(value, dict | list) or value is None:
             continue
         parts.append(str(value) if key in ("table", "phase") else f"{key.replace('_', ' ')} {_num(value)}")
-    text = " · ".join(parts) or doc.get("status", "")
+    text = " · ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -145,13 +145,12 @@ class Watcher:
             task = bar.add_task("queued", total=None, rows="", rate="")
             while True:
                 doc = self.fetch(run_id)
-                progress = doc.get("progress") if isinstance(doc.get("progress"), dict) else {}
-                sized = _bytes(progress or {})
-                rows = f"{_num(progress['rows_read'])} rows" if "rows_read" in (progress or {}) else ""
-                rate = (
-                    f"{_num(progress['rate'])} rows/s" if isinstance((progress or {}).get("rate"), int | float) else ""
-                )
-                label = f"{doc['job']} {doc['status']}" if sized or rows else f"{doc['job']} {phase_text(doc)}"
+                raw = doc.get("progress")
+                progress: dict = raw if isinstance(raw, dict) else {}
+                sized = _bytes(progress)
+                rows = f"{_num(progress['rows_read'])} rows" if "rows_read" in progress else ""
+                rate = f"{_num(progress['rate'])} rows/s" if isinstance(progress.get("rate"), int | float) else ""
+                label = " ".join(p for p in (doc["job"], doc["status"], "" if sized or rows else phase_text(doc)) if p)
                 if doc["status"] == "success" and sized:
                     sized = (sized[1], sized[1])
                 if sized:
