@@ -20,9 +20,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOKEN, Service, create_database, drop_database, free_port, wait_for
-from test_backfill_service import bars, write_ndjson
-from vendor_standin import GatedSource
+
+from tests.support.backfill import bars, write_ndjson
+from tests.support.common import ROOT, TOKEN, free_port, wait_for
+from tests.support.db import create_database, drop_database
+from tests.support.service import Service
+from tests.support.vendor_standin import GatedSource
 
 pytestmark = pytest.mark.timeout(300)
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 import redis
-from conftest import TOKEN, make_settings
 from psycopg.types.json import Jsonb
+
+from tests.support.common import TOKEN
+from tests.support.db import make_settings
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

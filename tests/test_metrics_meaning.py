@@ -12,11 +12,12 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 import redis
-from conftest import ROOT, TOKEN, make_settings
 
 import app.jobs  # noqa: F401 - the job kinds first: app.backfill imports app.jobs.base
 from app import metrics, migrator
 from app.backfill import bars
+from tests.support.common import ROOT, TOKEN
+from tests.support.db import make_settings
 
 DB = "postgresql://nobody@127.0.0.1:1/none"
 
