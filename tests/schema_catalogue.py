@@ -40,7 +40,8 @@ _SECTIONS: dict[str, str] = {
                'partkey=' || coalesce(pg_get_partkeydef(c.oid), ''),
                'parent=' || coalesce((SELECT i.inhparent::regclass::text FROM pg_inherits i
                                       WHERE i.inhrelid = c.oid), ''),
-               'bound=' || coalesce(pg_get_expr(c.relpartbound, c.oid), '')
+               'bound=' || coalesce(pg_get_expr(c.relpartbound, c.oid), ''),
+               'acl=' || coalesce(c.relacl::text, '')
         FROM own JOIN pg_class c ON c.oid = own.oid
         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')""",
     "columns": f"""
@@ -93,6 +94,15 @@ _SECTIONS: dict[str, str] = {
         WITH own AS ({_OWN_RELATIONS})
         SELECT own.nspname || '.' || own.relname, pg_get_viewdef(own.oid)
         FROM own JOIN pg_class c ON c.oid = own.oid WHERE c.relkind IN ('v', 'm')""",
+    "types": """
+        SELECT n.nspname || '.' || t.typname, t.typtype,
+               coalesce((SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e
+                         WHERE e.enumtypid = t.oid), ''),
+               CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) ELSE '' END
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE n.nspname = ANY(%(schemas)s) AND t.typtype IN ('e', 'd', 'r', 'm')
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                          WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')""",
     "sequences": """
         SELECT schemaname || '.' || sequencename, data_type::text, start_value, min_value, max_value,
                increment_by, cycle, cache_size
