@@ -17,8 +17,10 @@ import psycopg
 import pytest
 import redis
 import requests
-from conftest import wait_for
-from faults.helpers import MigrationBlocker, PgCluster
+
+from tests.support.common import wait_for
+from tests.support.faults import MigrationBlocker
+from tests.support.pg_cluster import PgCluster
 
 pytestmark = pytest.mark.timeout(240)
 

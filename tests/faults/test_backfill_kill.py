@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from conftest import wait_for
 
 from app.timeseries import partitions
-from faults.helpers import BLOCKABLE_ENV, job_sessions, wait_blocked
+from tests.support.common import wait_for
+from tests.support.faults import BLOCKABLE_ENV, job_sessions, wait_blocked
 
 pytestmark = pytest.mark.timeout(150)
 FEB, AUG = datetime(2024, 2, 5, tzinfo=UTC), datetime(2024, 8, 5, tzinfo=UTC)
