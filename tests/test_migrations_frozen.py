@@ -5,7 +5,7 @@ the schema the code expects, the same as the migration files they replaced.
   psycopg and yoyo (so never `app`, in any form) and for touching `sys.path`.
 - A database migrated by the frozen files is compared, on plain Postgres and on
   TimescaleDB, with `app.timeseries.catalog` (tables, time columns, widths, compression,
-  retention defaults, aggregates) and with a catalogue dump (tests/schema_catalogue.py)
+  retention defaults, aggregates) and with a catalogue dump (tests/support/catalogue.py)
   of a database migrated by the previous files, taken from git history (commit
   PREVIOUS, the last one before the migrations were frozen; those files import the old
   application, so its `app/` is extracted too and run in a subprocess).
@@ -30,13 +30,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ROOT, TOKEN, create_database, drop_database, make_settings
-from schema_catalogue import diff, dump, normalise
-from timescale_cluster import requires_timescaledb, timescale_cluster  # noqa: F401
 from yoyo import get_backend, read_migrations
 
 from app import migrator
 from app.timeseries import catalog, partitions
+from tests.support.catalogue import diff, dump, normalise
+from tests.support.common import ROOT, TOKEN
+from tests.support.db import create_database, drop_database, make_settings
+from tests.support.timescale import requires_timescaledb
 
 PREVIOUS = "c03de13"  # the last commit whose migrations 0003-0006 imported the application
 REDIS_URL = "redis://127.0.0.1:9/0"  # settings need one; migrating never connects to it
@@ -137,7 +138,10 @@ class Server:
 
 @pytest.fixture(
     scope="module",
-    params=["postgres", pytest.param("timescaledb", marks=[pytest.mark.timescaledb, requires_timescaledb])],
+    params=[
+        "postgres",
+        pytest.param("timescaledb", marks=[pytest.mark.timescaledb, pytest.mark.slow, requires_timescaledb]),
+    ],
 )
 def server(request):
     if request.param == "postgres":
@@ -381,7 +385,7 @@ def test_a_fresh_install_has_the_schema_the_catalog_describes(server, fresh):
 
 @pytest.mark.timescaledb
 @requires_timescaledb
-def test_a_role_that_may_not_create_timescaledb_gets_plain_postgres_partitions(timescale_cluster):  # noqa: F811
+def test_a_role_that_may_not_create_timescaledb_gets_plain_postgres_partitions(timescale_cluster):
     """TimescaleDB is preloaded and the role can see that (pg_read_all_settings), but it may not
     CREATE EXTENSION (no CREATE on the database; it may create tables in schema public)."""
     role = f"mds_migrator_{os.getpid()}"
