@@ -19,7 +19,7 @@ import requests
 from tests.support.backfill import START, bars, expected, stored, write_csv, write_ndjson
 from tests.support.common import wait_for
 from tests.support.file_server import FileServer
-from tests.support.service import scrape
+from tests.support.service import LOSS_ENV, NORMAL_LOSS_ENV, scrape
 
 CAP = 3_000_000  # BACKFILL_MAX_DOWNLOAD_BYTES of the test service
 
@@ -278,6 +278,7 @@ def test_aggregates_job_recomputes_the_rollups_over_a_window_in_slices(svc, sour
 
 def test_a_killed_worker_leaves_a_checkpoint_and_the_next_run_resumes_from_it(svc, source_dir):
     url = svc.env["DATABASE_URL"]
+    svc.restart(LOSS_ENV)  # the killed job is declared lost 6 s after its last heartbeat
     rows = bars(8000, ("kl1", "kl2"))
     write_ndjson(source_dir / "kill.ndjson", rows)
     with FileServer(source_dir) as server:
@@ -301,6 +302,7 @@ def test_a_killed_worker_leaves_a_checkpoint_and_the_next_run_resumes_from_it(sv
         lost = svc.wait_job(run_id, timeout=60)
         assert lost["status"] == "failed" and "worker lost" in lost["error"]
 
+        svc.restart(NORMAL_LOSS_ENV)  # the resumed run is not about losing a worker
         result = load(svc, body)["result"]
     assert result["resumed_from"]["line"] == line and result["resumed_from"]["run_id"] == run_id
     assert result["rows_read"] == 8000 and result["rows_written"] == 8000

@@ -1,12 +1,17 @@
 """The service as processes: `gunicorn -c gunicorn.conf.py` and `python -m worker`.
 
 Started exactly as the container starts them, against one database and one Redis, with
-schedules off, the registry pointed at a closed port and short supervision periods (so a
-lost worker is noticed within seconds). Logs go to files in a temporary directory.
+schedules off and the registry pointed at a closed port. Supervision: heartbeat every
+second and a queued job missing from Redis enqueued again after 2 s, but a running job is
+declared lost only after the store's own 30 s, so a busy machine never fails a live job.
+Tests of a lost worker ask for `LOSS_ENV` (lost after 6 s) and `restart` the processes
+without it before any step that is not about losing a worker. Logs go to files in a
+temporary directory.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +23,10 @@ import redis
 import requests
 
 from tests.support.common import ROOT, TOKEN, free_port, wait_for
+
+# For tests of a killed worker: its job is declared lost 6 s after its last heartbeat.
+LOSS_ENV = {"JOB_LOST_AFTER_SECONDS": "6"}
+NORMAL_LOSS_ENV = {"JOB_LOST_AFTER_SECONDS": "30"}
 
 
 class Service:
@@ -39,7 +48,7 @@ class Service:
             "DRIFT_CHECK_SCHEDULE": "off",
             "REGISTRY_URL": "http://127.0.0.1:9",
             "JOB_HEARTBEAT_SECONDS": "1",
-            "JOB_LOST_AFTER_SECONDS": "6",
+            "JOB_LOST_AFTER_SECONDS": "30",
             "JOB_REQUEUE_AFTER_SECONDS": "2",
             "WEB_CONCURRENCY": "2",
             "PYTHONUNBUFFERED": "1",
@@ -89,6 +98,18 @@ class Service:
         for _ in range(self.n_workers):
             self.start_worker()
         return self
+
+    def restart(self, env: dict[str, str | None]) -> Service:
+        """Stop every process, change the environment (None removes a variable), start again
+        (same port, same number of workers as at first)."""
+        self.stop()
+        for name, value in env.items():
+            if value is None:
+                self.env.pop(name, None)
+            else:
+                self.env[name] = value
+        self.api, self.workers = None, []
+        return self.start()
 
     def stop(self) -> None:
         for proc in [self.api, *self.workers]:
@@ -150,3 +171,8 @@ def scrape(svc: Service) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every non-blank line of a JSON log, parsed (each line is one JSON object)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
