@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
+from typing import Any, NoReturn
 
 import structlog
 
@@ -87,12 +88,12 @@ def configure(level: str = "INFO", secrets: list[str] | None = None) -> None:
     )
 
 
-def fatal(message: str) -> None:
+def fatal(message: str) -> NoReturn:
     """Print one line on stderr and exit non-zero (configuration errors at start)."""
     sys.stderr.write(f"market-data-store: {message}\n")
     sys.stderr.flush()
     raise SystemExit(2)
 
 
-def get(name: str = "store"):
+def get(name: str = "store") -> Any:
     return structlog.get_logger(name)

@@ -46,7 +46,7 @@ def run_job(settings, run_id: str | None = None) -> dict:
         log=logs.get("test"),
         deadline=time.monotonic() + 60,
     )
-    return drift.KIND.run(ctx, drift.KIND.parse({}))
+    return drift.KIND.run(ctx, drift.KIND.parse({}, settings))
 
 
 # -- hashing and pins ------------------------------------------------------------------------

@@ -12,23 +12,28 @@ import socket
 import sys
 import time
 import uuid
+from types import FrameType
+from typing import Any
 
 import psycopg
 import redis
 from rq import SimpleWorker
 
-from app import config, db, logs, metrics, queue
-from app.jobs import ledger, runner
+from app import config, db, logs
+from app.jobs import KINDS, ledger
+from app.jobs.runner import Runner, job_class
+from app.resources import Resources
 from worker.scheduler import Scheduler
 
 
-def _wait_for_database(settings: config.Settings, log) -> None:
-    """The database may start after us (compose): wait, then make sure the ledger exists."""
+def _wait_for_database(settings: config.Settings, log: Any) -> None:
+    """The database may start after us (compose): wait, then make sure the ledger exists
+    (the process's one ledger bootstrap)."""
     delay = 0.5
     while True:
         try:
             with db.connect(settings, application_name="store-worker", autocommit=True) as conn:
-                ledger.bootstrap(conn, settings.database_url)
+                ledger.bootstrap(conn)
             return
         except psycopg.OperationalError as exc:
             log.warning("database not reachable yet; retrying", error=str(exc).splitlines()[0], retry_in_s=delay)
@@ -36,11 +41,11 @@ def _wait_for_database(settings: config.Settings, log) -> None:
             delay = min(delay * 2, 10)
 
 
-def _wait_for_redis(settings: config.Settings, log) -> None:
+def _wait_for_redis(resources: Resources, log: Any) -> None:
     delay = 0.5
     while True:
         try:
-            queue.client(settings, blocking=True).ping()
+            resources.queue.client(blocking=True).ping()
             return
         except redis.exceptions.RedisError as exc:
             log.warning("redis not reachable yet; retrying", error=str(exc), retry_in_s=delay)
@@ -48,7 +53,7 @@ def _wait_for_redis(settings: config.Settings, log) -> None:
             delay = min(delay * 2, 10)
 
 
-def _exit_while_starting(signum, _frame) -> None:
+def _exit_while_starting(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM/SIGINT before the work loop started: nothing is running, exit cleanly."""
     raise SystemExit(0)
 
@@ -62,25 +67,27 @@ def main() -> int:
         logs.fatal(str(exc))
     logs.configure(settings.log_level, settings.secrets())
     log = logs.get("worker")
-    runner.use_settings(settings)
-    metrics.bind(settings)
+    resources = Resources(settings)
     _wait_for_database(settings, log)
-    _wait_for_redis(settings, log)
+    _wait_for_redis(resources, log)
 
-    scheduler = Scheduler(settings)
-    scheduler.start()
+    runner = Runner(resources, KINDS)
+    resources.background.append(Scheduler(resources, KINDS))
+    resources.start()
     name = f"store-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     worker = SimpleWorker(
-        [queue.queue(settings)],
-        connection=queue.client(settings, blocking=True),
+        [resources.queue.rq(blocking=True)],
+        connection=resources.queue.client(blocking=True),
         name=name,
+        job_class=job_class(runner),
         log_job_description=False,
     )
     log.info("worker started", name=name, queue=settings.queue_name)
     try:
         worker.work(logging_level=settings.log_level, with_scheduler=False)
     finally:
-        scheduler.stop()
+        resources.close()
+        runner.close()
         log.info("worker stopped", name=name)
     return 0
 

@@ -13,9 +13,11 @@ from datetime import timedelta
 
 import psycopg
 
-from app import db, logs
+from app import db, logs, migrator
 from app.config import Settings
 from app.jobs import reaper, service
+from app.jobs.base import JobKind
+from app.resources import Resources
 
 LEADER_LOCK_KEY = 0x4D44_5353_5343  # 'MDSSSC'
 TICK_S = 5.0
@@ -31,9 +33,11 @@ def schedules(settings: Settings) -> list[tuple[str, str, timedelta | None]]:
 
 
 class Scheduler(threading.Thread):
-    def __init__(self, settings: Settings):
+    def __init__(self, resources: Resources, kinds: dict[str, JobKind]):
         super().__init__(name="scheduler", daemon=True)
-        self.settings = settings
+        self.resources = resources
+        self.settings = resources.settings
+        self.kinds = kinds
         self.stopped = threading.Event()
         self.conn: psycopg.Connection | None = None
         self.leader = False
@@ -63,36 +67,36 @@ class Scheduler(threading.Thread):
         if self.conn is None or self.conn.closed:
             self.conn = db.connect(self.settings, application_name="store-scheduler", autocommit=True)
             self.leader = False
-        reaper.sweep(self.settings, self.conn)
+        conn = self.conn
+        reaper.sweep(self.resources, conn)
         if not self.leader:
-            self.leader = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()[0]
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+            self.leader = bool(row and row[0])
             if self.leader:
                 self.log.info("this worker runs the schedules")
         if self.leader:
-            self.enqueue_due()
+            self.enqueue_due(conn)
 
-    def enqueue_due(self) -> None:
-        from app import migrator
-        from app.jobs import KINDS
-
-        if migrator.status(self.conn)["pending"]:
+    def enqueue_due(self, conn: psycopg.Connection) -> None:
+        if migrator.status(conn)["pending"]:
             return  # scheduled jobs need the store's schema: wait for POST /migrate
 
         for name, kind_name, every in schedules(self.settings):
-            kind = KINDS.get(kind_name)
+            kind = self.kinds.get(kind_name)
             if every is None or kind is None:
                 continue
-            with self.conn.transaction():
-                self.conn.execute("INSERT INTO store_schedules (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-                due = self.conn.execute(
+            with conn.transaction():
+                conn.execute("INSERT INTO store_schedules (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
+                row = conn.execute(
                     """SELECT last_enqueued_at IS NULL OR last_enqueued_at <= now() - %s
                        FROM store_schedules WHERE name = %s""",
                     (every, name),
-                ).fetchone()[0]
-            if not due:
+                ).fetchone()
+            if not (row and row[0]):
                 continue
-            submitted = service.submit(self.settings, self.conn, kind, kind.parse({}), trigger="schedule")
-            self.conn.execute(
+            params = kind.parse({}, self.settings)
+            submitted = service.submit(self.resources, conn, kind, params, trigger="schedule")
+            conn.execute(
                 "UPDATE store_schedules SET last_enqueued_at = now(), last_run_id = %s WHERE name = %s",
                 (submitted.run_id, name),
             )

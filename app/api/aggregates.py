@@ -6,8 +6,7 @@ from datetime import datetime, timedelta
 
 from flask import Blueprint, jsonify
 
-from app import db
-from app.api.common import settings, trigger
+from app.api.common import connection, trigger
 from app.auth import admin_required
 from app.intervals import format_interval
 from app.jobs import aggregates as aggregates_job
@@ -27,7 +26,7 @@ def _json(value):
 @bp.get("/aggregates")
 @admin_required
 def list_aggregates():
-    with db.connection(settings()) as conn:
+    with connection() as conn:
         docs = rollups.describe(conn)
     return jsonify({"aggregates": [{k: _json(v) for k, v in d.items()} for d in docs]})
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from app import db
-from app.api.common import settings, trigger
+from app.api.common import connection, settings, trigger
 from app.auth import admin_required
 from app.drift import pins, state
 from app.errors import BadRequest
@@ -31,7 +30,7 @@ def drift_status():
     track = request.args.get("track", settings().registry_track)
     if track not in ("v1", "v2"):
         raise BadRequest(f"track must be v1 or v2, got {track[:20]!r}")
-    with db.connection(settings()) as conn:
+    with connection() as conn:
         head, rows = state.latest(conn, track)
         last_seen = state.last_drift(conn, track) if head is None else {}
     if head is None:

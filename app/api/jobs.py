@@ -6,11 +6,10 @@ import uuid
 
 from flask import Blueprint, jsonify, request
 
-from app import db, queue
-from app.api.common import settings
+from app.api.common import connection, resources
 from app.auth import admin_required
 from app.errors import BadRequest, Conflict, NotFound
-from app.jobs import ledger
+from app.jobs import KINDS, ledger
 
 bp = Blueprint("jobs", __name__)
 MAX_LIMIT = 200
@@ -34,16 +33,13 @@ def _get(conn, run_id: str) -> dict:
 @admin_required
 def get_job(run_id: str):
     run_id = _run_id(run_id)
-    with db.connection(settings()) as conn:
-        ledger.bootstrap(conn, settings().database_url)
+    with connection() as conn:
         return jsonify(ledger.document(_get(conn, run_id)))
 
 
 @bp.get("/jobs")
 @admin_required
 def list_jobs():
-    from app.jobs import KINDS
-
     job = request.args.get("job") or None
     status = request.args.get("status") or None
     if job is not None and job not in KINDS:
@@ -54,8 +50,7 @@ def list_jobs():
     # isascii: str.isdigit() is also true for digits int() rejects, such as "²"
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    with db.connection(settings()) as conn:
-        ledger.bootstrap(conn, settings().database_url)
+    with connection() as conn:
         rows = ledger.list_jobs(conn, job, status, int(raw_limit))
     return jsonify({"jobs": [ledger.document(r) for r in rows], "limit": int(raw_limit)})
 
@@ -64,8 +59,7 @@ def list_jobs():
 @admin_required
 def cancel_job(run_id: str):
     run_id = _run_id(run_id)
-    with db.connection(settings()) as conn:
-        ledger.bootstrap(conn, settings().database_url)
+    with connection() as conn:
         before = ledger.request_cancel(conn, run_id)
         if before is None:
             raise NotFound(f"no job with run_id {run_id}")
@@ -73,7 +67,7 @@ def cancel_job(run_id: str):
             raise Conflict(f"job already finished with status {before!r}", status_now=before)
         if before == "queued":
             try:
-                queue.remove(settings(), run_id)
+                resources().queue.remove(run_id)
             except Exception:  # noqa: BLE001 - the runner skips non-queued jobs anyway
                 pass
         doc = ledger.document(_get(conn, run_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from app import health
-from app.api.common import settings
+from app.api.common import resources
 
 bp = Blueprint("probes", __name__)
 
@@ -14,10 +14,10 @@ bp = Blueprint("probes", __name__)
 @bp.get("/healthz")
 def liveness():
     """200 whenever the process answers; the body says how its dependencies are."""
-    return jsonify(health.document(settings()))
+    return jsonify(health.document(resources()))
 
 
 @bp.get("/readyz")
 def readiness():
-    doc = health.document(settings())
+    doc = health.document(resources())
     return jsonify(doc), 200 if health.ready(doc) else 503

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from flask import Blueprint, jsonify
 
-from app import db, validation
-from app.api.common import json_body, settings, trigger
+from app import validation
+from app.api.common import connection, json_body, trigger
 from app.auth import admin_required
 from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
@@ -20,7 +20,7 @@ bp = Blueprint("retention", __name__)
 @bp.get("/retention/policies")
 @admin_required
 def list_policies():
-    with db.connection(settings()) as conn:
+    with connection() as conn:
         return jsonify({"policies": retention.policies(conn)})
 
 
@@ -39,7 +39,7 @@ def put_policy(table: str):
     if retain < catalog.MIN_RETAIN:
         raise BadRequest(f"retain must be at least {format_interval(catalog.MIN_RETAIN)}, got {body['retain']!r}")
     enabled = validation.flag(body, "enabled", default=None)
-    with db.connection(settings()) as conn:
+    with connection() as conn:
         return jsonify(retention.set_policy(conn, table, timedelta(seconds=int(retain.total_seconds())), enabled))
 
 

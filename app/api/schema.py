@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from app import db, migrator
-from app.api.common import settings, trigger
+from app import migrator
+from app.api.common import connection, trigger
 from app.auth import admin_required
 from app.jobs import migrate
 
@@ -14,7 +14,7 @@ bp = Blueprint("schema", __name__)
 
 @bp.get("/schema/version")
 def schema_version():
-    with db.connection(settings()) as conn:
+    with connection() as conn:
         return jsonify(migrator.status(conn))
 
 

@@ -22,6 +22,7 @@ from operator import itemgetter
 import orjson
 
 from app.backfill.sources import SourceError
+from app.backfill.task import BackfillError
 
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -41,7 +42,7 @@ class BadRow(Exception):
     """One row is invalid; the message is the reason shown to the user."""
 
 
-class TooManyBadRows(Exception):
+class TooManyBadRows(BackfillError):
     def __init__(self, count: int, allowed: int, first: dict):
         self.count, self.allowed, self.first = count, allowed, first
         super().__init__(

@@ -10,10 +10,9 @@ from __future__ import annotations
 import psycopg
 from psycopg.types.json import Jsonb
 
-from app import db
 from app.backfill.checkpoints import State
+from app.backfill.task import Task
 from app.config import SERVICE, VERSION
-from app.jobs.base import JobCancelled, JobContext, JobTimedOut
 
 PIPELINE_VERSION = f"{SERVICE} {VERSION}"
 
@@ -103,18 +102,14 @@ def close_interrupted(conn: psycopg.Connection, run_id: int, note: str) -> None:
     )
 
 
-def close_on_error(ctx: JobContext, run_id: int, state: State, provider: str | None, exc: BaseException) -> None:
-    """Close the row of a run that failed or was stopped, on a connection of its own (the
-    job's sessions may have been terminated by a cancel or timeout)."""
-    reason = ctx.stop_reason
-    if isinstance(exc, JobCancelled) or reason == "cancelled":
-        status, message = "cancelled", "cancelled on request"
-    elif isinstance(exc, JobTimedOut) or reason == "timeout":
-        status, message = "failure", "timed out"
-    else:
-        status, message = "failure", str(exc) or type(exc).__name__
+def close_on_error(task: Task, run_id: int, state: State, provider: str | None, exc: BaseException) -> None:
+    """Close the row of a run that failed or was stopped, on a session of its own (the
+    run's sessions may have been terminated by a cancel or timeout)."""
+    status, message = task.outcome(exc)
     try:
-        with db.connect(ctx.settings, application_name="store-backfill-close", autocommit=True) as conn:
-            finish(conn, run_id, status, state, provider, error=message[:2000])
+        with task.connect_aside() as conn:
+            finish(
+                conn, run_id, "cancelled" if status == "cancelled" else "failure", state, provider, error=message[:2000]
+            )
     except psycopg.Error as err:
-        ctx.log.warning("could not close the job_runs row", job_run_id=run_id, error=str(err).splitlines()[0])
+        task.log.warning("could not close the job_runs row", job_run_id=run_id, error=str(err).splitlines()[0])

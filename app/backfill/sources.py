@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from app.backfill.task import BackfillError
+
 FORMATS = ("ndjson", "csv")
 _SUFFIX_FORMAT = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
 _COMPRESSED_SUFFIXES = (".gz", ".gzip")
@@ -28,7 +30,7 @@ READ_CHUNK = 1 << 20
 MAX_URL_LENGTH = 2048
 
 
-class SourceError(Exception):
+class SourceError(BackfillError):
     """The source cannot be used; the message says why and names it."""
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import redis
+
 from app import metrics
 from app.config import SERVICE, Settings
 from app.drift.check import Check
 
 
-def report(settings: Settings, check: Check) -> int:
+def report(settings: Settings, check: Check, redis: redis.Redis | None = None) -> int:
     """Record the check's metrics and publish one drift event per drifted schema.
 
     Returns how many drift events were published. Fail-open: never raises for Redis.
@@ -22,7 +24,7 @@ def report(settings: Settings, check: Check) -> int:
         labels = {"repo": SERVICE, "track": check.track, "schema": r.schema}
         metrics.SCHEMA_DRIFT.inc(**labels)
         metrics.SCHEMA_DRIFT_LAST.set(at, **labels)
-        published += pulse.publish_drift(settings, r, track=check.track, detected_at=at)
+        published += pulse.publish_drift(settings, r, track=check.track, detected_at=at, redis=redis)
     # after the drift gauges: StoreSchemaDriftSustained compares the two timestamps, and a
     # scrape between the writes must not see this check without its drift
     metrics.REGISTRY_UP.set(1 if check.registry_reachable else 0, track=check.track)

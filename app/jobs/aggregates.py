@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from app import validation
+from app.config import Settings
 from app.errors import BadRequest
 from app.jobs.base import JobContext, JobError, JobKind
 from app.timeseries import rollups
@@ -35,7 +36,7 @@ def parse_time(field: str, value: object) -> datetime:
     return ts
 
 
-def parse(body: dict) -> dict:
+def parse(body: dict, settings: Settings) -> dict:
     validation.only(body, ["name", "start", "end"])
     name = validation.one_of(body.get("name"), rollups.NAMES, "name", "an aggregate")
     start = parse_time("start", body["start"]) if body.get("start") is not None else None

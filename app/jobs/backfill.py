@@ -7,14 +7,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
 
-from app import validation
+from app import db, validation
 from app.backfill import bars, runs, sources
 from app.backfill.checkpoints import State
+from app.backfill.task import BackfillError, Task
+from app.config import Settings
 from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
 from app.jobs.base import JobContext, JobError, JobKind
@@ -43,15 +47,28 @@ class Param:
         }
 
 
-def _settings():
-    """The API's settings while handling a request; the process environment otherwise."""
-    from flask import current_app, has_app_context
+def task(ctx: JobContext) -> Task:
+    """What the backfill code gets from this job: its sessions, checks, progress, outcome."""
 
-    if has_app_context():
-        return current_app.config["SETTINGS"]
-    from app.jobs import runner
+    @contextmanager
+    def connect() -> Iterator[psycopg.Connection]:
+        with ctx.connect(autocommit=True) as conn:
+            yield conn
 
-    return runner.settings()
+    def outcome(exc: BaseException) -> tuple[str, str]:
+        status, message = ctx.outcome(exc)
+        return str(status), message
+
+    return Task(
+        run_id=ctx.run_id,
+        connect=connect,
+        connect_aside=lambda: db.connect(ctx.settings, application_name="store-backfill-close", autocommit=True),
+        check=ctx.check,
+        progress=ctx.progress,
+        outcome=outcome,
+        log=ctx.log,
+        heartbeat_s=ctx.settings.heartbeat_interval,
+    )
 
 
 def _check_fields(body: dict, params: tuple[Param, ...]) -> None:
@@ -105,11 +122,10 @@ BARS_PARAMS = (
 )
 
 
-def parse_bars(body: dict) -> dict:
+def parse_bars(body: dict, settings: Settings) -> dict:
     _check_fields(body, BARS_PARAMS)
-    s = _settings()
     try:
-        source = sources.parse_source(body["source"], s.backfill_source_dir)
+        source = sources.parse_source(body["source"], settings.backfill_source_dir)
         fmt = sources.detect_format(source, body.get("format"))
     except sources.SourceError as exc:
         raise BadRequest(str(exc)) from None
@@ -126,19 +142,21 @@ def parse_bars(body: dict) -> dict:
 def run_bars(ctx: JobContext, params: dict) -> dict:
     try:
         source = sources.parse_source(params["source"], ctx.settings.backfill_source_dir)
-    except sources.SourceError as exc:
+        return bars.load(
+            task(ctx),
+            bars.Params(
+                source=source,
+                format=params["format"],
+                max_bad_rows=params["max_bad_rows"],
+                batch_rows=params["batch_rows"],
+                provider=params["provider"],
+                interval=params["interval"],
+                source_dir=ctx.settings.backfill_source_dir,
+                max_download_bytes=ctx.settings.backfill_max_download_bytes,
+            ),
+        )
+    except BackfillError as exc:
         raise JobError(str(exc)) from None
-    return bars.load(
-        ctx,
-        bars.Params(
-            source=source,
-            format=params["format"],
-            max_bad_rows=params["max_bad_rows"],
-            batch_rows=params["batch_rows"],
-            provider=params["provider"],
-            interval=params["interval"],
-        ),
-    )
 
 
 def _bars_key(params: dict) -> str:
@@ -171,7 +189,7 @@ AGG_PARAMS = (
 )
 
 
-def parse_aggregates(body: dict) -> dict:
+def parse_aggregates(body: dict, settings: Settings) -> dict:
     from app.jobs.aggregates import parse_time
     from app.timeseries import rollups
 
@@ -237,7 +255,7 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
                 runs.heartbeat(conn, job_run_id, state, None)
                 ctx.progress(aggregates=results, slices_started=done["slices"])
         except BaseException as exc:
-            runs.close_on_error(ctx, job_run_id, state, None, exc)
+            runs.close_on_error(task(ctx), job_run_id, state, None, exc)
             raise
         runs.finish(conn, job_run_id, "success", state, None)
     return {

@@ -6,9 +6,9 @@ if it loses them, `reaper` re-enqueues from here.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 import psycopg
 from psycopg.rows import dict_row
@@ -16,31 +16,36 @@ from psycopg.types.json import Jsonb
 
 from app.config import PROJECT_ROOT
 
-STATUSES = ("queued", "running", "success", "failed", "cancelled")
-ACTIVE = ("queued", "running")
+
+class JobStatus(StrEnum):
+    """A job's status in the ledger (and in the API's job documents)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATUSES = tuple(JobStatus)
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 LEDGER_SQL = PROJECT_ROOT / "migrations" / "0001_job_ledger.sql"
 _BOOTSTRAP_LOCK_KEY = 0x5354_4F52_4500  # pg advisory lock key: serialises concurrent bootstraps
-
-_bootstrapped: set[str] = set()
-_bootstrap_lock = threading.Lock()
 
 _COLUMNS = """run_id::text AS run_id, job, status, params, progress, result, error, request_id,
     trigger, requested_at, started_at, finished_at, heartbeat_at, cancel_requested_at, worker, attempts"""
 
 
-def bootstrap(conn: psycopg.Connection, key: str = "") -> None:
-    """Create the ledger tables if missing (idempotent; the same SQL as migration 0001)."""
-    if key and key in _bootstrapped:
-        return
-    with _bootstrap_lock:
-        sql = LEDGER_SQL.read_text()
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
-            exists = conn.execute("SELECT to_regclass('store_schedules') IS NOT NULL").fetchone()[0]
-            if not exists:
-                conn.execute(sql)
-        if key:
-            _bootstrapped.add(key)
+def bootstrap(conn: psycopg.Connection) -> None:
+    """Create the ledger tables if missing (idempotent; the same SQL as migration 0001).
+
+    Called once at process start: by the worker's main, and by the API's sweeper when
+    gunicorn starts it (app/jobs/reaper.py)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
+        exists = conn.execute("SELECT to_regclass('store_schedules') IS NOT NULL").fetchone()
+        if not (exists and exists[0]):
+            conn.execute(LEDGER_SQL.read_text())
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -180,6 +185,15 @@ def fail_lost(conn: psycopg.Connection, lost_after_s: float) -> list[dict]:
                RETURNING run_id::text AS run_id, job, worker, started_at""",
             (lost_after_s,),
         ).fetchall()
+
+
+def active_counts(conn: psycopg.Connection) -> list[tuple[str, str, int, float]]:
+    """(job, status, count, seconds since the oldest was requested) of queued and running jobs."""
+    rows = conn.execute(
+        """SELECT job, status, count(*), EXTRACT(EPOCH FROM now() - min(requested_at))
+           FROM store_jobs WHERE status IN ('queued', 'running') GROUP BY job, status"""
+    ).fetchall()
+    return [(job, status, int(count), float(seconds or 0)) for job, status, count, seconds in rows]
 
 
 def queued_before(conn: psycopg.Connection, age_s: float) -> list[dict]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import psycopg
 
 from app import validation
+from app.config import Settings
 from app.jobs.base import JobContext, JobError, JobKind
 from app.timeseries import catalog, retention
 
 
-def parse(body: dict) -> dict:
+def parse(body: dict, settings: Settings) -> dict:
     validation.only(body, ["table", "dry_run"])
     table = validation.one_of(body.get("table"), catalog.TABLES, "table", "a time-series table")
     return {"table": table, "dry_run": validation.flag(body, "dry_run")}

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
-from app import logs, queue
+from app import logs
 from app.config import Settings
 from app.errors import Conflict
 from app.jobs import ledger
 from app.jobs.base import JobKind
+from app.queue import JobQueue
+from app.resources import Resources
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ def _timeout(settings: Settings, kind: JobKind) -> float:
 
 
 def submit(
-    settings: Settings,
+    resources: Resources,
     conn: psycopg.Connection,
     kind: JobKind,
     params: dict,
@@ -52,7 +54,7 @@ def submit(
     trigger: str = "api",
 ) -> Submitted:
     """Record and enqueue a job. `conn` must be an autocommit connection."""
-    ledger.bootstrap(conn, settings.database_url)
+    settings = resources.settings
     digest = request_hash(kind.name, params)
     while True:
         with conn.transaction() as tx:
@@ -87,14 +89,14 @@ def submit(
                     continue
         break
     if created:
-        enqueue(settings, conn, run_id, _timeout(settings, kind))
+        enqueue(resources.queue, conn, run_id, _timeout(settings, kind))
     return Submitted(run_id, created)
 
 
-def enqueue(settings: Settings, conn: psycopg.Connection, run_id: str, timeout_s: float) -> bool:
+def enqueue(queue: JobQueue, conn: psycopg.Connection, run_id: str, timeout_s: float) -> bool:
     """Hand a recorded job to RQ. False (job left queued for the reaper) if Redis is down."""
     try:
-        queue.enqueue(settings, run_id, timeout_s)
+        queue.enqueue(run_id, timeout_s)
     except redis.exceptions.RedisError as exc:
         logs.get("jobs").warning("enqueue failed; the reaper will retry", run_id=run_id, error=str(exc))
         return False
