@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from flask import current_app, request
+from flask.typing import ResponseReturnValue
 
 from app.errors import Unauthorized
 
@@ -28,9 +31,9 @@ def check_admin() -> None:
         )
 
 
-def admin_required(view):
+def admin_required(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
     @wraps(view)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
         check_admin()
         return view(*args, **kwargs)
 

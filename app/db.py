@@ -11,8 +11,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.abc import Params
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.config import Settings
@@ -90,3 +93,12 @@ class Pool:
             if self._pool is not None:
                 self._pool.close(timeout=2)
                 self._pool = None
+
+
+def scalar(conn: psycopg.Connection, query: str | bytes | sql.SQL | sql.Composed, params: Params | None = None) -> Any:
+    """The first value of the first row of a query that always returns a row
+    (`SELECT count(*)`, `... RETURNING` of an insert, a function call)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError("the query returned no row")
+    return row[0]

@@ -35,3 +35,10 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status = 409
+
+
+def first_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception for a message or a log line: the first line of its text (at most
+    `limit` characters), or its type's name when it has no text."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -16,6 +16,7 @@ import psycopg
 from app import migrator
 from app.config import SERVICE, VERSION, Settings
 from app.drift import health_component
+from app.errors import first_line
 from app.resources import Resources
 
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -41,7 +42,7 @@ def _database(resources: Resources) -> tuple[dict, dict]:
                 schema = migrator.status(conn)
             registry = _registry_state(conn)
     except Exception as exc:  # noqa: BLE001 - any failure is a finding, not a crash
-        reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:200]
+        reason = first_line(exc, 200)
         unknown = _component("schema", "degraded", reason="database unavailable")
         return _component("database", "degraded", reachable="false", error=reason), {
             "schema": unknown,

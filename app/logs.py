@@ -18,7 +18,7 @@ import structlog
 _secrets: list[str] = []
 
 
-def _redact(_logger, _name, event_dict):
+def _redact(_logger: object, _name: str, event_dict: dict) -> dict:
     if not _secrets:
         return event_dict
     for key, value in event_dict.items():
@@ -36,7 +36,7 @@ def _redact(_logger, _name, event_dict):
     return event_dict
 
 
-def _shared_processors():
+def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

@@ -155,15 +155,15 @@ class SharedCollector:
 
 class LiveCollector:
     """Gauges read when Prometheus scrapes, from the callables the API passes in (see
-    app/api/metrics.py): the RQ queue's depth and workers, and the ledger's active jobs as
-    (kind, status, count, seconds since the oldest was requested). A dependency that
-    does not answer leaves its gauges out of the scrape."""
+    app/api/metrics.py): the RQ queue's depth and workers, and the ledger's active jobs:
+    ([(kind, status, count)], seconds the oldest queued job has waited). A dependency
+    that does not answer leaves its gauges out of the scrape."""
 
     def __init__(
         self,
         queue_depth: Callable[[], int],
         workers: Callable[[], int],
-        active_jobs: Callable[[], list[tuple[str, str, int, float]]],
+        active_jobs: Callable[[], tuple[list[tuple[str, str, int]], float]],
     ):
         self.queue_depth, self.workers, self.active_jobs = queue_depth, workers, active_jobs
 
@@ -180,14 +180,11 @@ class LiveCollector:
         active = GaugeMetricFamily("store_jobs_active", "Jobs queued or running, by kind", labels=("kind", "status"))
         oldest = GaugeMetricFamily("store_oldest_queued_job_age_seconds", "Age of the oldest queued job")
         try:
-            rows = self.active_jobs()
+            rows, age = self.active_jobs()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
             return
-        age = 0.0
-        for job, status, count, seconds in rows:
+        for job, status, count in rows:
             active.add_metric([job, status], count)
-            if status == "queued":
-                age = max(age, seconds)
         oldest.add_metric([], age)
         yield active
         yield oldest

@@ -23,6 +23,8 @@ INFRASTRUCTURE = {
     "errors",
     "validation",
     "migrator",
+    "retry",
+    "times",
 }
 DOMAIN = {"timeseries", "backfill", "drift", "pulse"}
 JOBS = {"jobs"}

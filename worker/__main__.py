@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-import time
 import uuid
 from types import FrameType
 from typing import Any
@@ -19,7 +18,8 @@ import psycopg
 import redis
 from rq import SimpleWorker
 
-from app import config, db, logs
+from app import config, db, logs, retry
+from app.errors import first_line
 from app.jobs import KINDS, ledger
 from app.jobs.runner import Runner, job_class
 from app.resources import Resources
@@ -29,28 +29,28 @@ from worker.scheduler import Scheduler
 def _wait_for_database(settings: config.Settings, log: Any) -> None:
     """The database may start after us (compose): wait, then make sure the ledger exists
     (the process's one ledger bootstrap)."""
-    delay = 0.5
-    while True:
-        try:
-            with db.connect(settings, application_name="store-worker", autocommit=True) as conn:
-                ledger.bootstrap(conn)
-            return
-        except psycopg.OperationalError as exc:
-            log.warning("database not reachable yet; retrying", error=str(exc).splitlines()[0], retry_in_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10)
+
+    def bootstrap() -> None:
+        with db.connect(settings, application_name="store-worker", autocommit=True) as conn:
+            ledger.bootstrap(conn)
+
+    def before_pause(_attempt: int, exc: BaseException, pause: float) -> None:
+        log.warning("database not reachable yet; retrying", error=first_line(exc), retry_in_s=round(pause, 2))
+
+    retry.call(bootstrap, on=psycopg.OperationalError, first_pause=0.5, max_pause=10, before_pause=before_pause)
 
 
 def _wait_for_redis(resources: Resources, log: Any) -> None:
-    delay = 0.5
-    while True:
-        try:
-            resources.queue.client(blocking=True).ping()
-            return
-        except redis.exceptions.RedisError as exc:
-            log.warning("redis not reachable yet; retrying", error=str(exc), retry_in_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10)
+    def before_pause(_attempt: int, exc: BaseException, pause: float) -> None:
+        log.warning("redis not reachable yet; retrying", error=str(exc), retry_in_s=round(pause, 2))
+
+    retry.call(
+        resources.queue.client(blocking=True).ping,
+        on=redis.exceptions.RedisError,
+        first_pause=0.5,
+        max_pause=10,
+        before_pause=before_pause,
+    )
 
 
 def _exit_while_starting(signum: int, _frame: FrameType | None) -> None:

@@ -15,6 +15,7 @@ import psycopg
 
 from app import db, logs, migrator
 from app.config import Settings
+from app.errors import first_line
 from app.jobs import reaper, service
 from app.jobs.base import JobKind
 from app.resources import Resources
@@ -51,9 +52,9 @@ class Scheduler(threading.Thread):
             try:
                 self.tick()
             except psycopg.Error as exc:
-                self.log.warning("scheduler tick failed", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.log.warning("scheduler tick failed", error=first_line(exc))
                 self._reset()
-            except Exception:  # noqa: BLE001 - the scheduler must outlive any single failure
+            except Exception:  # the scheduler must outlive any single failure
                 self.log.exception("scheduler tick crashed")
                 self._reset()
         self._reset()

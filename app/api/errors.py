@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import logs
 from app.db import DatabaseUnavailable
-from app.errors import ApiError
+from app.errors import ApiError, first_line
 
 RETRY_AFTER = {"Retry-After": "5"}
 
@@ -58,7 +58,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         if isinstance(exc, (psycopg.OperationalError, psycopg.errors.QueryCanceled)):
-            logs.get("api").warning("database unavailable", error=str(exc).splitlines()[0] if str(exc) else "")
+            logs.get("api").warning("database unavailable", error=first_line(exc))
             return error_response("database unavailable, try again later", 503, RETRY_AFTER)
         if isinstance(exc, redis.exceptions.RedisError):
             logs.get("api").warning("redis unavailable", error=str(exc))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from app.api.common import connection, resources
 from app.auth import admin_required
@@ -22,7 +24,7 @@ def _run_id(value: str) -> str:
         raise NotFound(f"no job with run_id {value[:80]!r} (run ids are UUIDs)") from None
 
 
-def _get(conn, run_id: str) -> dict:
+def _get(conn: psycopg.Connection, run_id: str) -> dict:
     row = ledger.get(conn, run_id)
     if row is None:
         raise NotFound(f"no job with run_id {run_id}")
@@ -31,7 +33,7 @@ def _get(conn, run_id: str) -> dict:
 
 @bp.get("/jobs/<run_id>")
 @admin_required
-def get_job(run_id: str):
+def get_job(run_id: str) -> ResponseReturnValue:
     run_id = _run_id(run_id)
     with connection() as conn:
         return jsonify(ledger.document(_get(conn, run_id)))
@@ -39,7 +41,7 @@ def get_job(run_id: str):
 
 @bp.get("/jobs")
 @admin_required
-def list_jobs():
+def list_jobs() -> ResponseReturnValue:
     job = request.args.get("job") or None
     status = request.args.get("status") or None
     if job is not None and job not in KINDS:
@@ -57,7 +59,7 @@ def list_jobs():
 
 @bp.post("/jobs/<run_id>/cancel")
 @admin_required
-def cancel_job(run_id: str):
+def cancel_job(run_id: str) -> ResponseReturnValue:
     run_id = _run_id(run_id)
     with connection() as conn:
         before = ledger.request_cancel(conn, run_id)
@@ -65,10 +67,10 @@ def cancel_job(run_id: str):
             raise NotFound(f"no job with run_id {run_id}")
         if before not in ledger.ACTIVE:
             raise Conflict(f"job already finished with status {before!r}", status_now=before)
-        if before == "queued":
+        if before == ledger.JobStatus.QUEUED:
             try:
                 resources().queue.remove(run_id)
             except Exception:  # noqa: BLE001 - the runner skips non-queued jobs anyway
                 pass
         doc = ledger.document(_get(conn, run_id))
-    return jsonify(doc), 202 if before == "running" else 200
+    return jsonify(doc), 202 if before == ledger.JobStatus.RUNNING else 200

@@ -31,7 +31,7 @@ class _Delegate:
 
 
 def _live(resources: Resources) -> LiveCollector:
-    def active_jobs() -> list[tuple[str, str, int, float]]:
+    def active_jobs() -> tuple[list[tuple[str, str, int]], float]:
         with resources.pool.connection(timeout=resources.settings.health_timeout) as conn:
             return ledger.active_counts(conn)
 

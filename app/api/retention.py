@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
 from app import validation
 from app.api.common import connection, json_body, trigger
@@ -19,14 +20,14 @@ bp = Blueprint("retention", __name__)
 
 @bp.get("/retention/policies")
 @admin_required
-def list_policies():
+def list_policies() -> ResponseReturnValue:
     with connection() as conn:
         return jsonify({"policies": retention.policies(conn)})
 
 
 @bp.put("/retention/policies/<table>")
 @admin_required
-def put_policy(table: str):
+def put_policy(table: str) -> ResponseReturnValue:
     validation.one_of(table, catalog.TABLES, "table", "a time-series table")
     body = json_body()
     validation.only(body, ["retain", "enabled"])
@@ -45,5 +46,5 @@ def put_policy(table: str):
 
 @bp.post("/retention/apply")
 @admin_required
-def apply_retention():
+def apply_retention() -> ResponseReturnValue:
     return trigger(retention_job.KIND)

@@ -19,6 +19,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -29,6 +30,7 @@ from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
 from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
 from app.backfill.task import BackfillError, Task
+from app.times import iso
 from app.timeseries import partitions
 
 JOB = "backfill.bars_ohlcv"
@@ -102,8 +104,8 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
     cp = checkpoints.load(conn, params.key)
     with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
         restart_reason = _resumable(cp, params, opened.identity)
-        resumed_from = None
-        if restart_reason is None:
+        resumed_from: dict[str, Any] | None = None
+        if cp is not None and restart_reason is None:
             state.__dict__.update(cp.state.__dict__)
             opened.skip(state.byte_offset)
             resumed_from = {"line": state.line, "rows_read": state.rows_read, "run_id": cp.run_id}
@@ -146,7 +148,7 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
         feed = _Feed(reader)
         feed.start()
 
-        def bookkeeping(session, before: State, batch: Batch, written: int) -> State:
+        def bookkeeping(session: psycopg.Connection, before: State, batch: Batch, written: int) -> State:
             after = _advance(before, batch, written)
             checkpoints.advance(session, params.key, after)
             runs.heartbeat(session, job_run_id, after, params.provider)
@@ -182,8 +184,8 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
         "rows_unchanged": state.rows_read - state.rows_rejected - state.rows_written,
         "rows_rejected": state.rows_rejected,
         "bad_rows": state.bad_samples,
-        "min_ts": state.min_ts.isoformat() if state.min_ts else None,
-        "max_ts": state.max_ts.isoformat() if state.max_ts else None,
+        "min_ts": iso(state.min_ts),
+        "max_ts": iso(state.max_ts),
         "symbols": len(state.symbols),
         "providers": sorted(state.providers),
         "batches": state.batches,
@@ -224,7 +226,7 @@ class _Feed(threading.Thread):
         self.queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
         self.stop = threading.Event()
 
-    def _put(self, item) -> bool:
+    def _put(self, item: object) -> bool:
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=_POLL)

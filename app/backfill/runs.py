@@ -13,6 +13,8 @@ from psycopg.types.json import Jsonb
 from app.backfill.checkpoints import State
 from app.backfill.task import Task
 from app.config import SERVICE, VERSION
+from app.db import scalar
+from app.errors import first_line
 
 PIPELINE_VERSION = f"{SERVICE} {VERSION}"
 
@@ -32,15 +34,15 @@ def start(
     fingerprint: str,
     metadata: dict,
 ) -> int:
-    row = conn.execute(
+    return scalar(
+        conn,
         """INSERT INTO job_runs (job_name, dataset_name, provider, mode, status, config_fingerprint,
                                  pipeline_version, metadata)
            VALUES (%s, %s, %s, 'backfill', 'running', %s, %s,
                    %s || jsonb_build_object('last_heartbeat', now()))
            RETURNING id""",
         (job_name, dataset, provider, fingerprint, PIPELINE_VERSION, Jsonb(metadata)),
-    ).fetchone()
-    return row[0]
+    )
 
 
 def heartbeat(conn: psycopg.Connection, run_id: int, state: State, default_provider: str | None) -> None:
@@ -112,4 +114,4 @@ def close_on_error(task: Task, run_id: int, state: State, provider: str | None, 
                 conn, run_id, "cancelled" if status == "cancelled" else "failure", state, provider, error=message[:2000]
             )
     except psycopg.Error as err:
-        task.log.warning("could not close the job_runs row", job_run_id=run_id, error=str(err).splitlines()[0])
+        task.log.warning("could not close the job_runs row", job_run_id=run_id, error=first_line(err))

@@ -21,9 +21,8 @@ def report(settings: Settings, check: Check, redis: redis.Redis | None = None) -
     for r in check.results:
         if not r.drifted:
             continue
-        labels = {"repo": SERVICE, "track": check.track, "schema": r.schema}
-        metrics.SCHEMA_DRIFT.inc(**labels)
-        metrics.SCHEMA_DRIFT_LAST.set(at, **labels)
+        metrics.SCHEMA_DRIFT.inc(repo=SERVICE, track=check.track, schema=r.schema)
+        metrics.SCHEMA_DRIFT_LAST.set(at, repo=SERVICE, track=check.track, schema=r.schema)
         published += pulse.publish_drift(settings, r, track=check.track, detected_at=at, redis=redis)
     # after the drift gauges: StoreSchemaDriftSustained compares the two timestamps, and a
     # scrape between the writes must not see this check without its drift

@@ -21,12 +21,15 @@ from app.backfill.task import BackfillError, Task
 from app.config import Settings
 from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
+from app.jobs import aggregates
 from app.jobs.base import JobContext, JobError, JobKind
+from app.timeseries import rollups
 
 MAX_BATCH_ROWS = 1_000_000
 DEFAULT_BATCH_ROWS = 100_000
 DEFAULT_SLICE = timedelta(days=1)
 MAX_SLICES = 20_000
+AGGREGATES_JOB = "backfill.aggregates"
 
 
 @dataclass(frozen=True)
@@ -190,11 +193,8 @@ AGG_PARAMS = (
 
 
 def parse_aggregates(body: dict, settings: Settings) -> dict:
-    from app.jobs.aggregates import parse_time
-    from app.timeseries import rollups
-
     _check_fields(body, AGG_PARAMS)
-    start, end = parse_time("start", body["start"]), parse_time("end", body["end"])
+    start, end = aggregates.parse_time("start", body["start"]), aggregates.parse_time("end", body["end"])
     if start >= end:
         raise BadRequest("start must be before end")
     name = body.get("name")
@@ -221,9 +221,7 @@ def parse_aggregates(body: dict, settings: Settings) -> dict:
 
 
 def run_aggregates(ctx: JobContext, params: dict) -> dict:
-    from app.timeseries import rollups
-
-    names = [params["name"]] if params["name"] else list(rollups.NAMES)
+    names = aggregates.names(params)
     start, end = datetime.fromisoformat(params["start"]), datetime.fromisoformat(params["end"])
     width = timedelta(seconds=params["slice_seconds"])
     done = {"slices": 0}
@@ -234,26 +232,25 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
         done["slices"] += 1
         ctx.progress(slices_started=done["slices"])
 
-    results: dict[str, dict] = {}
     with ctx.connect(autocommit=True) as conn:
         job_run_id = runs.start(
             conn,
-            job_name="backfill.aggregates",
+            job_name=AGGREGATES_JOB,
             dataset=",".join(names),
             provider=None,
             fingerprint="",
             metadata={"run_id": ctx.run_id, **params},
         )
+
+        def refresh(name: str) -> dict:
+            return rollups.refresh(conn, name, start, end, check=check, slice_width=width)
+
+        def after(name: str, result: dict) -> None:
+            state.rows_written += int(result.get("rows_written") or 0)
+            runs.heartbeat(conn, job_run_id, state, None)
+
         try:
-            for name in names:
-                ctx.check()
-                try:
-                    results[name] = rollups.refresh(conn, name, start, end, check=check, slice_width=width)
-                except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-                    raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") from None
-                state.rows_written += int(results[name].get("rows_written") or 0)
-                runs.heartbeat(conn, job_run_id, state, None)
-                ctx.progress(aggregates=results, slices_started=done["slices"])
+            results = aggregates.refresh_each(ctx, names, refresh, after)
         except BaseException as exc:
             runs.close_on_error(task(ctx), job_run_id, state, None, exc)
             raise
@@ -267,10 +264,10 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
 
 
 AGGREGATES = JobKind(
-    name="backfill.aggregates",
+    name=AGGREGATES_JOB,
     run=run_aggregates,
     parse=parse_aggregates,
-    single_flight=lambda p: f"backfill.aggregates:{p['name'] or '*'}:{p['start']}..{p['end']}:{p['slice_seconds']}",
+    single_flight=lambda p: f"{AGGREGATES_JOB}:{p['name'] or '*'}:{p['start']}..{p['end']}:{p['slice_seconds']}",
     description="Recompute the continuous aggregates over a historical window, one short transaction per slice.",
 )
 

@@ -24,7 +24,7 @@ import redis
 
 from app import db
 from app.config import Settings
-from app.errors import BadRequest
+from app.errors import BadRequest, first_line
 from app.jobs.ledger import JobStatus
 
 
@@ -51,8 +51,26 @@ def outcome(exc: BaseException, stop_reason: str | None, timeout_s: float) -> tu
         return JobStatus.FAILED, f"timed out after {timeout_s:g} s; its database sessions were terminated"
     if isinstance(exc, JobError):
         return JobStatus.FAILED, str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return JobStatus.FAILED, f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    text = first_line(exc)
+    return JobStatus.FAILED, f"{type(exc).__name__}: {text}" if str(exc).strip() else text
+
+
+LOCK_ERRORS = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)
+
+
+def gave_up_on_locks(exc: BaseException) -> str:
+    """What a job reports for a step that still lost its lock race after the retries."""
+    return f"gave up waiting for locks: {first_line(exc)}"
+
+
+@contextmanager
+def locks_or_job_error(what: str) -> Iterator[None]:
+    """Inside: a lock timeout or deadlock that outlasted the retries fails the job,
+    the error naming `what`."""
+    try:
+        yield
+    except LOCK_ERRORS as exc:
+        raise JobError(f"{what} {gave_up_on_locks(exc)}") from None
 
 
 def no_params(body: dict, settings: Settings) -> dict:

@@ -7,7 +7,6 @@ if it loses them, `reaper` re-enqueues from here.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from enum import StrEnum
 
 import psycopg
@@ -15,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from app.config import PROJECT_ROOT
+from app.times import iso
 
 
 class JobStatus(StrEnum):
@@ -48,10 +48,6 @@ def bootstrap(conn: psycopg.Connection) -> None:
             conn.execute(LEDGER_SQL.read_text())
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def document(row: dict) -> dict:
     """The job status document served by GET /jobs/<run_id>."""
     return {
@@ -62,9 +58,9 @@ def document(row: dict) -> dict:
         "progress": row["progress"],
         "result": row["result"],
         "error": row["error"],
-        "requested_at": _iso(row["requested_at"]),
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
+        "requested_at": iso(row["requested_at"]),
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
         "trigger": row["trigger"],
         "request_id": row["request_id"],
         "cancel_requested": row["cancel_requested_at"] is not None,
@@ -187,13 +183,15 @@ def fail_lost(conn: psycopg.Connection, lost_after_s: float) -> list[dict]:
         ).fetchall()
 
 
-def active_counts(conn: psycopg.Connection) -> list[tuple[str, str, int, float]]:
-    """(job, status, count, seconds since the oldest was requested) of queued and running jobs."""
+def active_counts(conn: psycopg.Connection) -> tuple[list[tuple[str, str, int]], float]:
+    """[(job, status, count)] of queued and running jobs, and how many seconds the oldest
+    queued job has waited (0 when none waits)."""
     rows = conn.execute(
         """SELECT job, status, count(*), EXTRACT(EPOCH FROM now() - min(requested_at))
            FROM store_jobs WHERE status IN ('queued', 'running') GROUP BY job, status"""
     ).fetchall()
-    return [(job, status, int(count), float(seconds or 0)) for job, status, count, seconds in rows]
+    oldest = max((float(age or 0) for _job, status, _n, age in rows if status == JobStatus.QUEUED), default=0.0)
+    return [(job, status, int(count)) for job, status, count, _age in rows], oldest
 
 
 def queued_before(conn: psycopg.Connection, age_s: float) -> list[dict]:

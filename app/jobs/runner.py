@@ -23,7 +23,8 @@ import psycopg
 import structlog
 from rq.job import Job
 
-from app import db, logs, metrics, pulse
+from app import db, logs, metrics, pulse, retry
+from app.errors import first_line
 from app.jobs import ledger
 from app.jobs.base import JobCancelled, JobContext, JobError, JobKind, JobTimedOut
 from app.jobs.ledger import JobStatus
@@ -69,7 +70,7 @@ class _Heartbeat(threading.Thread):
                     ended = _terminate(conn, self.ctx.session_name)
                     self.log.warning("stopping job", reason=reason, sessions_terminated=ended)
             except psycopg.Error as exc:
-                self.log.warning("heartbeat failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self.log.warning("heartbeat failed", error=first_line(exc))
                 if conn is not None:
                     conn.close()
                 conn = None
@@ -89,16 +90,17 @@ class Runner:
     def _ledger_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a ledger function on the runner's connection, once more on a fresh
         connection if the old one broke (database restarted)."""
-        for attempt in (1, 2):
+
+        def call() -> T:
             if self._conn is None or self._conn.closed or self._conn.broken:
                 self._conn = db.connect(self.settings, application_name="store-runner", autocommit=True)
-            try:
-                return fn(self._conn, *args, **kwargs)
-            except psycopg.OperationalError:
+            return fn(self._conn, *args, **kwargs)
+
+        def reconnect(_attempt: int, _exc: BaseException, _pause: float) -> None:
+            if self._conn is not None:
                 self._conn.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+
+        return retry.call(call, on=psycopg.OperationalError, attempts=2, before_pause=reconnect)
 
     def execute(self, run_id: str) -> None:
         """Run one ledger job. Never raises: every outcome is written to the ledger."""
@@ -137,7 +139,7 @@ class Runner:
             result = kind.run(ctx, row["params"]) or {}
             ctx.check()
             status = JobStatus.SUCCESS
-        except Exception as exc:  # noqa: BLE001 - every failure must reach the ledger
+        except Exception as exc:  # every failure must reach the ledger
             status, error = ctx.outcome(exc)
             if not isinstance(exc, (JobCancelled, JobTimedOut, JobError)) and ctx.stop_reason is None:
                 log.exception("job crashed")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import psycopg
 
+from app.db import scalar
+
 TIMESCALEDB = "timescaledb"
 POSTGRES = "postgres"
 
@@ -27,12 +29,14 @@ def timescaledb_installable(conn: psycopg.Connection) -> bool:
     Read through pg_settings, which hides the superuser-only setting from other roles
     (current_setting() raises for them instead): such a role gets plain Postgres.
     """
-    row = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
+    return bool(
+        scalar(
+            conn,
+            """SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
                   AND EXISTS (SELECT 1 FROM pg_settings WHERE name = 'shared_preload_libraries'
-                              AND setting ~ '(^|[ ,])timescaledb($|[ ,])')"""
-    ).fetchone()
-    return bool(row[0])
+                              AND setting ~ '(^|[ ,])timescaledb($|[ ,])')""",
+        )
+    )
 
 
 def enable_timescaledb(conn: psycopg.Connection) -> str:
@@ -56,12 +60,14 @@ def enable_timescaledb(conn: psycopg.Connection) -> str:
 def is_hypertable(conn: psycopg.Connection, table: str) -> bool:
     if not timescaledb_version(conn):
         return False
-    row = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+    return bool(
+        scalar(
+            conn,
+            """SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
                           WHERE hypertable_schema = current_schema() AND hypertable_name = %s)""",
-        (table,),
-    ).fetchone()
-    return bool(row[0])
+            (table,),
+        )
+    )
 
 
 def is_partitioned(conn: psycopg.Connection, table: str) -> bool:

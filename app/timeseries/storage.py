@@ -12,6 +12,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from app.db import scalar
 from app.timeseries import backend, catalog, partitions
 
 
@@ -38,7 +39,7 @@ def create_table(conn: psycopg.Connection, name: str, columns: str, use: str) ->
                 (name, info.compress_after),
             )
         return
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+    exists = scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (name,))
     if exists and not backend.is_partitioned(conn, name):
         raise RuntimeError(f"{name} exists but is not partitioned; convert it before migrating")
     conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}) PARTITION BY RANGE ({})").format(ident, body, col))
