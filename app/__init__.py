@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     res = Resources(settings)
     res.background.append(Sweeper(res))
     app = Flask(__name__)
-    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it
     app.extensions[EXTENSION] = res
     errors.register(app)

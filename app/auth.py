@@ -10,6 +10,7 @@ from typing import Any
 from flask import current_app, request
 from flask.typing import ResponseReturnValue
 
+from app import resources_of
 from app.errors import Unauthorized
 
 
@@ -23,7 +24,7 @@ def check_admin() -> None:
             "Authorization must be 'Bearer <token>'",
             headers={"WWW-Authenticate": 'Bearer realm="market-data-store", error="invalid_request"'},
         )
-    expected = current_app.config["SETTINGS"].admin_token.encode()
+    expected = resources_of(current_app).settings.admin_token.encode()
     if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), expected):
         raise Unauthorized(
             "invalid token",

@@ -47,22 +47,7 @@ def start(
 
 def heartbeat(conn: psycopg.Connection, run_id: int, state: State, default_provider: str | None) -> None:
     """Counts so far and a fresh `metadata.last_heartbeat`."""
-    conn.execute(
-        """UPDATE job_runs SET rows_written = %s, rows_failed = %s, symbols = %s, min_ts = %s, max_ts = %s,
-                  provider = coalesce(%s, provider),
-                  metadata = metadata || jsonb_build_object('last_heartbeat', now(), 'rows_read', %s::bigint)
-           WHERE id = %s AND status = 'running'""",
-        (
-            state.rows_written,
-            state.rows_rejected,
-            sorted(state.symbols),
-            state.min_ts,
-            state.max_ts,
-            _provider(state, default_provider),
-            state.rows_read,
-            run_id,
-        ),
-    )
+    _update(conn, run_id, state, default_provider)
 
 
 def finish(
@@ -74,24 +59,43 @@ def finish(
     error: str | None = None,
     extra: dict | None = None,
 ) -> None:
+    """Close the row: its final status ('success', 'failure', 'cancelled') and counts."""
+    _update(conn, run_id, state, default_provider, status=status, error=error, extra=extra)
+
+
+def _update(
+    conn: psycopg.Connection,
+    run_id: int,
+    state: State,
+    default_provider: str | None,
+    *,
+    status: str | None = None,
+    error: str | None = None,
+    extra: dict | None = None,
+) -> None:
+    """The counts of a running row; with `status`, closed as well."""
     conn.execute(
-        """UPDATE job_runs SET status = %s, error_message = %s, completed_at = now(), rows_written = %s,
-                  rows_failed = %s, symbols = %s, min_ts = %s, max_ts = %s, provider = coalesce(%s, provider),
-                  metadata = metadata || %s || jsonb_build_object('last_heartbeat', now(), 'rows_read', %s::bigint)
-           WHERE id = %s AND status = 'running'""",
-        (
-            status,
-            error,
-            state.rows_written,
-            state.rows_rejected,
-            sorted(state.symbols),
-            state.min_ts,
-            state.max_ts,
-            _provider(state, default_provider),
-            Jsonb(extra or {}),
-            state.rows_read,
-            run_id,
-        ),
+        """UPDATE job_runs SET rows_written = %(written)s, rows_failed = %(rejected)s, symbols = %(symbols)s,
+                  min_ts = %(min)s, max_ts = %(max)s, provider = coalesce(%(provider)s, provider),
+                  status = coalesce(%(status)s, status),
+                  error_message = CASE WHEN %(status)s::text IS NULL THEN error_message ELSE %(error)s END,
+                  completed_at = CASE WHEN %(status)s::text IS NULL THEN completed_at ELSE now() END,
+                  metadata = metadata || %(extra)s
+                             || jsonb_build_object('last_heartbeat', now(), 'rows_read', %(read)s::bigint)
+           WHERE id = %(id)s AND status = 'running'""",
+        {
+            "written": state.rows_written,
+            "rejected": state.rows_rejected,
+            "symbols": sorted(state.symbols),
+            "min": state.min_ts,
+            "max": state.max_ts,
+            "provider": _provider(state, default_provider),
+            "status": status,
+            "error": error,
+            "extra": Jsonb(extra or {}),
+            "read": state.rows_read,
+            "id": run_id,
+        },
     )
 
 
