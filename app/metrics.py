@@ -1,10 +1,10 @@
-"""Every Prometheus metric the store exposes, by the names of the integration guide.
+"""Every Prometheus metric the store exposes, by the names the platform uses (docs/contracts.md, "Metrics Prometheus scrapes").
 
 Two kinds:
 
 - HTTP metrics of the API processes (`http_requests_total`, `http_request_duration_seconds`)
   are ordinary prometheus_client metrics, in multiprocess mode under gunicorn.
-- Domain metrics (migrations, jobs, drift, sinks, pulse) are recorded by whichever process
+- Domain metrics (jobs, drift, sinks, pulse) are recorded by whichever process
   does the work, usually the worker in another container. They are kept in Redis hashes
   (`Shared*` below) and turned into samples by `SharedCollector` when Prometheus scrapes
   the API's `/metrics` (`app/api/metrics.py` adds the live queue and ledger gauges).
@@ -105,7 +105,6 @@ class SharedHistogram(_Shared):
         self._write(write)
 
 
-MIGRATIONS_APPLIED = SharedCounter("migrations_applied_total", "Migrations applied by this store")
 JOBS_FINISHED = SharedCounter("store_jobs_total", "Jobs finished, by kind and final status", ("kind", "status"))
 JOB_DURATION = SharedHistogram(
     "store_job_duration_seconds",
@@ -119,7 +118,12 @@ SCHEMA_DRIFT_LAST = SharedGauge(
 )
 REGISTRY_UP = SharedGauge("store_registry_up", "1 if the registry answered the last drift check", ("track",))
 DRIFT_LAST_CHECK = SharedGauge("store_drift_last_check_timestamp", "Unix time of the last drift check", ("track",))
-SINK_WRITES = SharedCounter("sink_writes_total", "Rows written by sinks", ("sink", "outcome"))
+SINK_WRITES = SharedCounter(
+    "sink_writes_total",
+    "Rows handled by sinks: success, unchanged, rejected (bad rows), error (refused by the database), "
+    "cancelled (a batch stopped by a cancel, timeout or shutdown)",
+    ("sink", "outcome"),
+)
 SINK_LATENCY = SharedHistogram(
     "sink_write_latency",
     "Seconds per sink write batch",
@@ -154,18 +158,19 @@ class SharedCollector:
 
 
 class LiveCollector:
-    """Gauges read when Prometheus scrapes, from the callables the API passes in (see
-    app/api/metrics.py): the RQ queue's depth and workers, and the ledger's active jobs:
-    ([(kind, status, count)], seconds the oldest queued job has waited). A dependency
-    that does not answer leaves its gauges out of the scrape."""
+    """Samples read when Prometheus scrapes, from the callables the API passes in (see
+    app/api/metrics.py): the RQ queue's depth and workers; from the database, the ledger's
+    active jobs ([(kind, status, count)]), the seconds the oldest queued job has waited and
+    the migrations applied (yoyo's log: by any path, surviving restarts). A dependency
+    that does not answer leaves its samples out of the scrape."""
 
     def __init__(
         self,
         queue_depth: Callable[[], int],
         workers: Callable[[], int],
-        active_jobs: Callable[[], tuple[list[tuple[str, str, int]], float]],
+        from_database: Callable[[], tuple[list[tuple[str, str, int]], float, int]],
     ):
-        self.queue_depth, self.workers, self.active_jobs = queue_depth, workers, active_jobs
+        self.queue_depth, self.workers, self.from_database = queue_depth, workers, from_database
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("store_queue_depth", "Jobs waiting in the RQ queue")
@@ -178,9 +183,13 @@ class LiveCollector:
         except redis.exceptions.RedisError:
             pass
         active = GaugeMetricFamily("store_jobs_active", "Jobs queued or running, by kind", labels=("kind", "status"))
+        applied = CounterMetricFamily(
+            "migrations_applied", "Migrations applied to this database by any path (yoyo's apply log)"
+        )
         oldest = GaugeMetricFamily("store_oldest_queued_job_age_seconds", "Age of the oldest queued job")
         try:
-            rows, age = self.active_jobs()
+            rows, age, migrations = self.from_database()
+            applied.add_metric([], migrations)
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
             return
         for job, status, count in rows:
@@ -188,6 +197,7 @@ class LiveCollector:
         oldest.add_metric([], age)
         yield active
         yield oldest
+        yield applied
 
 
 def _family(metric: _Shared, values: dict[str, str]) -> Metric:

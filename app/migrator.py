@@ -51,6 +51,14 @@ def applied_ids(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in conn.execute(f"SELECT migration_id FROM {MIGRATION_TABLE}").fetchall()]
 
 
+def applied_count(conn: psycopg.Connection) -> int:
+    """Apply operations in yoyo's log (0 before the first migration): every migration
+    applied to this database, by any process, over its whole life."""
+    if not scalar(conn, "SELECT to_regclass('_yoyo_log') IS NOT NULL"):
+        return 0
+    return int(scalar(conn, "SELECT count(*) FROM _yoyo_log WHERE operation = 'apply'"))
+
+
 def status(conn: psycopg.Connection) -> dict:
     """`{"version", "applied", "pending"}` as served by GET /schema/version."""
     applied = set(applied_ids(conn))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job
 
 from app.config import Settings
@@ -62,6 +62,10 @@ class JobQueue:
 
     def depth(self) -> int:
         return int(self.client().llen(self.rq().key))
+
+    def workers_alive(self) -> int:
+        """RQ workers registered on this store's queue (a stopped worker deregisters itself)."""
+        return len(Worker.all(queue=self.rq()))
 
     def close(self) -> None:
         with self._lock:

@@ -7,6 +7,17 @@ from flask import Blueprint
 
 def blueprints() -> list[Blueprint]:
     """Every blueprint the API serves, in registration order."""
-    from app.api import aggregates, backfill, drift, jobs, openapi, probes, retention, schema
+    from app.api import aggregates, backfill, drift, jobs, openapi, probes, retention, schedules, schema, ui
 
-    return [probes.bp, schema.bp, jobs.bp, drift.bp, openapi.bp, retention.bp, aggregates.bp, backfill.bp]
+    return [
+        probes.bp,
+        schema.bp,
+        jobs.bp,
+        drift.bp,
+        openapi.bp,
+        retention.bp,
+        aggregates.bp,
+        backfill.bp,
+        schedules.bp,
+        ui.bp,
+    ]

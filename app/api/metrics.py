@@ -15,6 +15,7 @@ from prometheus_client.core import Metric
 from prometheus_flask_exporter import PrometheusMetrics, choose_encoder
 from rq import Worker
 
+from app import migrator
 from app.jobs import ledger
 from app.metrics import LiveCollector, SharedCollector
 from app.resources import Resources
@@ -31,14 +32,15 @@ class _Delegate:
 
 
 def _live(resources: Resources) -> LiveCollector:
-    def active_jobs() -> tuple[list[tuple[str, str, int]], float]:
+    def from_database() -> tuple[list[tuple[str, str, int]], float, int]:
         with resources.pool.connection(timeout=resources.settings.health_timeout) as conn:
-            return ledger.active_counts(conn)
+            active, oldest = ledger.active_counts(conn)
+            return active, oldest, migrator.applied_count(conn)
 
     return LiveCollector(
         queue_depth=resources.queue.depth,
         workers=lambda: Worker.count(connection=resources.queue.client()),
-        active_jobs=active_jobs,
+        from_database=from_database,
     )
 
 

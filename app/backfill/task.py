@@ -30,5 +30,6 @@ class Task:
     progress: Callable[..., None]  # progress(**fields) for whoever watches the run
     # How a run that ends with this exception is recorded: ("cancelled" | "failed", message).
     outcome: Callable[[BaseException], tuple[str, str]]
+    stopping: Callable[[], bool]  # a cancel, timeout or shutdown is stopping the run
     log: Any
     heartbeat_s: float = 5.0  # job_runs heartbeat while the source is slow

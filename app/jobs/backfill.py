@@ -69,6 +69,7 @@ def task(ctx: JobContext) -> Task:
         check=ctx.check,
         progress=ctx.progress,
         outcome=outcome,
+        stopping=lambda: ctx.stop_reason is not None,
         log=ctx.log,
         heartbeat_s=ctx.settings.heartbeat_interval,
     )

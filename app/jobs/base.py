@@ -40,13 +40,15 @@ class JobTimedOut(Exception):
     """Raised inside a job when it ran past its timeout."""
 
 
-def outcome(exc: BaseException, stop_reason: str | None, timeout_s: float) -> tuple[JobStatus, str]:
+def outcome(
+    exc: BaseException, stop_reason: str | None, timeout_s: float, stop_detail: str | None = None
+) -> tuple[JobStatus, str]:
     """The final status and error of a job that raised `exc` (the one place this is decided).
 
     A cancel or timeout wins over whatever error the stop caused inside the job (a
     terminated session shows up as a database error)."""
     if isinstance(exc, JobCancelled) or stop_reason == "cancelled":
-        return JobStatus.CANCELLED, "cancelled on request"
+        return JobStatus.CANCELLED, stop_detail or "cancelled on request"
     if isinstance(exc, JobTimedOut) or stop_reason == "timeout":
         return JobStatus.FAILED, f"timed out after {timeout_s:g} s; its database sessions were terminated"
     if isinstance(exc, JobError):
@@ -108,6 +110,7 @@ class JobContext:
     _progress: dict = field(default_factory=dict)
     _progress_dirty: bool = False
     _stop: str | None = None  # 'cancelled' | 'timeout'
+    stop_detail: str | None = None  # why it was cancelled, when not on request (the worker was interrupted)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- database ---------------------------------------------------------------------
@@ -147,11 +150,13 @@ class JobContext:
         with self._lock:
             return dict(self._progress)
 
-    def request_stop(self, reason: str) -> None:
-        """Mark the job stopping ('cancelled' or 'timeout')."""
+    def request_stop(self, reason: str, detail: str | None = None) -> bool:
+        """Mark the job stopping ('cancelled' or 'timeout'); False if it already was."""
         with self._lock:
             if self._stop is None:
-                self._stop = reason
+                self._stop, self.stop_detail = reason, detail
+                return True
+            return False
 
     @property
     def stop_reason(self) -> str | None:
@@ -159,7 +164,7 @@ class JobContext:
 
     def outcome(self, exc: BaseException) -> tuple[JobStatus, str]:
         """The final status and error if the job ends with `exc` now."""
-        return outcome(exc, self.stop_reason, self.timeout_s)
+        return outcome(exc, self.stop_reason, self.timeout_s, self.stop_detail)
 
     def check(self) -> None:
         """Raise if the job was cancelled or is past its deadline. Call between steps."""

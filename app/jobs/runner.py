@@ -50,7 +50,7 @@ class _Heartbeat(threading.Thread):
         super().__init__(name=f"heartbeat-{ctx.run_id}", daemon=True)
         self.ctx = ctx
         self.done = threading.Event()
-        self.log = ctx.log
+        self.log = ctx.log  # bound to run_id and job: this thread does not share the job's context
 
     def run(self) -> None:
         s = self.ctx.settings
@@ -86,6 +86,29 @@ class Runner:
         self.settings = resources.settings
         self.kinds = kinds
         self._conn: psycopg.Connection | None = None  # kept between jobs (claims stay fast)
+        self.current: JobContext | None = None  # the job running now (one at a time)
+
+    def interrupt(self, detail: str) -> bool:
+        """Stop the running job at once (SIGINT: Ctrl-C in `make run`): it ends `cancelled`
+        with `detail` as its error, and a backfill resumes from its checkpoint when triggered
+        again. Safe to call from a signal handler: the database sessions are ended from a
+        thread. False when no job is running."""
+        ctx = self.current
+        if ctx is None or not ctx.request_stop("cancelled", detail):
+            return False
+        ctx.log.warning("stopping job", reason="interrupted", detail=detail)
+
+        def terminate() -> None:
+            try:
+                with db.connect(
+                    ctx.settings, application_name="store-interrupt", autocommit=True, connect_timeout=2
+                ) as conn:
+                    _terminate(conn, ctx.session_name)
+            except psycopg.Error as exc:
+                ctx.log.warning("could not end the job's database sessions", error=first_line(exc, 200))
+
+        threading.Thread(target=terminate, name="interrupt", daemon=True).start()
+        return True
 
     def _ledger_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a ledger function on the runner's connection, once more on a fresh
@@ -116,7 +139,7 @@ class Runner:
             structlog.contextvars.unbind_contextvars("run_id", "job", "request_id")
 
     def _run_claimed(self, run_id: str, row: dict) -> None:
-        log = logs.get("worker")
+        log = logs.get("worker").bind(run_id=run_id, job=row["job"])
         kind = self.kinds.get(row["job"])
         timeout_s = float(row["timeout_s"])
         ctx = JobContext(
@@ -128,6 +151,7 @@ class Runner:
             timeout_s=timeout_s,
             redis=self.resources.queue.client(),
         )
+        self.current = ctx
         started = time.monotonic()
         beat = _Heartbeat(ctx)
         beat.start()
@@ -144,6 +168,7 @@ class Runner:
             if not isinstance(exc, (JobCancelled, JobTimedOut, JobError)) and ctx.stop_reason is None:
                 log.exception("job crashed")
         finally:
+            self.current = None
             beat.done.set()
             beat.join(timeout=5)
         duration = time.monotonic() - started
