@@ -149,7 +149,7 @@ def test_backfill_wait_success_and_failure_exit_codes(svc):
     out = ok(proc)
     assert "✔ success backfill.bars_ohlcv" in out
     assert "rows_read: 2,500" in out and "rows_written: 2,500" in out
-    assert re.search(r"backfill\.bars_ohlcv success\s+rows 2,500", proc.stderr), proc.stderr
+    assert re.search(r"backfill\.bars_ohlcv success\s+100%\s+rows 2,500 of ~2,500", proc.stderr), proc.stderr
 
     bad = _source(svc, "bad-row.ndjson", bars(5, symbols=("clx",)) + [{**bars(1)[0], "high": 1.0}])
     proc = mds(svc, "backfill", "bars_ohlcv", bad, "--wait")
@@ -255,10 +255,13 @@ def test_jobs_watch_follows_a_running_job_and_cancel_stops_it(svc):
         )
         out = ok(mds(svc, "jobs", "cancel", run_id))
         assert out.strip() == f"cancel requested: job {run_id} is stopping (running)"
+        source.release_when_stopped(svc.env["DATABASE_URL"], run_id)
         stdout, stderr = watcher.communicate(timeout=120)
     assert watcher.returncode == 1, (stdout, stderr)
     assert stdout.startswith("■ cancelled backfill.bars_ohlcv")
-    assert re.search(r"backfill\.bars_ohlcv running\s+rows [\d,]+\s+[\d.]+/[\d.]+ MB \d+%", stderr), stderr
+    assert re.search(r"backfill\.bars_ohlcv running\s+\d+%\s+rows [\d,]+ of ~[\d,]+\s+[\d.]+/[\d.]+ MB read", stderr), (
+        stderr
+    )
 
 
 def _start_watched_backfill(svc, source, *extra) -> tuple[subprocess.Popen, str]:
@@ -301,6 +304,8 @@ def test_ctrl_c_with_cancel_on_interrupt_cancels_the_job_and_exits_130(svc):
         assert proc.returncode == 130, (stdout, stderr)
         assert f"cancel requested: job {run_id} is running" in stderr
         assert "Traceback" not in stderr
+        assert svc.get(f"/jobs/{run_id}").json()["cancel_requested"] is True
+        source.release_when_stopped(svc.env["DATABASE_URL"], run_id)
         assert svc.wait_job(run_id)["status"] == "cancelled"
 
 

@@ -137,7 +137,7 @@
 
   function progressBar(doc) {
     const p = doc.progress && typeof doc.progress === "object" ? doc.progress : {};
-    const bar = el("progress", { class: "job-progress", max: 1 });
+    let bar = el("progress", { class: "job-progress", max: 1 });
     const parts = [];
     if (doc.status === "success") {
       bar.value = 1;
@@ -149,7 +149,7 @@
     } else if (doc.status === "queued" || doc.status === "running") {
       bar.removeAttribute("value"); // indeterminate
     } else {
-      bar.value = 0;
+      bar = null; // ended without a measure of how far it got
     }
     if (typeof p.rows_read === "number") parts.push(fmt(p.rows_read) + " rows");
     if (typeof p.rate === "number" && doc.status === "running") parts.push(fmt(p.rate) + " rows/s");
