@@ -3,15 +3,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: run test test-timescale venv bench clean
+.PHONY: run test lint test-timescale venv venv-runtime bench clean
 
-## run: the API and one worker in the foreground (starts local Postgres/Redis if needed)
-run: venv
+## run: the API and one worker in the foreground (starts local Postgres/Redis if needed);
+## installs only the runtime dependencies (requirements.txt)
+run: venv-runtime
 	./scripts/run-local.sh
 
 ## test: the whole test suite against real Postgres, Redis, gunicorn and workers
 test: venv
 	$(PY) -m pytest
+
+## lint: ruff (lint + format check) and mypy, as CI runs them
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## test-timescale: only the TimescaleDB-marked tests (skipped where the extension is absent)
 test-timescale: venv
@@ -23,10 +30,18 @@ bench: venv
 
 venv: $(VENV)/.installed
 
+venv-runtime: $(VENV)/.installed-runtime
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	# the project itself, editable: puts the `mds` command in $(VENV)/bin
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@ $(VENV)/.installed-runtime
+
+$(VENV)/.installed-runtime: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 

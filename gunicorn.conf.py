@@ -1,12 +1,22 @@
-"""gunicorn settings: `gunicorn -c gunicorn.conf.py` serves the API on 0.0.0.0:$PORT."""
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py` serves the API on $HOST:$PORT (0.0.0.0:8082;
+`make run` sets HOST=127.0.0.1)."""
 
 import os
 import shutil
 import sys
 import tempfile
 
+# Prometheus multiprocess mode: one directory shared by the workers, wiped at start. It
+# lives under the temporary directory (/tmp in the image, a tmpfs in compose), so the
+# application directory can stay read-only. prometheus_client reads the variable when
+# it is imported, so it is set before anything imports it; Settings reads it too.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "market-data-store-metrics")
+)
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}"]
+
 # Configuration errors stop the master with one line, before any worker forks.
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, load_settings  # noqa: E402
 
 try:
     _settings = load_settings()
@@ -17,7 +27,8 @@ except ConfigError as _exc:
 from app import logs  # noqa: E402
 
 wsgi_app = "app:create_app()"
-bind = f"0.0.0.0:{_settings.port}"
+_host = f"[{_settings.host}]" if ":" in _settings.host and not _settings.host.startswith("[") else _settings.host
+bind = f"{_host}:{_settings.port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
@@ -28,20 +39,12 @@ limit_request_field_size = 8190
 accesslog = None  # the app logs each request itself, with its request id
 errorlog = "-"
 loglevel = _settings.log_level.lower()
-logconfig_dict = logs.logging_dict(_settings.log_level)
+logconfig_dict = logs.logging_dict(_settings.log_level, _settings.log_format)
 control_socket_disable = True  # gunicorn >= 25: no control socket in a read-only container
 # Worker heartbeat files in memory (/dev/shm is a tmpfs in every container), not on the
 # image's overlay filesystem where a slow disk can stall heartbeats.
 if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
     worker_tmp_dir = "/dev/shm"
-
-# Prometheus multiprocess mode: one directory shared by the workers, wiped at start. It
-# lives under the temporary directory (/tmp in the image, a tmpfs in compose), so the
-# application directory can stay read-only.
-_metrics_dir = os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "market-data-store-metrics")
-)
-raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}"]
 
 
 def _json_error(sock, status_int, reason, mesg):
@@ -65,17 +68,26 @@ def post_fork(server, worker):
     util.write_error = _json_error
 
 
+def post_worker_init(worker):
+    """The app is loaded in this worker: start its process-wide work (the reaper sweeper,
+    after the ledger's bootstrap). Nothing of it runs in the master or before the fork."""
+    from app import resources_of
+
+    resources_of(worker.wsgi).start()
+
+
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
-    logs.configure(_settings.log_level, _settings.secrets())
+    logs.configure(_settings.log_level, _settings.secrets(), _settings.log_format)
     logs.get("gunicorn").info("starting market-data-store API", bind=bind, workers=workers, threads=threads)
 
 
 def worker_exit(server, worker):
-    from app import db
+    from app import resources_of
 
-    db.close_pool()  # say goodbye to Postgres instead of dropping the connections
+    if getattr(worker, "wsgi", None) is not None:
+        resources_of(worker.wsgi).close()  # say goodbye to Postgres instead of dropping the connections
 
 
 def child_exit(server, worker):

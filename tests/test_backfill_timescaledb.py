@@ -1,6 +1,6 @@
 """Backfill on TimescaleDB: the same job into a hypertable, compressed chunks included.
 
-Runs on the throwaway cluster of tests/timescale_cluster.py; skipped where timescaledb.so
+Runs on the throwaway cluster of tests/support/timescale.py; skipped where timescaledb.so
 is not installed.
 """
 
@@ -12,12 +12,12 @@ import uuid
 import psycopg
 import pytest
 import structlog
-from conftest import make_settings
-from test_backfill_service import bars, expected, stored, write_ndjson
-from timescale_cluster import requires_timescaledb, timescale_cluster, timescale_database_url, timescale_migrated_url  # noqa: F401
 
 from app.jobs import backfill
 from app.jobs.base import JobContext
+from tests.support.backfill import bars, expected, stored, write_ndjson
+from tests.support.db import make_settings
+from tests.support.timescale import requires_timescaledb
 
 pytestmark = [pytest.mark.timescaledb, requires_timescaledb]
 
@@ -60,7 +60,8 @@ def test_load_reload_into_compressed_chunks_and_recompute_the_continuous_aggrega
     assert stored(timescale_migrated_url, ["ts1", "ts2"]) == expected(changed)
 
     agg = backfill.run_aggregates(
-        ctx(settings), backfill.parse_aggregates({"start": "2024-02-05T00:00:00Z", "end": "2024-02-07T00:00:00Z"})
+        ctx(settings),
+        backfill.parse_aggregates({"start": "2024-02-05T00:00:00Z", "end": "2024-02-07T00:00:00Z"}, settings),
     )
     assert agg["aggregates"]["bars_ohlcv_1d"]["rows_written"] == 4  # two symbols, two days
     with psycopg.connect(timescale_migrated_url) as conn:

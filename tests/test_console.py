@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ROOT, create_database, drop_database, make_settings
+
+from tests.support.common import ROOT
+from tests.support.db import create_database, drop_database, make_settings
 
 UI = ROOT / "app" / "ui"
 

@@ -18,9 +18,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, Service, create_database, drop_database, wait_for
-from test_backfill_service import bars, write_ndjson
-from vendor_standin import GatedSource
+
+from tests.support.backfill import bars, write_ndjson
+from tests.support.common import TOKEN, wait_for
+from tests.support.db import create_database, drop_database
+from tests.support.service import Service
+from tests.support.vendor_standin import GatedSource
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -1,7 +1,9 @@
 """Periodic work inside the worker process: the reaper sweep and scheduled jobs.
 
 Every worker runs this thread, but only the one holding a Postgres advisory lock
-(session-level, so it is released when its process dies) enqueues scheduled jobs.
+(session-level, so it is released when its process dies) enqueues scheduled jobs. The
+schedules themselves are rows of `store_schedules` (app/jobs/schedules.py), read on every
+tick: pausing or changing one through the API applies without a restart.
 Scheduled jobs go through the same `service.submit` as API triggers, so single flight
 holds and they appear in the ledger with `trigger = 'schedule'`.
 """
@@ -9,31 +11,25 @@ holds and they appear in the ledger with `trigger = 'schedule'`.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 import psycopg
 
-from app import db, logs
-from app.config import Settings
-from app.jobs import reaper, service
+from app import db, logs, migrator
+from app.errors import first_line
+from app.jobs import reaper, schedules, service
+from app.jobs.base import JobKind
+from app.resources import Resources
 
 LEADER_LOCK_KEY = 0x4D44_5353_5343  # 'MDSSSC'
 TICK_S = 5.0
 
 
-def schedules(settings: Settings) -> list[tuple[str, str, timedelta | None]]:
-    """(schedule name, job kind, period) for each periodic job."""
-    return [
-        ("retention", "retention", settings.retention_every),
-        ("refresh_aggregate", "refresh_aggregate", settings.refresh_every),
-        ("drift_check", "drift_check", settings.drift_every),
-    ]
-
-
 class Scheduler(threading.Thread):
-    def __init__(self, settings: Settings):
+    def __init__(self, resources: Resources, kinds: dict[str, JobKind]):
         super().__init__(name="scheduler", daemon=True)
-        self.settings = settings
+        self.resources = resources
+        self.settings = resources.settings
+        self.kinds = kinds
         self.stopped = threading.Event()
         self.conn: psycopg.Connection | None = None
         self.leader = False
@@ -47,9 +43,9 @@ class Scheduler(threading.Thread):
             try:
                 self.tick()
             except psycopg.Error as exc:
-                self.log.warning("scheduler tick failed", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.log.warning("scheduler tick failed", error=first_line(exc))
                 self._reset()
-            except Exception:  # noqa: BLE001 - the scheduler must outlive any single failure
+            except Exception:  # the scheduler must outlive any single failure
                 self.log.exception("scheduler tick crashed")
                 self._reset()
         self._reset()
@@ -63,37 +59,30 @@ class Scheduler(threading.Thread):
         if self.conn is None or self.conn.closed:
             self.conn = db.connect(self.settings, application_name="store-scheduler", autocommit=True)
             self.leader = False
-        reaper.sweep(self.settings, self.conn)
+        conn = self.conn
+        reaper.sweep(self.resources, conn)
         if not self.leader:
-            self.leader = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()[0]
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+            self.leader = bool(row and row[0])
             if self.leader:
                 self.log.info("this worker runs the schedules")
         if self.leader:
-            self.enqueue_due()
+            self.enqueue_due(conn)
 
-    def enqueue_due(self) -> None:
-        from app import migrator
-        from app.jobs import KINDS
-
-        if migrator.status(self.conn)["pending"]:
+    def enqueue_due(self, conn: psycopg.Connection) -> None:
+        """Submit every schedule that is due. The table is read on every tick, so a change
+        made through PUT /schedules/<name> applies at the next tick, in whichever worker leads."""
+        if migrator.status(conn)["pending"]:
             return  # scheduled jobs need the store's schema: wait for POST /migrate
 
-        for name, kind_name, every in schedules(self.settings):
-            kind = KINDS.get(kind_name)
-            if every is None or kind is None:
+        schedules.ensure(conn, self.settings)
+        for due in schedules.claim_due(conn):
+            kind = self.kinds.get(due["job"])
+            if kind is None:
+                self.log.warning("schedule names an unknown job kind; skipped", schedule=due["name"], job=due["job"])
                 continue
-            with self.conn.transaction():
-                self.conn.execute("INSERT INTO store_schedules (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-                due = self.conn.execute(
-                    """SELECT last_enqueued_at IS NULL OR last_enqueued_at <= now() - %s
-                       FROM store_schedules WHERE name = %s""",
-                    (every, name),
-                ).fetchone()[0]
-            if not due:
-                continue
-            submitted = service.submit(self.settings, self.conn, kind, kind.parse({}), trigger="schedule")
-            self.conn.execute(
-                "UPDATE store_schedules SET last_enqueued_at = now(), last_run_id = %s WHERE name = %s",
-                (submitted.run_id, name),
+            submitted = service.submit(self.resources, conn, kind, due["params"], trigger="schedule")
+            schedules.record_run(conn, due["name"], submitted.run_id, reset_clock=False)
+            self.log.info(
+                "scheduled job submitted", schedule=due["name"], run_id=submitted.run_id, new=submitted.created
             )
-            self.log.info("scheduled job submitted", schedule=name, run_id=submitted.run_id, new=submitted.created)

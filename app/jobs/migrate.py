@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from app import metrics, migrator, validation
+from app import migrator, validation
+from app.config import Settings
 from app.jobs.base import JobContext, JobError, JobKind
 
 
-def parse(body: dict) -> dict:
+def parse(body: dict, settings: Settings) -> dict:
     validation.only(body, ["dry_run"])
     return {"dry_run": validation.flag(body, "dry_run")}
 
@@ -16,8 +17,6 @@ def run(ctx: JobContext, params: dict) -> dict:
         result = migrator.apply(ctx.settings, dry_run=params["dry_run"], session_name=ctx.session_name)
     except migrator.MigrationBusy as exc:
         raise JobError(str(exc)) from None
-    if result["applied"]:
-        metrics.MIGRATIONS_APPLIED.inc(len(result["applied"]))
     return result
 
 

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
-from app import logs, queue
+from app import logs
 from app.config import Settings
-from app.errors import Conflict
+from app.errors import Conflict, NotFound
 from app.jobs import ledger
 from app.jobs.base import JobKind
+from app.jobs.ledger import JobStatus
+from app.queue import JobQueue
+from app.resources import Resources
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ def _timeout(settings: Settings, kind: JobKind) -> float:
 
 
 def submit(
-    settings: Settings,
+    resources: Resources,
     conn: psycopg.Connection,
     kind: JobKind,
     params: dict,
@@ -50,9 +53,11 @@ def submit(
     request_id: str | None = None,
     idempotency_key: str | None = None,
     trigger: str = "api",
+    retry_of: str | None = None,
 ) -> Submitted:
-    """Record and enqueue a job. `conn` must be an autocommit connection."""
-    ledger.bootstrap(conn, settings.database_url)
+    """Record and enqueue a job. `conn` must be an autocommit connection. `retry_of`: the
+    run this one repeats (POST /jobs/<run_id>/retry)."""
+    settings = resources.settings
     digest = request_hash(kind.name, params)
     while True:
         with conn.transaction() as tx:
@@ -75,6 +80,7 @@ def submit(
                 single_flight_key=kind.single_flight(params),
                 timeout_s=_timeout(settings, kind),
                 trigger=trigger,
+                retry_of=retry_of,
             )
             if idempotency_key:
                 stored = conn.execute(
@@ -87,16 +93,64 @@ def submit(
                     continue
         break
     if created:
-        enqueue(settings, conn, run_id, _timeout(settings, kind))
+        enqueue(resources.queue, conn, run_id, _timeout(settings, kind))
     return Submitted(run_id, created)
 
 
-def enqueue(settings: Settings, conn: psycopg.Connection, run_id: str, timeout_s: float) -> bool:
+def enqueue(queue: JobQueue, conn: psycopg.Connection, run_id: str, timeout_s: float) -> bool:
     """Hand a recorded job to RQ. False (job left queued for the reaper) if Redis is down."""
     try:
-        queue.enqueue(settings, run_id, timeout_s)
+        queue.enqueue(run_id, timeout_s)
     except redis.exceptions.RedisError as exc:
         logs.get("jobs").warning("enqueue failed; the reaper will retry", run_id=run_id, error=str(exc))
         return False
     ledger.mark_enqueued(conn, run_id)
     return True
+
+
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+MAX_WAITING_FOR = 20  # run ids listed in `waiting_for`
+
+
+def retry(resources: Resources, conn: psycopg.Connection, run_id: str, *, request_id: str | None = None) -> Submitted:
+    """Run a failed or cancelled job again with its parameters, as a new run recording
+    `retry_of`. Single flight applies: an active run of the same target answers instead."""
+    from app.jobs import KINDS
+
+    row = ledger.get(conn, run_id)
+    if row is None:
+        raise NotFound(f"no job with run_id {run_id}")
+    if row["status"] not in RETRYABLE:
+        raise Conflict(
+            f"only failed or cancelled jobs can be retried; this one is {row['status']!r}", status_now=row["status"]
+        )
+    kind = KINDS.get(row["job"])
+    if kind is None:
+        raise Conflict(f"job kind {row['job']!r} no longer exists in this version of the store")
+    return submit(resources, conn, kind, row["params"], request_id=request_id, retry_of=run_id)
+
+
+def documents(queue: JobQueue, conn: psycopg.Connection, rows: list[dict]) -> list[dict]:
+    """Job documents, with `queue_position` and `waiting_for` filled in for queued jobs:
+    the position (1 = next to be taken) and the run ids ahead of it (running ones first),
+    or "no worker alive" when no worker is registered to take it."""
+    docs = [ledger.document(r) for r in rows]
+    if not any(d["status"] == JobStatus.QUEUED for d in docs):
+        return docs
+    running, queued = ledger.queue_order(conn)
+    try:
+        workers = queue.workers_alive()
+    except redis.exceptions.RedisError:
+        workers = None
+    for doc in docs:
+        if doc["status"] != JobStatus.QUEUED:
+            continue
+        position = queued.index(doc["run_id"]) if doc["run_id"] in queued else len(queued)
+        doc["queue_position"] = position + 1
+        if workers == 0:
+            doc["waiting_for"] = "no worker alive"
+        elif workers is None:
+            doc["waiting_for"] = "the queue (Redis) is unreachable"
+        else:
+            doc["waiting_for"] = (running + queued[:position])[:MAX_WAITING_FOR]
+    return docs

@@ -19,7 +19,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
-from conftest import wait_for
+
+from tests.support.common import wait_for
 
 HOLD_LIMIT_S = 120.0  # the handler never waits longer than this, whatever the test does
 
@@ -32,7 +33,7 @@ class GatedSource:
         source = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Content-Length", str(len(source.body)))
