@@ -304,6 +304,21 @@ def test_markup_in_api_values_is_shown_as_text(browser, svc):
     no_script_errors(d)
 
 
+def test_pause_and_resume_a_schedule(browser, svc):
+    d = browser
+    logged_in(d, svc)
+    go(d, svc, "schedules")
+    until(d, lambda d: visible(d, 'tr[data-name="retention"]'), "the schedules")
+    before = next(s for s in svc.get("/schedules").json()["schedules"] if s["name"] == "retention")["paused"]
+    css(d, 'tr[data-name="retention"] button.pause')[0].click()
+    want = "active" if before else "paused"
+    until(d, lambda d: text_of(d, 'tr[data-name="retention"] .schedule-state') == want, "the schedule's new state")
+    assert (
+        next(s for s in svc.get("/schedules").json()["schedules"] if s["name"] == "retention")["paused"] is not before
+    )
+    no_script_errors(d)
+
+
 def _failed_job(svc, name: str) -> str:
     rows = bars(2, symbols=("ovw",)) + [{**bars(1)[0], "volume": -1}]
     write_ndjson(svc.sources / name, rows)

@@ -501,11 +501,11 @@
           el("td", {}, s.name), el("td", {}, s.job),
           el("td", {}, el("form", { class: "inline", onsubmit: (ev) => { ev.preventDefault(); change({ every: every.value.trim() }); } },
             every, el("button", { type: "submit" }, "Save"))),
-          el("td", {}, s.paused ? "paused" : "active"),
-          el("td", {}, s.last_status ? statusBadge(s.last_status) : "–", " ", when(s.last_started_at)),
+          el("td", { class: "schedule-state" }, s.paused ? "paused" : "active"),
+          el("td", {}, s.last_status ? [statusBadge(s.last_status), " ", when(s.last_started_at)] : "–"),
           el("td", {}, when(s.next_run_at)),
           el("td", {},
-            el("button", { type: "button", onclick: () => change({ paused: !s.paused }) }, s.paused ? "Resume" : "Pause"), " ",
+            el("button", { type: "button", class: "pause", onclick: () => change({ paused: !s.paused }) }, s.paused ? "Resume" : "Pause"), " ",
             el("button", { type: "button", onclick: () => startJob(`/schedules/${encodeURIComponent(s.name)}/run`, {}, panel) }, "Run now")));
       })));
     };
