@@ -415,25 +415,32 @@ def test_url_and_token_come_from_a_dotenv_file(svc, tmp_path):
 
 
 @pytest.mark.slow
-def test_routes_the_store_lacks_are_named(svc):
-    """Schedules, retry and the newer job filters: used where the API has them, named where not."""
-    paths = svc.get("/openapi.json").json()["paths"]
-    done = svc.run_job("/migrate", {"dry_run": True})
-    if "/schedules" in paths:
-        assert "name" in ok(mds(svc, "schedules"))
-    else:
-        assert one_error_line(mds(svc, "schedules")) == "error: this store does not offer schedules (GET /schedules)"
-        line = one_error_line(mds(svc, "schedules", "run", "retention"))
-        assert line == "error: this store does not offer running schedules (POST /schedules/<name>/run)"
-    if "/jobs/{run_id}/retry" not in paths:
-        line = one_error_line(mds(svc, "jobs", "retry", done["run_id"]))
-        assert line == "error: this store does not offer retrying jobs (POST /jobs/<run_id>/retry)"
-    listed = svc.get("/jobs?limit=1").json()
-    if "total" not in listed:
-        line = one_error_line(mds(svc, "jobs", "--since", "2024-01-01T00:00:00Z"))
-        assert line == "error: this store does not offer filtering jobs by since"
-    else:
-        ok(mds(svc, "jobs", "--since", "2024-01-01T00:00:00Z"))
+def test_schedules_retry_and_job_filters(svc):
+    out = ok(mds(svc, "schedules"))
+    for name in ("retention", "refresh_aggregate", "drift_check"):
+        assert re.search(rf"^{name}\s+│", out, re.M), out
+    out = ok(mds(svc, "schedules", "set", "retention", "--every", "6 hours", "--pause"))
+    assert out.strip() == "retention: every 6 hours (paused)"
+    assert mds(svc, "schedules", "set", "retention").returncode == 2  # nothing to change: usage
+    line = one_error_line(mds(svc, "schedules", "set", "nope", "--resume"))
+    assert "nope" in line and line.endswith("(HTTP 404)")
+    out = ok(mds(svc, "schedules", "run", "retention", "--wait"))
+    assert "✔ success retention" in out
+
+    failed = _failed_backfill(svc)
+    proc = mds(svc, "jobs", "retry", failed["run_id"], "--wait")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)  # the same bad file fails again
+    new_id = re.search(r"^backfill\.bars_ohlcv run ([0-9a-f-]{36})$", proc.stdout, re.M).group(1)
+    assert new_id != failed["run_id"] and "✘ failed backfill.bars_ohlcv" in proc.stdout
+    assert svc.get(f"/jobs/{new_id}").json()["retry_of"] == failed["run_id"]
+
+    out = ok(mds(svc, "jobs", "--status", "failed,cancelled", "--job", "backfill.", "--since", "2000-01-01T00:00:00Z"))
+    assert failed["run_id"] in out and new_id in out and re.search(r"^\d+ of \d+ jobs$", out, re.M), out
+    line = one_error_line(mds(svc, "jobs", "--since", "last tuesday"))
+    assert "since" in line and line.endswith("(HTTP 400)")
+    # an unknown run id: the API's 404 text, one line
+    line = one_error_line(mds(svc, "jobs", "retry", "not-a-run-id"))
+    assert line.endswith("(HTTP 404)")
 
 
 def test_usage_errors_exit_2_and_help_lists_every_command(tmp_path):
