@@ -67,6 +67,15 @@ def parse_interval(text: object) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def in_words(value: timedelta) -> str:
+    """A retention period as people say it: '5 years' for 1825 days, else format_interval."""
+    days, rest = divmod(int(value.total_seconds()), 86400)
+    if rest == 0 and days and days % 365 == 0:
+        n = days // 365
+        return f"{n} year{'s' if n != 1 else ''}"
+    return format_interval(value)
+
+
 def format_interval(value: timedelta) -> str:
     """Render a timedelta the way the API reports intervals ('30 days', '12 hours')."""
     seconds = int(value.total_seconds())

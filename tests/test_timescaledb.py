@@ -150,7 +150,7 @@ def test_retention_drops_chunks_deletes_in_a_compressed_straddling_chunk_and_kee
         rollups.refresh_pending(conn, name)
         out = rollups.refresh(conn, name, cutoff - 90 * DAY, now + DAY)
         frozen_end = rollups.ceil_bucket(cutoff, width)
-        assert out["window"]["start"] == frozen_end.isoformat()
+        assert out["frozen_buckets_skipped"] > 0 and "rebuild" in out["warnings"][0]
         after = rollup_rows(conn, name)
         kept = {k: v for k, v in before[name].items() if k[3] < frozen_end}
         assert kept and {k: v for k, v in after.items() if k[3] < frozen_end} == kept

@@ -30,6 +30,7 @@ from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
 from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
 from app.backfill.task import BackfillError, Task
+from app.intervals import in_words
 from app.times import iso
 from app.timeseries import partitions
 
@@ -210,7 +211,7 @@ def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
     if row is None:
         return []
     return [
-        f"rows before {row[1].isoformat()} are older than the retention of {TABLE} ({row[0]}) and will be "
+        f"rows before {row[1].isoformat()} are older than the retention of {TABLE} ({in_words(row[0])}) and will be "
         f"removed by the next retention run; raise or disable the policy (PUT /retention/policies/{TABLE}) "
         f"to keep them"
     ]

@@ -32,7 +32,7 @@ def parse_time(field: str, value: object) -> datetime:
 
 
 def parse(body: dict, settings: Settings) -> dict:
-    validation.only(body, ["name", "start", "end"])
+    validation.only(body, ["name", "start", "end", "rebuild"])
     name = validation.one_of(body.get("name"), rollups.NAMES, "name", "an aggregate")
     start = parse_time("start", body["start"]) if body.get("start") is not None else None
     end = parse_time("end", body["end"]) if body.get("end") is not None else None
@@ -40,12 +40,18 @@ def parse(body: dict, settings: Settings) -> dict:
         raise BadRequest("end needs a start (without both, the pending invalidations are refreshed)")
     if start is not None and start >= (end or datetime.now(UTC)):
         raise BadRequest("start must be before end" + ("" if end else " (now, when end is not given)"))
+    rebuild = body.get("rebuild", False)
+    if not isinstance(rebuild, bool):
+        raise BadRequest("rebuild must be true or false")
+    if rebuild and (start is None or end is None):
+        raise BadRequest("rebuild needs a start and an end: the window to recompute from the raw rows present now")
     if start is not None and (end or datetime.now(UTC)) - start > MAX_WINDOW:
         raise BadRequest(f"the window from start to end may span at most {MAX_WINDOW.days} days")
     return {
         "name": name,
         "start": times.iso(start),
         "end": times.iso(end),
+        "rebuild": rebuild,
     }
 
 
@@ -75,6 +81,15 @@ def refresh_each(
     return results
 
 
+def outcome(results: dict[str, dict]) -> list[str]:
+    """The warnings of every refresh in `results`; a JobError when none of them could do
+    anything at all (every window frozen), so the job is `failed` with the explanation."""
+    warnings = [w for r in results.values() for w in r.get("warnings", [])]
+    if results and all(r.get("nothing_done") for r in results.values()):
+        raise JobError("nothing was refreshed: " + " ".join(warnings))
+    return warnings
+
+
 def run(ctx: JobContext, params: dict) -> dict:
     with ctx.connect(autocommit=True) as conn:
         if params["start"]:
@@ -84,20 +99,23 @@ def run(ctx: JobContext, params: dict) -> dict:
                 raise JobError(f"start {params['start']} is not before now")
 
             def refresh(name: str) -> dict:
-                return rollups.refresh(conn, name, start, end, check=ctx.check)
+                return rollups.refresh(conn, name, start, end, check=ctx.check, rebuild=params.get("rebuild", False))
 
         else:
 
             def refresh(name: str) -> dict:
                 return rollups.refresh_pending(conn, name, check=ctx.check)
 
-        return {"aggregates": refresh_each(ctx, names(params), refresh)}
+        results = refresh_each(ctx, names(params), refresh)
+        return {"aggregates": results, "warnings": outcome(results)}
 
 
 def _key(params: dict) -> str:
     key = f"refresh_aggregate:{params['name'] or '*'}"
     if params["start"]:
         key += f":{params['start']}..{params['end'] or 'now'}"
+    if params.get("rebuild"):
+        key += ":rebuild"
     return key
 
 
@@ -107,5 +125,6 @@ KIND = JobKind(
     parse=parse,
     single_flight=_key,
     timeout_s=3600,
-    description="Refresh continuous aggregates: the pending invalidations, or a start/end window.",
+    description="Refresh continuous aggregates: the pending invalidations, or a start/end window "
+    "(with rebuild: true, also the buckets frozen by retention).",
 )

@@ -252,6 +252,7 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
 
         try:
             results = aggregates.refresh_each(ctx, names, refresh, after)
+            warnings = aggregates.outcome(results)
         except BaseException as exc:
             runs.close_on_error(task(ctx), job_run_id, state, None, exc)
             raise
@@ -261,6 +262,7 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
         "slice": format_interval(width),
         "aggregates": results,
         "job_run_id": job_run_id,
+        "warnings": warnings,
     }
 
 

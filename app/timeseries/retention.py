@@ -3,9 +3,11 @@
 For a table whose policy is enabled, `apply_table` removes every row older than
 cutoff = now() - retain:
 
-1. moves the retention watermark (`last_cutoff`) first, under the exclusive watermark
-   lock, so no rollup refresh recomputes buckets from rows about to go (rollups are
-   the long-term record and keep the dropped ranges);
+1. when there are rows older than the cutoff, widens the frozen range of the rollups
+   first (`frozen_from` = the oldest of them, `last_cutoff` = the cutoff), under the
+   exclusive watermark lock, so no rollup refresh recomputes buckets from rows about
+   to go (rollups are the long-term record and keep the dropped ranges). A run with
+   nothing to remove moves neither: history loaded later still rolls up;
 2. plain Postgres: makes the partitions ahead of time and sweeps the DEFAULT
    partition (rows newer than the cutoff move into proper partitions);
 3. drops whole partitions / chunks that end at or before the cutoff;
@@ -168,17 +170,32 @@ def primary_key(conn: psycopg.Connection, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _move_watermark(conn: psycopg.Connection, table: str, cutoff: datetime) -> None:
-    def move() -> None:
+def _move_watermark(conn: psycopg.Connection, table: str, time_column: str, cutoff: datetime) -> datetime | None:
+    """Freeze [oldest row before the cutoff, cutoff) for the rollups; nothing when no row
+    is older than the cutoff. Returns that oldest row's time (None: nothing to remove).
+    A NULL `frozen_from` beside a set watermark (set before the column existed) stays
+    NULL: its lower end is unknown, so everything before the watermark stays frozen."""
+    oldest = sql.SQL("SELECT min({c}) FROM {t} WHERE {c} < %s").format(
+        c=sql.Identifier(time_column), t=sql.Identifier(table)
+    )
+
+    def move() -> datetime | None:
         with conn.transaction():
             rollups.lock_watermark(conn, table)
+            first = scalar(conn, oldest, (cutoff,))
+            if first is None:
+                return None
             conn.execute(
                 """UPDATE store_retention_policies
-                   SET last_cutoff = greatest(coalesce(last_cutoff, '-infinity'), %s) WHERE table_name = %s""",
-                (cutoff, table),
+                   SET frozen_from = CASE WHEN last_cutoff IS NOT NULL AND frozen_from IS NULL THEN NULL
+                                          ELSE least(coalesce(frozen_from, %s), %s) END,
+                       last_cutoff = greatest(coalesce(last_cutoff, '-infinity'), %s)
+                   WHERE table_name = %s""",
+                (first, first, cutoff, table),
             )
+            return utc(first)
 
-    retrying(move, f"move retention watermark of {table}")
+    return retrying(move, f"move retention watermark of {table}")
 
 
 def _postgres(run: _Run, cutoff: datetime) -> dict:
@@ -312,7 +329,7 @@ def apply_table(
             cutoff = utc(now) - retain
         run = _Run(conn, table, dry_run, check, progress, batch_rows, now)
         if not dry_run:
-            _move_watermark(conn, table, cutoff)
+            _move_watermark(conn, table, run.info.time_column, cutoff)
         extra = (_postgres if use == backend.POSTGRES else _timescaledb)(run, cutoff)
         result = {
             "table": table,

@@ -12,10 +12,15 @@ close (last by ts), volume (sum).
   the requested window or the invalidated buckets, in slices of one transaction each
   (delete the slice's rollup rows, re-insert a GROUP BY over the source slice).
   TRUNCATE of the source is not tracked.
-- Retention keeps rollups: buckets that begin before the source table's retention
-  watermark (`store_retention_policies.last_cutoff`) are frozen, never recomputed from
-  the partly dropped source. A refresh window is clamped to start at the first bucket
-  boundary at or after the watermark, and invalidations of frozen buckets are discarded.
+- Retention keeps rollups: buckets of which retention really removed raw rows are
+  frozen, never recomputed from the partly dropped source by a refresh. The frozen range
+  is [`frozen_from`, `last_cutoff`) of `store_retention_policies`, widened to whole
+  buckets: from the oldest row any retention run removed to the cutoff of the last run
+  that removed rows (a run that removed nothing moves neither). A refresh skips the
+  frozen part of its window and says so in `warnings`; invalidations of frozen buckets
+  are discarded. History loaded later, older than `frozen_from`, rolls up as usual. An
+  explicit rebuild (`rebuild=True`) recomputes the frozen buckets too, from the raw rows
+  present now, and reports how many it replaced.
 
 Concurrency: refreshes of one aggregate are serialised by an advisory lock; a refresh
 holds a shared advisory lock on its source that retention takes exclusively while it
@@ -64,9 +69,66 @@ def aligned_window(start: datetime, end: datetime, width: timedelta) -> tuple[da
 
 
 def watermark(conn: psycopg.Connection, table: str) -> datetime | None:
-    """The source table's retention watermark (rows before it may have been removed)."""
+    """The source table's retention watermark: the upper end of the frozen range."""
     row = conn.execute("SELECT last_cutoff FROM store_retention_policies WHERE table_name = %s", (table,)).fetchone()
     return utc(row[0]) if row and row[0] else None
+
+
+Range = tuple[datetime | None, datetime | None]  # [lo, hi), None: open end
+
+
+def frozen_buckets(conn: psycopg.Connection, agg: catalog.Aggregate) -> Range | None:
+    """The buckets of `agg` a refresh must not recompute, or None.
+
+    [oldest removed row, last cutoff) of the source widened to whole buckets; an unknown
+    lower end (a watermark from before `frozen_from` existed) is open."""
+    row = conn.execute(
+        "SELECT frozen_from, last_cutoff FROM store_retention_policies WHERE table_name = %s", (agg.source,)
+    ).fetchone()
+    if not row or row[1] is None:
+        return None
+    lo = align(utc(row[0]), agg.bucket) if row[0] is not None else None
+    return lo, ceil_bucket(utc(row[1]), agg.bucket)
+
+
+def _before(a: datetime | None, b: datetime | None) -> bool:
+    """a < b with None as -infinity for a and +infinity for b."""
+    return a is None or b is None or a < b
+
+
+def unfrozen_parts(lo: datetime | None, hi: datetime | None, frozen: Range | None) -> list[Range]:
+    """The parts of [lo, hi) outside the frozen range (None: open ends)."""
+    if frozen is None:
+        return [(lo, hi)]
+    f_lo, f_hi = frozen
+    parts: list[Range] = []
+    if f_lo is not None and _before(lo, f_lo):
+        parts.append((lo, f_lo if hi is None else min(hi, f_lo)))
+    if f_hi is not None and _before(f_hi, hi):
+        parts.append((f_hi if lo is None else max(lo, f_hi), hi))
+    return [(a, b) for a, b in parts if _before(a, b)]
+
+
+def frozen_overlap(lo: datetime, hi: datetime, frozen: Range | None) -> tuple[datetime, datetime] | None:
+    """The part of [lo, hi) inside the frozen range, or None."""
+    if frozen is None:
+        return None
+    a = lo if frozen[0] is None else max(lo, frozen[0])
+    b = hi if frozen[1] is None else min(hi, frozen[1])
+    return (a, b) if a < b else None
+
+
+def _count_buckets(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime, hi: datetime) -> int:
+    """Distinct buckets with rollup rows in [lo, hi)."""
+    return int(
+        scalar(
+            conn,
+            sql.SQL("SELECT count(DISTINCT bucket) FROM {} WHERE bucket >= %s AND bucket < %s").format(
+                sql.Identifier(agg.name)
+            ),
+            (lo, hi),
+        )
+    )
 
 
 def _source_oid_lock(conn: psycopg.Connection, table: str, shared: bool, xact: bool) -> None:
@@ -95,32 +157,42 @@ GROUP BY 1, 2, 3, 4
 """
 
 
-def _recompute_slice(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime, hi: datetime) -> dict:
-    """One transaction: recompute the rollup rows of buckets in [lo, hi) (clamped to the watermark)."""
+def _recompute_slice(
+    conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime, hi: datetime, rebuild: bool = False
+) -> dict:
+    """One transaction: recompute the rollup rows of buckets in [lo, hi), skipping the
+    frozen buckets (or, with `rebuild`, recomputing them too and counting them)."""
     ident = sql.Identifier(agg.name)
+    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0, "frozen_buckets_replaced": 0}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (ROLLUP_LOCK, agg.name))
         _source_oid_lock(conn, agg.source, shared=True, xact=True)
-        frozen = watermark(conn, agg.source)
-        if frozen is not None:
-            lo = max(lo, ceil_bucket(frozen, agg.bucket))
-        if lo >= hi:
-            return {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
-        cleared = conn.execute(
-            "DELETE FROM store_rollup_invalidations WHERE aggregate = %s AND bucket >= %s AND bucket < %s",
-            (agg.name, lo, hi),
-        ).rowcount
-        conn.execute(sql.SQL("DELETE FROM {} WHERE bucket >= %s AND bucket < %s").format(ident), (lo, hi))
-        written = conn.execute(
-            sql.SQL(_RECOMPUTE).format(agg=ident, src=sql.Identifier(agg.source)),
-            {"w": agg.bucket, "origin": ORIGIN, "lo": lo, "hi": hi},
-        ).rowcount
-        conn.execute(
-            """UPDATE store_aggregates SET last_refresh_at = now(),
-                      watermark = greatest(watermark, %s) WHERE name = %s""",
-            (hi, agg.name),
-        )
-    return {"buckets": int((hi - lo) / agg.bucket), "rows_written": written, "invalidations_cleared": cleared}
+        frozen = frozen_buckets(conn, agg)
+        if rebuild:
+            inside = frozen_overlap(lo, hi, frozen)
+            if inside is not None:
+                total["frozen_buckets_replaced"] = _count_buckets(conn, agg, *inside)
+            parts: list[tuple[datetime, datetime]] = [(lo, hi)]
+        else:
+            parts = [(a or lo, b or hi) for a, b in unfrozen_parts(lo, hi, frozen)]
+        for p_lo, p_hi in parts:
+            total["invalidations_cleared"] += conn.execute(
+                "DELETE FROM store_rollup_invalidations WHERE aggregate = %s AND bucket >= %s AND bucket < %s",
+                (agg.name, p_lo, p_hi),
+            ).rowcount
+            conn.execute(sql.SQL("DELETE FROM {} WHERE bucket >= %s AND bucket < %s").format(ident), (p_lo, p_hi))
+            total["rows_written"] += conn.execute(
+                sql.SQL(_RECOMPUTE).format(agg=ident, src=sql.Identifier(agg.source)),
+                {"w": agg.bucket, "origin": ORIGIN, "lo": p_lo, "hi": p_hi},
+            ).rowcount
+            total["buckets"] += int((p_hi - p_lo) / agg.bucket)
+        if parts:
+            conn.execute(
+                """UPDATE store_aggregates SET last_refresh_at = now(),
+                          watermark = greatest(watermark, %s) WHERE name = %s""",
+                (hi, agg.name),
+            )
+    return total
 
 
 def _slices(lo: datetime, hi: datetime, width: timedelta) -> Iterator[tuple[datetime, datetime]]:
@@ -143,13 +215,15 @@ def _pg_window(
     hi: datetime,
     check: Callable[[], None] | None,
     slice_width: timedelta,
+    rebuild: bool = False,
 ) -> dict:
-    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
+    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0, "frozen_buckets_replaced": 0}
     width = max(slice_width, agg.bucket)
     for s_lo, s_hi in _slices(lo, hi, width):
         if check is not None:
             check()
-        _add(total, retrying(partial(_recompute_slice, conn, agg, s_lo, s_hi), f"refresh {agg.name}", check=check))
+        step = partial(_recompute_slice, conn, agg, s_lo, s_hi, rebuild)
+        _add(total, retrying(step, f"refresh {agg.name}", check=check))
     return total
 
 
@@ -168,17 +242,20 @@ def _pending_runs(conn: psycopg.Connection, agg: catalog.Aggregate) -> list[tupl
 def _pg_pending(
     conn: psycopg.Connection, agg: catalog.Aggregate, check: Callable[[], None] | None, slice_width: timedelta
 ) -> dict:
-    frozen = watermark(conn, agg.source)
+    frozen = frozen_buckets(conn, agg)
     dropped = 0
     if frozen is not None:
         dropped = conn.execute(
-            "DELETE FROM store_rollup_invalidations WHERE aggregate = %s AND bucket < %s",
-            (agg.name, ceil_bucket(frozen, agg.bucket)),
+            """DELETE FROM store_rollup_invalidations WHERE aggregate = %s
+               AND (%s::timestamptz IS NULL OR bucket >= %s) AND bucket < %s""",
+            (agg.name, frozen[0], frozen[0], frozen[1]),
         ).rowcount
     runs = _pending_runs(conn, agg)
     total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
     for lo, hi in runs:
-        _add(total, _pg_window(conn, agg, lo, hi, check, slice_width))
+        part = _pg_window(conn, agg, lo, hi, check, slice_width)
+        part.pop("frozen_buckets_replaced")
+        _add(total, part)
     total["invalidations_frozen_discarded"] = dropped
     total["ranges"] = len(runs)
     window = {"start": runs[0][0].isoformat(), "end": runs[-1][1].isoformat()} if runs else None
@@ -193,8 +270,11 @@ def _require_autocommit(conn: psycopg.Connection) -> None:
         )
 
 
-def _ts_refresh(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime | None, hi: datetime | None) -> dict:
-    """CALL refresh_continuous_aggregate over [lo, hi) (None: open end), under the shared watermark lock."""
+def _ts_refresh(
+    conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime | None, hi: datetime | None, rebuild: bool = False
+) -> dict:
+    """CALL refresh_continuous_aggregate over the unfrozen parts of [lo, hi) (None: open
+    end; `rebuild`: all of it), under the shared watermark lock."""
     _require_autocommit(conn)
 
     def run() -> dict:
@@ -205,32 +285,53 @@ def _ts_refresh(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime |
             conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (ROLLUP_LOCK, agg.name))
             raise
         try:
-            frozen = watermark(conn, agg.source)
-            start = lo
-            if frozen is not None:
-                start = max(start, ceil_bucket(frozen, agg.bucket)) if start else ceil_bucket(frozen, agg.bucket)
-            if start is not None and hi is not None and start >= hi:
-                return {"buckets": 0, "rows_written": 0, "start": start, "end": hi}
-            conn.execute(
-                "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
-                (agg.name, start, hi),
-            )
-            conn.execute("UPDATE store_aggregates SET last_refresh_at = now() WHERE name = %s", (agg.name,))
-            written = scalar(
-                conn,
-                sql.SQL(
-                    "SELECT count(*) FROM {} WHERE (%s::timestamptz IS NULL OR bucket >= %s) "
-                    "AND (%s::timestamptz IS NULL OR bucket < %s)"
-                ).format(sql.Identifier(agg.name)),
-                (start, start, hi, hi),
-            )
-            buckets = int((hi - start) / agg.bucket) if start and hi else None
-            return {"buckets": buckets, "rows_written": written, "start": start, "end": hi}
+            frozen = frozen_buckets(conn, agg)
+            replaced = 0
+            if rebuild:
+                parts: list[Range] = [(lo, hi)]
+                inside = frozen_overlap(lo, hi, frozen) if lo is not None and hi is not None else None
+                if inside is not None:
+                    replaced = _count_buckets(conn, agg, *inside)
+            else:
+                parts = unfrozen_parts(lo, hi, frozen)
+            written, buckets = 0, 0
+            for p_lo, p_hi in parts:
+                conn.execute(
+                    "CALL refresh_continuous_aggregate(%s::regclass, %s::timestamptz, %s::timestamptz)",
+                    (agg.name, p_lo, p_hi),
+                )
+                written += scalar(
+                    conn,
+                    sql.SQL(
+                        "SELECT count(*) FROM {} WHERE (%s::timestamptz IS NULL OR bucket >= %s) "
+                        "AND (%s::timestamptz IS NULL OR bucket < %s)"
+                    ).format(sql.Identifier(agg.name)),
+                    (p_lo, p_lo, p_hi, p_hi),
+                )
+                if p_lo is not None and p_hi is not None:
+                    buckets += int((p_hi - p_lo) / agg.bucket)
+            if parts:
+                conn.execute("UPDATE store_aggregates SET last_refresh_at = now() WHERE name = %s", (agg.name,))
+            open_ended = lo is None or hi is None
+            return {
+                "buckets": None if open_ended else buckets,
+                "rows_written": written,
+                "start": parts[0][0] if parts else None,
+                "frozen_buckets_replaced": replaced,
+            }
         finally:
             conn.execute("SELECT pg_advisory_unlock_shared(%s, %s::regclass::oid::int)", (WATERMARK_LOCK, agg.source))
             conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (ROLLUP_LOCK, agg.name))
 
     return retrying(run, f"refresh {agg.name}")
+
+
+def _frozen_warning(agg: catalog.Aggregate, skipped: tuple[datetime, datetime], n: int) -> str:
+    return (
+        f"{n} bucket(s) of {agg.name} from {skipped[0].isoformat()} to {skipped[1].isoformat()} were not "
+        f"recomputed: retention removed raw rows of {agg.source} there, so they are frozen; to recompute "
+        f'them from the raw rows present now, POST /refresh/aggregate with this start, end and "rebuild": true'
+    )
 
 
 # -- the interface -------------------------------------------------------------------------
@@ -242,6 +343,7 @@ def refresh(
     *,
     check: Callable[[], None] | None = None,
     slice_width: timedelta = DEFAULT_SLICE,
+    rebuild: bool = False,
 ) -> dict:
     """Recompute aggregate `name` over [start, end) widened to whole buckets.
 
@@ -250,26 +352,61 @@ def refresh(
     inside a transaction). Safe to run concurrently with ingest and with other
     refreshes (serialised per aggregate). Returns the window refreshed, the number of
     time buckets recomputed and of rollup rows (bucket x series) written.
+
+    Frozen buckets (see the module doc) are skipped and named in `warnings`;
+    `nothing_done` is true when the whole window was frozen. With `rebuild`, they are
+    recomputed from the raw rows present now and `frozen_buckets_replaced` counts them.
     """
     agg = aggregate(name)
     lo, hi = aligned_window(utc(start), utc(end), agg.bucket)
     if lo >= hi:
         raise ValueError("start must be before end")
-    frozen = watermark(conn, agg.source)
+    frozen = frozen_buckets(conn, agg)
+    skipped = None if rebuild else frozen_overlap(lo, hi, frozen)
     if backend.is_hypertable(conn, agg.source):
-        out = _ts_refresh(conn, agg, lo, hi)
+        out = _ts_refresh(conn, agg, lo, hi, rebuild)
         result = {"buckets": out["buckets"], "rows_written": out["rows_written"]}
-        eff_lo = out["start"]
+        replaced = out["frozen_buckets_replaced"]
     else:
-        result = _pg_window(conn, agg, lo, hi, check, slice_width)
-        eff_lo = max(lo, ceil_bucket(frozen, agg.bucket)) if frozen else lo
-    _record(conn, agg, {"mode": "window", **result})
+        result = _pg_window_unfrozen(conn, agg, lo, hi, frozen, check, slice_width, rebuild)
+        replaced = result.pop("frozen_buckets_replaced")
+    if rebuild:
+        result["frozen_buckets_replaced"] = replaced
+    warnings = []
+    n_skipped = 0
+    if skipped is not None:
+        n_skipped = int((skipped[1] - skipped[0]) / agg.bucket)
+        warnings.append(_frozen_warning(agg, skipped, n_skipped))
+    result["frozen_buckets_skipped"] = n_skipped
+    _record(conn, agg, {"mode": "rebuild" if rebuild else "window", **result})
     return {
         "aggregate": name,
-        "window": {"start": min(eff_lo, hi).isoformat(), "end": hi.isoformat()},
-        "frozen_before": iso(frozen),
+        "window": {"start": lo.isoformat(), "end": hi.isoformat()},
+        "frozen_before": iso(watermark(conn, agg.source)),
         **result,
+        "nothing_done": skipped == (lo, hi),
+        "warnings": warnings,
     }
+
+
+def _pg_window_unfrozen(
+    conn: psycopg.Connection,
+    agg: catalog.Aggregate,
+    lo: datetime,
+    hi: datetime,
+    frozen: Range | None,
+    check: Callable[[], None] | None,
+    slice_width: timedelta,
+    rebuild: bool,
+) -> dict:
+    """`_pg_window` over the parts of [lo, hi) outside the frozen range (all of it with
+    `rebuild`); each slice re-reads the frozen range inside its own transaction."""
+    parts = [(lo, hi)] if rebuild else unfrozen_parts(lo, hi, frozen)
+    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0, "frozen_buckets_replaced": 0}
+    for p_lo, p_hi in parts:
+        assert p_lo is not None and p_hi is not None  # parts of a closed window are closed
+        _add(total, _pg_window(conn, agg, p_lo, p_hi, check, slice_width, rebuild))
+    return total
 
 
 def refresh_pending(
@@ -297,8 +434,19 @@ def refresh_pending(
         }
     else:
         result = _pg_pending(conn, agg, check, slice_width)
+    warnings = []
+    discarded = result.get("invalidations_frozen_discarded") or 0
+    if discarded:
+        fb = frozen_buckets(conn, agg)
+        lo = fb[0].isoformat() if fb and fb[0] else "the beginning"
+        hi = fb[1].isoformat() if fb and fb[1] else "now"
+        warnings.append(
+            f"{discarded} changed bucket(s) of {name} between {lo} and {hi} were not recomputed: retention "
+            f"removed raw rows of {agg.source} there, so they are frozen; to recompute them from the raw rows "
+            f'present now, POST /refresh/aggregate with a start, an end and "rebuild": true'
+        )
     _record(conn, agg, {"mode": "pending", **result})
-    return {"aggregate": name, "frozen_before": iso(frozen), **result}
+    return {"aggregate": name, "frozen_before": iso(frozen), **result, "warnings": warnings}
 
 
 def _record(conn: psycopg.Connection, agg: catalog.Aggregate, result: dict) -> None:

@@ -1,0 +1,1 @@
+ALTER TABLE store_retention_policies DROP COLUMN IF EXISTS frozen_from;
