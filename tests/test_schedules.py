@@ -88,6 +88,7 @@ def test_pause_resume_change_and_run_now(database_url, service_factory):
         ("retention", {"paused": "yes"}, 400, "paused must be true or false"),
         ("retention", {"cron": "* * * * *"}, 400, "unknown field(s): cron"),
         ("retention", {}, 400, "nothing to change"),
+        ("retention", {"paused": None}, 400, "paused must not be null"),
     ):
         resp = svc.put(f"/schedules/{name}", json=payload)
         assert resp.status_code == status and needle in resp.json()["error"], (payload, resp.text)
