@@ -26,14 +26,17 @@ venv: $(VENV)/.installed
 
 venv-runtime: $(VENV)/.installed-runtime
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# the project itself, editable: puts the `mds` command in $(VENV)/bin
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@ $(VENV)/.installed-runtime
 
-$(VENV)/.installed-runtime: requirements.txt
+$(VENV)/.installed-runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 clean:

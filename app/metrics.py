@@ -1,4 +1,4 @@
-"""Every Prometheus metric the store exposes, by the names of the integration guide.
+"""Every Prometheus metric the store exposes, by the names the platform uses (docs/contracts.md, "Metrics Prometheus scrapes").
 
 Two kinds:
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from app.config import ConfigError, load_settings
-from tests.conftest import ROOT, free_port
+from tests.support.common import ROOT, free_port
 
 BASE = {"DATABASE_URL": "postgresql://u:p@db:5432/market_data"}
 
@@ -88,6 +88,7 @@ def _run(args, env, cwd=ROOT, timeout=30):
     return subprocess.run(args, cwd=cwd, env=clean, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # starts processes
 @pytest.mark.parametrize(
     "command",
     [[sys.executable, "-m", "worker"], [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]],
@@ -110,6 +111,7 @@ def test_processes_refuse_to_start_with_one_clear_line(command, env, variable, t
     assert variable in lines[0]
 
 
+@pytest.mark.slow  # starts processes
 def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     (tmp_path / ".env").write_text("DATABASE_URL=postgresql://from-dotenv@db/md\nPORT=9999\nLOG_LEVEL=DEBUG\n")
     code = (

@@ -11,12 +11,13 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import ROOT, make_settings
-from registry_standin import RegistryStandin
 
 from app.drift import canonical, pins, state
 from app.drift.check import check
 from app.drift.registry import Registry, RegistryBadResponse, RegistryUnavailable, RegistryUnreachable
+from tests.support.common import ROOT
+from tests.support.db import make_settings
+from tests.support.registry_standin import RegistryStandin
 
 REQUIRED = {"telemetry.HealthStatus", "telemetry.HealthComponent", "telemetry.FeedbackEvent"}
 SPEC_DIR = ROOT.parent / "shared" / "spec" / "registry" / "v1"
@@ -30,7 +31,9 @@ def standin():
 
 
 def fast_registry(url: str) -> Registry:
-    return Registry(url, connect_timeout=1.0, read_timeout=2.0, retries=2, backoff=0.05)
+    """Short backoff between retries; timeouts generous (they are not under test here: a
+    busy machine must not turn a slow answer into a failure)."""
+    return Registry(url, connect_timeout=5.0, read_timeout=10.0, retries=2, backoff=0.05)
 
 
 def run_job(settings, run_id: str | None = None) -> dict:
@@ -70,6 +73,7 @@ def test_pins_cover_the_required_schemas_and_match_their_copies():
         assert pin.name == pin.schema + ".schema"
 
 
+@pytest.mark.slow  # starts processes
 @pytest.mark.skipif(not SPEC_DIR.is_dir(), reason=f"{SPEC_DIR} not present")
 def test_pins_match_the_platform_schemas():
     out = subprocess.run(
@@ -83,6 +87,7 @@ def test_pins_match_the_platform_schemas():
     assert "pins match" in out.stdout
 
 
+@pytest.mark.slow  # starts processes
 def test_repin_from_the_registry_after_an_upgrade(standin, tmp_path):
     contracts = tmp_path / "contracts"
     contracts.mkdir()

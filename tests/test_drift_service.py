@@ -9,11 +9,11 @@ from datetime import datetime
 import pytest
 import redis
 import requests
-from conftest import wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from registry_standin import RegistryStandin
 
 from app.drift.canonical import sha256
+from tests.support.common import wait_for
+from tests.support.registry_standin import RegistryStandin
 
 LOCAL = {"telemetry.FeedbackEvent", "telemetry.HealthComponent", "telemetry.HealthStatus"}
 REPO = "market-data-store"

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN
+
+from tests.support.common import TOKEN
 
 pytestmark = pytest.mark.timeout(300)
 SEED = 20261125

@@ -1,4 +1,4 @@
-"""Pulse: the store's events on the platform's event bus (CONTRACTS.md §3).
+"""Pulse: the store's events on the platform's event bus (docs/contracts.md, "Pulse events").
 
 `EVENT_BUS_BACKEND` picks the bus: `inmem` (`app.pulse.inmem.BUS`, this process only) or
 `redis` (Redis Streams, key `<MD_NAMESPACE>:<stream>`). `PULSE_ENABLED=false` turns
