@@ -12,11 +12,11 @@ import json
 
 import pytest
 import redis
-from conftest import make_settings
 from jsonschema import Draft202012Validator
 
 from app import pulse
 from app.drift.check import Result
+from tests.support.db import make_settings
 
 DB = "postgresql://nobody@127.0.0.1:1/none"  # never used: publishing needs no database
 SHA = {"type": "string", "pattern": "^([0-9a-f]{64})?$"}  # "" when the registry lacks the schema

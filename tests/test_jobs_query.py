@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 import redis
-from conftest import TOKEN, make_settings
 from psycopg.types.json import Jsonb
+
+from tests.support.common import TOKEN
+from tests.support.db import make_settings
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,6 +29,7 @@ def client(migrated_database_url, redis_url, monkeypatch):
     monkeypatch.setenv("STORE_DISABLE_SWEEPER", "1")
     from app import create_app, db
 
+    db.close_pool()  # the process-wide pool may still point at an earlier test's database
     app = create_app(make_settings(migrated_database_url, redis_url))
     yield app.test_client()
     db.close_pool()

@@ -9,11 +9,11 @@ import logging
 
 import psycopg
 import pytest
-from conftest import wait_for
-from test_observability import json_lines
 
 from app import logs
 from app.migrator import MIGRATE_LOCK_KEY
+from tests.support.common import wait_for
+from tests.support.logs import json_lines
 
 
 @pytest.fixture

@@ -12,11 +12,13 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 import redis
-from conftest import ROOT, TOKEN, make_settings
 
 import app.jobs  # noqa: F401 - the job kinds first: app.backfill imports app.jobs.base
 from app import metrics, migrator
 from app.backfill import bars
+from tests.support.common import ROOT, TOKEN
+from tests.support.db import make_settings
+from tests.support.service import scrape
 
 DB = "postgresql://nobody@127.0.0.1:1/none"
 
@@ -50,13 +52,8 @@ def test_a_batch_whose_session_was_ended_by_a_stop_counts_as_cancelled(bound_met
     assert sink_writes(bound_metrics, other) == 0
 
 
-def scrape(client) -> dict[str, float]:
-    out = {}
-    for line in client.get("/metrics").get_data(as_text=True).splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+def metrics_of(app) -> dict[str, float]:
+    return scrape(SimpleNamespace(get=app.test_client().get))  # the test client answers like the service
 
 
 @pytest.mark.slow
@@ -68,7 +65,8 @@ def test_migrations_applied_by_the_start_up_command_are_counted_and_survive_rest
     from app import create_app, db
 
     settings = make_settings(database_url, redis_url)
-    assert scrape(create_app(settings).test_client())["migrations_applied_total"] == 0.0
+    db.close_pool()  # the process-wide pool may still point at an earlier test's database
+    assert metrics_of(create_app(settings))["migrations_applied_total"] == 0.0
     db.close_pool()
 
     # the start-up path of `make run` and of a container entry point: not a job, not the API
@@ -76,5 +74,5 @@ def test_migrations_applied_by_the_start_up_command_are_counted_and_survive_rest
     subprocess.run([sys.executable, "-m", "app.manage", "migrate"], cwd=ROOT, env=env, check=True, timeout=120)
     total = float(len(migrator.disk_ids()))
     for _ in range(2):  # a fresh API process (a restart) reads the same number from the database
-        assert scrape(create_app(settings).test_client())["migrations_applied_total"] == total
+        assert metrics_of(create_app(settings))["migrations_applied_total"] == total
         db.close_pool()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ROOT, make_settings
+
+from tests.support.common import ROOT
+from tests.support.db import make_settings
 
 README = (ROOT / "README.md").read_text()
 
@@ -18,9 +20,11 @@ def section(title: str) -> str:
 @pytest.fixture
 def app(database_url, redis_url, monkeypatch):
     monkeypatch.setenv("STORE_DISABLE_SWEEPER", "1")
-    from app import create_app
+    from app import create_app, db
 
-    return create_app(make_settings(database_url, redis_url))
+    db.close_pool()  # the process-wide pool may still point at an earlier test's database
+    yield create_app(make_settings(database_url, redis_url))
+    db.close_pool()
 
 
 def test_the_api_table_lists_every_route_and_its_token(app):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from conftest import wait_for
+
+from tests.support.common import wait_for
 
 pytestmark = pytest.mark.slow
 FIELDS = {"name", "job", "params", "every", "paused", "last_run_id", "last_status", "last_started_at", "next_run_at"}
