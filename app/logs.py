@@ -19,6 +19,7 @@ import logging
 import logging.config
 import re
 import sys
+from typing import NoReturn
 
 import structlog
 
@@ -134,7 +135,7 @@ def configure(level: str = "INFO", secrets: list[str] | None = None, fmt: str = 
     )
 
 
-def fatal(message: str) -> None:
+def fatal(message: str) -> NoReturn:
     """Print one line on stderr and exit non-zero (configuration errors at start)."""
     sys.stderr.write(f"market-data-store: {message}\n")
     sys.stderr.flush()

@@ -110,6 +110,7 @@ def test_ctrl_c_mid_backfill_stops_everything_and_a_restart_resumes(local, tmp_p
         assert not leftovers(local.state, local.ports), leftovers(local.state, local.ports)
         assert not (local.state / "pg" / "postmaster.pid").exists()
         assert "Traceback" not in run.text(), run.text()[-5000:]
+        assert "rq.worker" not in run.text(), "at INFO, RQ's own lines (no run_id) must stay quiet"
 
         # restart: the job was recorded cancelled, no ghost worker, the backfill resumes
         Trickle.SLOW_PAUSE = 0.0
