@@ -13,7 +13,7 @@ import pytest
 from app import logs
 from app.migrator import MIGRATE_LOCK_KEY
 from tests.support.common import wait_for
-from tests.support.logs import json_lines
+from tests.support.service import json_lines
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import uuid
 import requests
 
 from tests.support.common import wait_for
-from tests.support.logs import json_lines
-from tests.support.service import scrape
+from tests.support.service import json_lines, scrape
 
 
 def test_request_id_is_echoed_and_carried_into_the_jobs_log_lines(migrated_service):

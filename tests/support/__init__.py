@@ -8,12 +8,13 @@ built from these helpers.
 - `db`: fresh databases on the machine's Postgres, `make_settings`
 - `redis`: a throwaway `redis-server`
 - `service`: gunicorn + worker subprocesses and an HTTP client for them
-- `logs`: the processes' JSON log lines; `local_run`: `scripts/run-local.sh` in a pseudo-terminal
+- `local_run`: `scripts/run-local.sh` in a pseudo-terminal, a slow vendor, what a run leaves behind
 - `pg_cluster`: a throwaway Postgres cluster a test may stop and start
 - `timescale`: a throwaway Postgres cluster with TimescaleDB preloaded
 - `faults`: the migration blocker, a job's database sessions, process probes
 - `bars`: bars_ohlcv rows, rollups computed in Python; `rollup_ops`: the property tests' operations
 - `backfill`: backfill source files and what the table must hold; `file_server`: an HTTP source
 - `platform`: the time-series tables as the platform expects them (literal, not from the catalogue)
+- `catalogue`: a database's schema as sorted lines from pg_catalog, normalised and diffed
 - `registry_standin`: the schema registry over HTTP; `dockerfile`, `compose_merge`: the image checks
 """

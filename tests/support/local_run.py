@@ -89,13 +89,10 @@ class LocalRun:
         """SIGINT to the process group (what the terminal does); seconds until the script exited."""
         started = time.monotonic()
         for i in range(times):
-            if i:
-                time.sleep(0.3)
+            if i:  # the second one lands while the script is stopping, as an impatient user's does
+                wait_for(lambda: "run-local: stopping" in self.text() or self.exited(), 10, 0.02, message="stopping")
             os.killpg(self.pid, signal.SIGINT)
-        deadline = started + 30
-        while not self.exited() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.exited(), "the script did not exit\n" + self.text()[-5000:]
+        wait_for(self.exited, 30, 0.05, message="the script to exit\n" + self.text()[-5000:])
         return time.monotonic() - started
 
     def get(self, path: str, **kw):
