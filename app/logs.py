@@ -19,7 +19,7 @@ import logging
 import logging.config
 import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import structlog
 
@@ -28,7 +28,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 FORMATS = ("json", "console")
 
 
-def _strip_ansi(_logger, _name, event_dict):
+def _strip_ansi(_logger: object, _name: str, event_dict: dict) -> dict:
     """No terminal colour codes inside JSON (rq colours its messages on a terminal)."""
     for key, value in event_dict.items():
         if isinstance(value, str) and "\x1b" in value:
@@ -50,7 +50,7 @@ class _RQJobLines(logging.Filter):
         return not any(marker in message for marker in _RQ_OUTCOMES)
 
 
-def _redact(_logger, _name, event_dict):
+def _redact(_logger: object, _name: str, event_dict: dict) -> dict:
     if not _secrets:
         return event_dict
     for key, value in event_dict.items():
@@ -68,7 +68,7 @@ def _redact(_logger, _name, event_dict):
     return event_dict
 
 
-def _shared_processors():
+def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -78,7 +78,7 @@ def _shared_processors():
     ]
 
 
-def _renderer(fmt: str):
+def _renderer(fmt: str) -> Any:
     if fmt == "console":
         return structlog.dev.ConsoleRenderer(colors=sys.stderr is not None and sys.stderr.isatty())
     return structlog.processors.JSONRenderer()
@@ -142,5 +142,5 @@ def fatal(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def get(name: str = "store"):
+def get(name: str = "store") -> Any:
     return structlog.get_logger(name)

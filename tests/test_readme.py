@@ -20,11 +20,9 @@ def section(title: str) -> str:
 @pytest.fixture
 def app(database_url, redis_url, monkeypatch):
     monkeypatch.setenv("STORE_DISABLE_SWEEPER", "1")
-    from app import create_app, db
+    from app import create_app
 
-    db.close_pool()  # the process-wide pool may still point at an earlier test's database
-    yield create_app(make_settings(database_url, redis_url))
-    db.close_pool()
+    return create_app(make_settings(database_url, redis_url))
 
 
 def test_the_api_table_lists_every_route_and_its_token(app):
