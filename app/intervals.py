@@ -28,6 +28,7 @@ _UNITS = {
     "week": 604800,
     "weeks": 604800,
 }
+UNIT_SECONDS: dict[str, int] = _UNITS  # shared with the bar-interval vocabulary
 _PART = re.compile(r"(\d{1,9})\s*([a-z]+)")
 _ISO = re.compile(r"^P(?:(\d{1,9})W)?(?:(\d{1,9})D)?(?:T(?:(\d{1,9})H)?(?:(\d{1,9})M)?(?:(\d{1,9})S)?)?$")
 _MAX = timedelta(days=365 * 100)

@@ -26,6 +26,7 @@ import orjson
 
 from app.backfill.sources import SourceError
 from app.backfill.task import BackfillError
+from app.timeseries import intervals as bar_intervals
 
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -118,6 +119,11 @@ class Validator:
             raise BadRow(f'{name} {_show(value)} has characters outside printable ASCII or one of " \\ [ ] ,')
         if name == "symbol":
             clean = clean.upper()
+        elif name == "interval":
+            try:
+                clean = bar_intervals.normalise(clean)
+            except bar_intervals.UnknownInterval as exc:
+                raise BadRow(str(exc)) from None
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[value] = clean

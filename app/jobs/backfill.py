@@ -23,6 +23,7 @@ from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
 from app.jobs import aggregates
 from app.jobs.base import JobContext, JobError, JobKind
+from app.timeseries import intervals as bar_intervals
 from app.timeseries import rollups
 
 MAX_BATCH_ROWS = 1_000_000
@@ -139,8 +140,16 @@ def parse_bars(body: dict, settings: Settings) -> dict:
         "max_bad_rows": _int(body, "max_bad_rows", 0, 0, 1_000_000_000),
         "batch_rows": _int(body, "batch_rows", DEFAULT_BATCH_ROWS, 1, MAX_BATCH_ROWS),
         "provider": _name(body, "provider", 64),
-        "interval": _name(body, "interval", 16),
+        "interval": _bar_interval(_name(body, "interval", 16)),
     }
+
+
+def _bar_interval(value: str | None) -> str | None:
+    """The default interval in its canonical spelling ('1D' -> '1d'); 400 naming the allowed ones."""
+    try:
+        return None if value is None else bar_intervals.normalise(value)
+    except bar_intervals.UnknownInterval as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def run_bars(ctx: JobContext, params: dict) -> dict:
