@@ -7,7 +7,7 @@ from flask import Blueprint
 
 def blueprints() -> list[Blueprint]:
     """Every blueprint the API serves, in registration order."""
-    from app.api import aggregates, backfill, drift, jobs, openapi, probes, retention, schedules, schema, ui
+    from app.api import aggregates, backfill, drift, jobs, openapi, probes, retention, schedules, schema, tables, ui
 
     return [
         probes.bp,
@@ -17,6 +17,7 @@ def blueprints() -> list[Blueprint]:
         openapi.bp,
         retention.bp,
         aggregates.bp,
+        tables.bp,
         backfill.bp,
         schedules.bp,
         ui.bp,
