@@ -86,7 +86,11 @@ def document(settings: Settings) -> dict:
             return cached[1]
         database, extra = _database(settings)
         components = [database, _redis(settings), _prometheus(), extra["schema"]]
-        if extra["registry"]:
+        if not settings.drift_enabled:  # switched off on purpose: say so, never degrade
+            components.append(
+                _component("registry", "healthy", check="disabled", reason="REGISTRY_URL=off: no drift checks run")
+            )
+        elif extra["registry"]:
             components.append(extra["registry"])
         # The worst component's state. An unreachable dependency is 'degraded' (the platform:
         # "DB slow/unreachable -> degraded"); readiness looks at reachability instead.

@@ -25,6 +25,13 @@ def test_defaults_match_the_guide():
     )
     assert (s.admin_token, s.log_level, s.pulse_enabled, s.event_bus_backend) == ("iamalive", "INFO", True, "inmem")
     assert s.using_default_token
+    assert (s.host, s.drift_enabled) == ("0.0.0.0", True)
+
+
+def test_host_log_format_and_registry_off():
+    s = load_settings({**BASE, "HOST": "127.0.0.1", "LOG_FORMAT": "Console", "REGISTRY_URL": "off"}, dotenv=False)
+    assert (s.host, s.log_format, s.registry_url, s.drift_enabled) == ("127.0.0.1", "console", "", False)
+    assert load_settings({**BASE, "LOG_FORMAT": "json"}, dotenv=False).log_format == "json"
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg"])
@@ -49,6 +56,9 @@ def test_every_postgres_scheme_is_accepted(scheme):
         ({**BASE, "REDIS_URL": "http://redis"}, "REDIS_URL"),
         ({**BASE, "ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
         ({**BASE, "RETENTION_SCHEDULE": "every tuesday"}, "RETENTION_SCHEDULE"),
+        ({**BASE, "HOST": "local host"}, "HOST"),
+        ({**BASE, "LOG_FORMAT": "pretty"}, "LOG_FORMAT"),
+        ({**BASE, "REGISTRY_URL": "offline"}, "REGISTRY_URL"),
     ],
 )
 def test_bad_values_name_the_variable(env, names):

@@ -278,9 +278,12 @@ def test_drift_job_persists_and_keeps_last_drift(standin, migrated_database_url,
         standin.set("telemetry.HealthStatus", "synced")
         run_job(settings)
         standin.stop()
-        down = run_job(settings)
-        assert down["registry_reachable"] is False and down["counts"]["unknown"] == 3
-        _, rows = state.latest(conn, "v1")
+        from app.jobs.base import JobError
+
+        with pytest.raises(JobError, match=r"could not be reached.*3 of 3 schema\(s\) recorded as unknown"):
+            run_job(settings)  # the check's purpose was not achieved: the job fails, saying why
+        head, rows = state.latest(conn, "v1")
+        assert head["registry_reachable"] is False
         kept = next(r for r in rows if r["schema"] == "telemetry.HealthStatus")
         assert kept["status"] == "unknown" and kept["registry_sha256"] is None
         assert kept["last_drift_at"] == drifted["last_drift_at"]  # history survives synced and unknown
@@ -292,6 +295,26 @@ def test_drift_job_persists_and_keeps_last_drift(standin, migrated_database_url,
         assert all(isinstance(v, str) for v in component["details"].values())
         assert len(BUS.events("telemetry.schema_drift")) == 1  # no event from synced or unknown
         assert conn.execute("SELECT count(*) FROM store_drift_checks").fetchone()[0] == 4
+
+
+def test_drift_checks_disabled_with_registry_url_off(migrated_database_url, redis_url):
+    """REGISTRY_URL=off: the job fails at once saying so (nothing recorded), and the
+    registry health component reports the check as disabled without degrading /health."""
+    from app import health
+    from app.jobs.base import JobError
+
+    settings = make_settings(migrated_database_url, redis_url, REGISTRY_URL="off")
+    assert settings.drift_enabled is False and make_settings(migrated_database_url, redis_url).drift_enabled
+    with pytest.raises(JobError, match=r"drift checks are disabled \(REGISTRY_URL=off\)"):
+        run_job(settings)
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        assert state.latest(conn, "v1") == (None, [])
+    health._cache.clear()
+    doc = health.document(settings)
+    registry = next(c for c in doc["components"] if c["name"] == "registry")
+    assert registry["state"] == "healthy" and registry["details"]["check"] == "disabled"
+    assert "REGISTRY_URL=off" in registry["details"]["reason"]
+    health._cache.clear()
 
 
 def test_health_component_before_migrate_and_on_a_broken_table(database_url):

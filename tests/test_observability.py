@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import uuid
 
 import requests
 
 from tests.support.common import wait_for
-from tests.support.service import scrape
-
-
-def json_lines(text: str) -> list[dict]:
-    out = []
-    for line in text.splitlines():
-        if line.strip():
-            out.append(json.loads(line))  # every line is one JSON object
-    return out
+from tests.support.service import json_lines, scrape
 
 
 def test_request_id_is_echoed_and_carried_into_the_jobs_log_lines(migrated_service):

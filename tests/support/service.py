@@ -11,6 +11,7 @@ temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -170,3 +171,8 @@ def scrape(svc: Service) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every non-blank line of a JSON log, parsed (each line is one JSON object)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
