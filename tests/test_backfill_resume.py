@@ -33,7 +33,9 @@ def source_dir(tmp_path):
 
 @pytest.fixture
 def settings(migrated_database_url, redis_url, source_dir):
-    return make_settings(migrated_database_url, redis_url, BACKFILL_SOURCE_DIR=source_dir)
+    return make_settings(
+        migrated_database_url, redis_url, BACKFILL_SOURCE_DIR=source_dir, BACKFILL_URL_ALLOW="127.0.0.1"
+    )
 
 
 def run(settings, source: str, **kw) -> dict:

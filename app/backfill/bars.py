@@ -27,7 +27,7 @@ from app.backfill import checkpoints, runs, sources
 from app.backfill.checkpoints import State
 from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
-from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
+from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, RowLimits, TooManyBadRows, epoch_to_datetime
 from app.jobs.base import JobContext, JobError
 
 JOB = "backfill.bars_ohlcv"
@@ -102,7 +102,13 @@ def _load(
 ) -> dict:
     s = ctx.settings
     cp = checkpoints.load(conn, params.key)
-    with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+    stop = threading.Event()  # set when the job ends, however it ends: the reader stops reading
+
+    def stopped() -> bool:
+        return stop.is_set() or ctx.stop_reason is not None or time.monotonic() > ctx.deadline
+
+    limits = sources.Limits.from_settings(s)
+    with sources.open_source(params.source, s.backfill_source_dir, limits, stopped) as opened:
         restart_reason = _resumable(cp, params, opened.identity)
         resumed_from = None
         if restart_reason is None:
@@ -143,9 +149,10 @@ def _load(
             header=state.header,
             bad_before=state.rows_rejected,
             samples=state.bad_samples,
+            limits=row_limits(s, params.source, time.time()),
         )
         job = _Job(ctx, conn, params, state, job_run_id, opened)
-        feed = _Feed(reader)
+        feed = _Feed(reader, stop)
         feed.start()
 
         def bookkeeping(session, before: State, batch: Batch, written: int) -> State:
@@ -162,7 +169,7 @@ def _load(
                 ]
                 job.run(feed, Pipeline(loaders, bookkeeping, State(**state.__dict__)))
         finally:
-            feed.stop.set()
+            stop.set()
             feed.join(timeout=10)
         checkpoints.finish(conn, params.key)
         runs.finish(
@@ -200,6 +207,20 @@ def _load(
     }
 
 
+def row_limits(s, source: sources.Source, now: float) -> RowLimits:
+    """The row rules of one load: line bounds, the time window ending `now` + BACKFILL_TIME_AHEAD."""
+    from app.timeseries import catalog
+
+    return RowLimits(
+        max_line_bytes=s.backfill_max_line_bytes,
+        max_blank_lines=s.backfill_max_blank_lines,
+        min_epoch=s.backfill_time_min.timestamp(),
+        max_epoch=now + s.backfill_time_ahead.total_seconds(),
+        show_values=source.kind == "file",
+        slot_seconds=catalog.table(TABLE).chunk.total_seconds(),
+    )
+
+
 def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
     """Say so when loaded rows are older than the table's retention keeps."""
     if state.min_ts is None:
@@ -222,11 +243,11 @@ def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
 class _Feed(threading.Thread):
     """Reads batches in the background; the job's thread takes them from `queue`."""
 
-    def __init__(self, reader: Reader):
+    def __init__(self, reader: Reader, stop: threading.Event):
         super().__init__(name="backfill-reader", daemon=True)
         self.reader = reader
         self.queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
-        self.stop = threading.Event()
+        self.stop = stop
 
     def _put(self, item) -> bool:
         while not self.stop.is_set():
@@ -275,7 +296,7 @@ class _Job:
         self.opened = opened
         self.partitions_created = 0
         self.upserts = 0
-        self._covered: tuple[float, float] | None = None  # epoch range known to have partitions
+        self._covered: set[int] = set()  # partition slots known to exist
         self._read_at_start = state.rows_read
         self._started = time.monotonic()
         self._committed: dict[int, Slot] = {}
@@ -316,8 +337,10 @@ class _Job:
                 item = feed.queue.get(timeout=_POLL)
             except queue.Empty:
                 wait()
-                if not feed.is_alive():
+                if not feed.is_alive() and feed.queue.empty():
                     raise JobError("the source reader stopped unexpectedly") from None
+                reader = feed.reader  # reading without a batch yet: show how far it got
+                ctx.progress(line=reader.line, bytes_read=self.opened.bytes_read, blank_lines=reader.blank)
                 if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
                     runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
                     idle_since = time.monotonic()
@@ -334,7 +357,7 @@ class _Job:
                 raise item
             wait()
             if item.rows:
-                self._ensure_partitions(item.min_epoch, item.max_epoch)
+                self._ensure_partitions(item)
             pipeline.submit(item, wait)
 
     def _settle(self, pipeline: Pipeline) -> None:
@@ -392,19 +415,27 @@ class _Job:
             batches=state.batches,
         )
 
-    def _ensure_partitions(self, lo: float, hi: float) -> None:
-        """Partitions for [lo, hi] (epoch seconds) before writing; remembers what it covered."""
-        covered = self._covered
-        if covered and covered[0] <= lo and hi <= covered[1]:
-            return
-        from app.timeseries import partitions
+    def _ensure_partitions(self, batch: Batch) -> None:
+        """Partitions for the slots the batch's rows fall in, and no others: a lone row far
+        away makes one partition, not every one in between. More new ones than
+        BACKFILL_MAX_PARTITIONS_PER_BATCH fail the load before any is made."""
+        from app.timeseries import catalog, partitions
 
-        start, end = epoch_to_datetime(lo), epoch_to_datetime(hi)
+        missing = batch.slots - self._covered
+        if not missing:
+            return
+        width = catalog.table(TABLE).chunk
+        starts = [partitions.EPOCH + slot * width for slot in sorted(missing)]
+        limit = self.ctx.settings.backfill_max_partitions_per_batch
         try:
-            self.partitions_created += partitions.ensure_range(self.conn, TABLE, start, end, check=self.ctx.check)
+            created = partitions.ensure_slots(self.conn, TABLE, starts, check=self.ctx.check, max_new=limit)
+        except partitions.TooManyPartitions as exc:
+            raise JobError(
+                f"batch {self.state.batches + 1} (lines up to {batch.end_line}) would create {exc.needed} partitions, "
+                f"more than BACKFILL_MAX_PARTITIONS_PER_BATCH ({limit}): its rows spread over {exc.needed} "
+                f"{width.days}-day periods without one; check the times, or load with smaller batch_rows"
+            ) from None
         except ValueError as exc:
-            raise JobError(f"cannot make partitions for {start.isoformat()} .. {end.isoformat()}: {exc}") from None
-        if covered and lo <= covered[1] and hi >= covered[0]:
-            self._covered = (min(lo, covered[0]), max(hi, covered[1]))
-        else:
-            self._covered = (lo, hi)
+            raise JobError(f"cannot make partitions for this batch: {exc}") from None
+        self.partitions_created += created
+        self._covered |= missing

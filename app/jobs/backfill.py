@@ -89,7 +89,8 @@ BARS_PARAMS = (
         "string",
         True,
         None,
-        "a path inside BACKFILL_SOURCE_DIR, or an http(s) URL; gzip is detected by its content",
+        "a path inside BACKFILL_SOURCE_DIR, or an http(s) URL allowed by BACKFILL_URL_ALLOW; "
+        "gzip is detected by its content",
     ),
     Param("format", "string", False, None, "ndjson or csv (with a header); taken from the file name when absent"),
     Param(
@@ -109,7 +110,7 @@ def parse_bars(body: dict) -> dict:
     _check_fields(body, BARS_PARAMS)
     s = _settings()
     try:
-        source = sources.parse_source(body["source"], s.backfill_source_dir)
+        source = sources.parse_source(body["source"], s.backfill_source_dir, s.backfill_url_allow)
         fmt = sources.detect_format(source, body.get("format"))
     except sources.SourceError as exc:
         raise BadRequest(str(exc)) from None
@@ -125,7 +126,9 @@ def parse_bars(body: dict) -> dict:
 
 def run_bars(ctx: JobContext, params: dict) -> dict:
     try:
-        source = sources.parse_source(params["source"], ctx.settings.backfill_source_dir)
+        source = sources.parse_source(
+            params["source"], ctx.settings.backfill_source_dir, ctx.settings.backfill_url_allow
+        )
     except sources.SourceError as exc:
         raise JobError(str(exc)) from None
     return bars.load(
