@@ -38,6 +38,15 @@ class Conflict(ApiError):
     status = 409
 
 
+class TooManyRequests(ApiError):
+    """The job queue is full; try again after Retry-After seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 30, **extra):
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, **extra)
+
+
 class Unavailable(ApiError):
     """A dependency (database, queue) cannot be reached; try again later."""
 

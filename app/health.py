@@ -36,7 +36,8 @@ def _database(settings: Settings) -> tuple[dict, dict]:
                 schema = migrator.status(conn)
             registry = _registry_state(conn)
     except Exception as exc:  # noqa: BLE001 - any failure is a finding, not a crash
-        reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:200]
+        # the class only: the message names hosts and ports, and this document is public
+        reason = type(exc).__name__
         unknown = _component("schema", "degraded", reason="database unavailable")
         return _component("database", "degraded", reachable="false", error=reason), {
             "schema": unknown,
@@ -63,7 +64,7 @@ def _redis(settings: Settings) -> dict:
     try:
         queue.client(settings).ping()
     except Exception as exc:  # noqa: BLE001
-        return _component("redis", "degraded", reachable="false", error=str(exc)[:200] or type(exc).__name__)
+        return _component("redis", "degraded", reachable="false", error=type(exc).__name__)
     return _component("redis", "healthy", latency_ms=f"{(time.perf_counter() - started) * 1000:.1f}")
 
 

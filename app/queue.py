@@ -61,3 +61,24 @@ def remove(settings: Settings, run_id: str) -> None:
 
 def depth(settings: Settings) -> int:
     return int(client(settings).llen(queue(settings).key))
+
+
+# -- live workers ----------------------------------------------------------------------------
+WORKERS_KEY = "store:workers"  # sorted set: worker name -> unix time it last said it is alive
+WORKER_ALIVE_S = 20.0  # a worker not heard from for this long is not counted
+
+
+def announce_worker(settings: Settings, name: str, now: float) -> None:
+    """The worker is alive (its scheduler thread calls this every few seconds)."""
+    client(settings).zadd(WORKERS_KEY, {name: now})
+
+
+def retire_worker(settings: Settings, name: str) -> None:
+    client(settings).zrem(WORKERS_KEY, name)
+
+
+def live_workers(settings: Settings, now: float) -> int:
+    """Workers heard from within WORKER_ALIVE_S (a SIGKILLed one drops out by itself)."""
+    c = client(settings)
+    c.zremrangebyscore(WORKERS_KEY, "-inf", now - 10 * WORKER_ALIVE_S)
+    return int(c.zcount(WORKERS_KEY, now - WORKER_ALIVE_S, "+inf"))

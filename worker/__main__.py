@@ -81,6 +81,7 @@ def main() -> int:
         worker.work(logging_level=settings.log_level, with_scheduler=False)
     finally:
         scheduler.stop()
+        scheduler.retire()
         log.info("worker stopped", name=name)
     return 0
 

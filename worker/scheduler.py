@@ -9,13 +9,15 @@ holds and they appear in the ledger with `trigger = 'schedule'`.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import psycopg
+import redis
 
-from app import db, logs
+from app import db, errors, logs, queue
 from app.config import Settings
-from app.jobs import reaper, service
+from app.jobs import reaper, runner, service
 
 LEADER_LOCK_KEY = 0x4D44_5353_5343  # 'MDSSSC'
 TICK_S = 5.0
@@ -27,6 +29,7 @@ def schedules(settings: Settings) -> list[tuple[str, str, timedelta | None]]:
         ("retention", "retention", settings.retention_every),
         ("refresh_aggregate", "refresh_aggregate", settings.refresh_every),
         ("drift_check", "drift_check", settings.drift_every),
+        ("housekeeping", "housekeeping", settings.housekeeping_every),
     ]
 
 
@@ -43,7 +46,9 @@ class Scheduler(threading.Thread):
         self.stopped.set()
 
     def run(self) -> None:
+        self.announce()
         while not self.stopped.wait(TICK_S):
+            self.announce()
             try:
                 self.tick()
             except psycopg.Error as exc:
@@ -53,6 +58,19 @@ class Scheduler(threading.Thread):
                 self.log.exception("scheduler tick crashed")
                 self._reset()
         self._reset()
+
+    def announce(self) -> None:
+        """Tell /metrics (store_workers) this worker is alive; a Redis hiccup is only logged."""
+        try:
+            queue.announce_worker(self.settings, runner.WORKER_ID, time.time())
+        except redis.exceptions.RedisError as exc:
+            self.log.debug("could not announce the worker", error=str(exc))
+
+    def retire(self) -> None:
+        try:
+            queue.retire_worker(self.settings, runner.WORKER_ID)
+        except redis.exceptions.RedisError:
+            pass
 
     def _reset(self) -> None:
         if self.conn is not None:
@@ -91,7 +109,11 @@ class Scheduler(threading.Thread):
                 ).fetchone()[0]
             if not due:
                 continue
-            submitted = service.submit(self.settings, self.conn, kind, kind.parse({}), trigger="schedule")
+            try:
+                submitted = service.submit(self.settings, self.conn, kind, kind.parse({}), trigger="schedule")
+            except errors.ApiError as exc:  # the queue is full: the next tick tries again
+                self.log.warning("scheduled job not submitted", schedule=name, error=exc.message)
+                continue
             self.conn.execute(
                 "UPDATE store_schedules SET last_enqueued_at = now(), last_run_id = %s WHERE name = %s",
                 (submitted.run_id, name),

@@ -72,7 +72,13 @@ def run(ctx: JobContext, params: dict) -> dict:
                 raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") from None
             ctx.progress(aggregates=results)
             ctx.log.info("aggregate refreshed", aggregate=name, result=results[name])
-    return {"aggregates": results}
+    warnings = [
+        f"{name}: {r['failed_bucket_count']} bucket(s) could not be computed and were skipped (they stay "
+        f"invalidated; first: {r['failed_buckets'][0]}); the rows in them hold values the sums cannot hold"
+        for name, r in results.items()
+        if r.get("failed_bucket_count")
+    ]
+    return {"aggregates": results, "warnings": warnings}
 
 
 def _key(params: dict) -> str:
