@@ -275,9 +275,9 @@ def _backfill_limits(env: dict[str, str]) -> dict:
         "BACKFILL_DOWNLOAD_DEADLINE_SECONDS": ("backfill_download_deadline", 1.0),
         "BACKFILL_RATE_WINDOW_SECONDS": ("backfill_rate_window", 0.5),
     }
-    for name, (key, low) in floats.items():
+    for name, (key, least) in floats.items():
         if name in env:
-            kw[key] = _float(name, env[name], low)
+            kw[key] = _float(name, env[name], least)
     if "BACKFILL_URL_ALLOW" in env:
         try:
             kw["backfill_url_allow"] = AllowList.parse(env["BACKFILL_URL_ALLOW"])

@@ -33,6 +33,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAME = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,62}[a-z0-9_])?)(\.[a-z0-9_]([a-z0-9_-]{0,62}[a-z0-9_])?)*$")
 
 
+OFF = "URL sources are off (BACKFILL_URL_ALLOW is empty)"
+
+
+def _numeric(host: str) -> str:
+    return f"host {host!r} is a numeric spelling of an address; write a dotted quad or a name"
+
+
 class PolicyError(ValueError):
     """An allow-list entry cannot be understood; the message names it."""
 
@@ -157,24 +164,29 @@ class AllowList:
         host = host.lower().rstrip(".")
         return any(e.name_ok(host) and e.port_ok(port) for e in self.entries)
 
-    def may_resolve(self, host: str, port: int) -> bool:
-        """Before resolving: could `host:port` be allowed at all? (Used to refuse early.)"""
+    def early_refusal(self, host: str, port: int) -> str | None:
+        """Before resolving: why `host:port` cannot be allowed whatever it resolves to, or
+        None when it might be (the API refuses early; the worker checks the addresses)."""
+        if not self.entries:
+            return OFF
         if is_numeric_spelling(host):
-            return False
+            return _numeric(host)
         try:
             literal = ipaddress.ip_address(host)
         except ValueError:
             literal = None
         if literal is not None:
-            return self._in_networks(literal, port) or (self.named(host, port) and is_public(literal))
-        return self.named(host, port) or any(e.network is not None and e.port_ok(port) for e in self.entries)
+            return self.refusal(host, port, [literal])
+        if self.named(host, port) or any(e.network is not None and e.port_ok(port) for e in self.entries):
+            return None
+        return f"{host}:{port} is not in BACKFILL_URL_ALLOW"
 
     def refusal(self, host: str, port: int, addresses: list[IPAddress]) -> str | None:
         """None when the target is allowed, else why not (no address is echoed)."""
         if not self.entries:
-            return "URL sources are off (BACKFILL_URL_ALLOW is empty)"
+            return OFF
         if is_numeric_spelling(host):
-            return f"host {host!r} is a numeric spelling of an address; write a dotted quad or a name"
+            return _numeric(host)
         if not addresses:
             return f"host {host!r} has no address"
         covered = all(self._in_networks(a, port) for a in addresses)

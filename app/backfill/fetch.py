@@ -287,8 +287,9 @@ def get(url: str, limits: Limits, dog: Watchdog) -> Response:
         parts = urlsplit(url)
         host, port = parts.hostname or "", _port(parts)
         where = f"{host}:{port}"
-        if not limits.allow.may_resolve(host, port):
-            raise FetchError(limits.allow.refusal(host, port, []) or f"{where} is not in BACKFILL_URL_ALLOW")
+        early = limits.allow.early_refusal(host, port)
+        if early:
+            raise FetchError(early)
         addresses = _resolve(host, port, dog)
         refusal = limits.allow.refusal(host, port, addresses)
         if refusal:

@@ -116,8 +116,9 @@ def _check_url(url: str, scheme: str, allow: AllowList) -> str:
         raise SourceError(f"source: {exc}") from None
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or (443 if scheme == "https" else 80)
-    if not allow.may_resolve(host, port):
-        raise SourceError(f"source: {allow.refusal(host, port, []) or f'{host}:{port} is not in BACKFILL_URL_ALLOW'}")
+    refusal = allow.early_refusal(host, port)
+    if refusal:
+        raise SourceError(f"source: {refusal}")
     return url
 
 
@@ -228,7 +229,7 @@ class _Inflate(io.RawIOBase):
     """gzip decompression (every member) with bounded output per read, a cap on the total
     decompressed size and on the expansion ratio, and the stop flag checked per read."""
 
-    def __init__(self, source: io.BufferedReader, counter: _Counted, limits: Limits):
+    def __init__(self, source: io.BufferedIOBase, counter: _Counted, limits: Limits):
         self.source, self.counter, self.limits = source, counter, limits
         self.out = 0
         self._d = zlib.decompressobj(31)

@@ -98,7 +98,8 @@ def create(
 
 
 def queued_count(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM store_jobs WHERE status = 'queued'").fetchone()[0]
+    row = conn.execute("SELECT count(*) FROM store_jobs WHERE status = 'queued'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def active_run(conn: psycopg.Connection, single_flight_key: str) -> str | None:

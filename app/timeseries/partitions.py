@@ -26,6 +26,7 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import psycopg
 from psycopg import sql
@@ -250,9 +251,7 @@ def ensure_slots(
     for lo in missing:
         if check is not None:
             check()
-        created += retrying(
-            lambda lo=lo: _create(conn, table, lo, lo + width), f"create partition of {table}", check=check
-        )
+        created += retrying(partial(_create, conn, table, lo, lo + width), f"create partition of {table}", check=check)
     return created
 
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -144,16 +146,14 @@ FAILED_SHOWN = 50  # failing buckets listed in a result (all are counted)
 
 
 def _pg_window(conn, agg, lo, hi, check, slice_width) -> dict:
-    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
+    total: dict[str, Any] = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
     failed: list[str] = []
     width = max(slice_width, agg.bucket)
     for s_lo, s_hi in _slices(lo, hi, width):
         if check is not None:
             check()
         try:
-            part = retrying(
-                lambda a=s_lo, b=s_hi: _recompute_slice(conn, agg, a, b), f"refresh {agg.name}", check=check
-            )
+            part = retrying(partial(_recompute_slice, conn, agg, s_lo, s_hi), f"refresh {agg.name}", check=check)
         except psycopg.errors.DataError:
             part = _bucket_by_bucket(conn, agg, s_lo, s_hi, check, failed)
         _add(total, part)
@@ -176,9 +176,7 @@ def _bucket_by_bucket(conn, agg, lo: datetime, hi: datetime, check, failed: list
             check()
         try:
             part = retrying(
-                lambda a=max(cur, lo), b=min(nxt, hi): _recompute_slice(conn, agg, a, b),
-                f"refresh {agg.name}",
-                check=check,
+                partial(_recompute_slice, conn, agg, max(cur, lo), min(nxt, hi)), f"refresh {agg.name}", check=check
             )
         except psycopg.errors.DataError as exc:
             failed.append(cur.isoformat())
