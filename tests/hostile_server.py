@@ -8,7 +8,8 @@ Paths:
 - `/trickle`: headers promising 10 MB, then one byte every `pause` seconds;
 - `/redirect/<n>/<name>`: n redirects, then `/files/<name>`;
 - `/to?<url>`: one redirect to any URL;
-- `/secret.csv`: a 200 with an internal-looking secret as its only content.
+- `/secret.csv`: a 200 with an internal-looking secret as its only content;
+- `/endless.csv`: a header line, then one line with no newline that never ends.
 
 Every connection it accepted is counted in `connections`; handlers end when the client
 goes away (a write fails) or when the server is closed.
@@ -82,6 +83,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path.startswith("/to?"):
             self._redirect(unquote(path[4:]))
+            return
+        if path == "/endless.csv":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if not self._raw(b"provider,symbol,interval,ts,open,high,low,close,volume\n"):
+                return
+            piece = b"x" * 65536
+            while not self.server.closing.is_set() and self._raw(piece):
+                pass
             return
         if path == "/secret.csv":
             body = f'{{"token": "{SECRET}"}}\n{SECRET},{SECRET}\n'.encode()

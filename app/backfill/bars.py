@@ -150,6 +150,7 @@ def _load(
             bad_before=state.rows_rejected,
             samples=state.bad_samples,
             limits=row_limits(s, params.source, time.time()),
+            stopped=stopped,
         )
         job = _Job(ctx, conn, params, state, job_run_id, opened)
         feed = _Feed(reader, stop)

@@ -280,6 +280,10 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _never() -> bool:
+    return False
+
+
 def _hidden(value: object) -> str:
     """For URL sources: the value is the server's content, never repeated in errors."""
     return "(value not shown for URL sources)"
@@ -308,8 +312,10 @@ class Reader:
         bad_before: int = 0,
         samples: list[dict] | None = None,
         limits: RowLimits | None = None,
+        stopped=None,
     ):
         self.stream = stream
+        self.stopped = stopped or _never
         self.fmt = fmt
         self.batch_rows = batch_rows
         self.max_bad_rows = max_bad_rows
@@ -333,8 +339,14 @@ class Reader:
         self._chunk = min(CHUNK_ROWS, batch_rows)
 
     # -- shared bookkeeping --------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self.stopped():
+            raise SourceError("reading stopped: the job was stopped")
+
     def _reject(self, line: int, reason: str) -> None:
         self.bad += 1
+        if not self.bad & 4095:
+            self._check_stop()
         batch = self._batch
         batch.rejected += 1
         batch.read += 1
@@ -348,6 +360,8 @@ class Reader:
 
     def _blank_line(self) -> None:
         self.blank += 1
+        if not self.blank & 4095:
+            self._check_stop()
         if self.blank > self.limits.max_blank_lines:
             raise SourceError(
                 f"more than BACKFILL_MAX_BLANK_LINES ({self.limits.max_blank_lines}) blank lines "
@@ -358,6 +372,7 @@ class Reader:
         """Turn the pending rows into a CSV chunk of the batch; True when the batch is full."""
         pending = self._pending
         batch = self._batch
+        self._check_stop()
         if pending:
             epochs = list(map(_EPOCH, pending))
             batch.min_epoch = min(batch.min_epoch, min(epochs))
@@ -430,6 +445,7 @@ class Reader:
         """Read past the rest of an over-long line in bounded pieces; the bytes skipped."""
         skipped = 0
         while True:
+            self._check_stop()
             more = self.stream.readline(READ_PIECE)
             skipped += len(more)
             if not more or more[-1:] == b"\n":
