@@ -169,13 +169,13 @@ class Response:
             got = self._resp.read1(n)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             dog.check()  # a shutdown by the watchdog: report its reason
-            raise FetchError(f"the download from {_where(self.url)} broke off ({_kind(exc)})") from None
+            raise FetchError(f"the download from {where(self.url)} broke off ({_kind(exc)})") from None
         finally:
             dog.end_wait(len(got))
         if not got:
             dog.check()  # a shutdown reads as the end of the body
             if self._resp.length:  # Content-Length announced more than arrived
-                raise FetchError(f"the download from {_where(self.url)} ended early")
+                raise FetchError(f"the download from {where(self.url)} ended early")
         return got
 
     def close(self) -> None:
@@ -185,7 +185,7 @@ class Response:
             pass
 
 
-def _where(url: str) -> str:
+def where(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.hostname}:{_port(parts)}"
 
@@ -236,7 +236,7 @@ def _resolve(host: str, port: int, watchdog: Watchdog) -> list[ipaddress.IPv4Add
     return out
 
 
-def _connect(addresses, port: int, dog: Watchdog, where: str) -> socket.socket:
+def _connect(addresses, port: int, dog: Watchdog, target: str) -> socket.socket:
     """A connected socket to the first address that answers; polled, so a stop ends it."""
     for address in addresses:
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
@@ -260,7 +260,7 @@ def _connect(addresses, port: int, dog: Watchdog, where: str) -> socket.socket:
         dog.attach(None)
         sock.close()
         dog.check()
-    raise FetchError(f"could not connect to {where}")
+    raise FetchError(f"could not connect to {target}")
 
 
 class _Connection(http.client.HTTPConnection):
@@ -286,7 +286,7 @@ def get(url: str, limits: Limits, dog: Watchdog) -> Response:
         check_url(url)
         parts = urlsplit(url)
         host, port = parts.hostname or "", _port(parts)
-        where = f"{host}:{port}"
+        target = f"{host}:{port}"
         early = limits.allow.early_refusal(host, port)
         if early:
             raise FetchError(early)
@@ -294,7 +294,7 @@ def get(url: str, limits: Limits, dog: Watchdog) -> Response:
         refusal = limits.allow.refusal(host, port, addresses)
         if refusal:
             raise FetchError(refusal)
-        sock = _connect(addresses, port, dog, where)
+        sock = _connect(addresses, port, dog, target)
         tls = ssl.create_default_context() if parts.scheme == "https" else None
         conn = _Connection(host, port, sock, tls, dog)
         dog.headers_by = time.monotonic() + limits.window
@@ -305,7 +305,7 @@ def get(url: str, limits: Limits, dog: Watchdog) -> Response:
         except (OSError, http.client.HTTPException, ValueError) as exc:
             conn.close()
             dog.check()
-            raise FetchError(f"no valid HTTP response from {where} ({_kind(exc)})") from None
+            raise FetchError(f"no valid HTTP response from {target} ({_kind(exc)})") from None
         finally:
             dog.headers_by = None
         if resp.status in _REDIRECTS:
@@ -314,15 +314,15 @@ def get(url: str, limits: Limits, dog: Watchdog) -> Response:
             if hop == MAX_REDIRECTS:
                 raise FetchError(f"more than {MAX_REDIRECTS} redirects")
             if not location or len(location) > 2048:
-                raise FetchError(f"{where} answered a redirect without a usable Location")
+                raise FetchError(f"{target} answered a redirect without a usable Location")
             url = urljoin(url, location.strip())
             continue
         if resp.status != 200:
             conn.close()
-            raise FetchError(f"{where} answered HTTP {resp.status}")
+            raise FetchError(f"{target} answered HTTP {resp.status}")
         encoding = (resp.getheader("Content-Encoding") or "").strip().lower()
         if encoding not in ("", "identity", "gzip", "x-gzip"):  # gzip is recognised by its bytes
             conn.close()
-            raise FetchError(f"{where} sent an unsupported Content-Encoding")
+            raise FetchError(f"{target} sent an unsupported Content-Encoding")
         return Response(url, resp.status, resp.headers, resp, conn, dog)
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")  # pragma: no cover - the loop returns or raises

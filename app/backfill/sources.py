@@ -375,7 +375,7 @@ def _open_http(source: Source, limits: Limits, stopped: Stopped):
             resp = fetch.get(source.location, limits.http, dog)
         except fetch.FetchError as exc:
             raise SourceError(f"could not fetch the source: {exc}") from None
-        where = fetch._where(resp.url)
+        where = fetch.where(resp.url)
         length = resp.headers.get("Content-Length", "")
         size = int(length) if length.isascii() and length.isdigit() else None
         if size is not None and size > limits.max_download_bytes:
