@@ -82,3 +82,10 @@ def live_workers(settings: Settings, now: float) -> int:
     c = client(settings)
     c.zremrangebyscore(WORKERS_KEY, "-inf", now - 10 * WORKER_ALIVE_S)
     return int(c.zcount(WORKERS_KEY, now - WORKER_ALIVE_S, "+inf"))
+
+
+def workers_alive(settings: Settings) -> int:
+    """RQ workers registered on this store's queue (a stopped worker deregisters itself)."""
+    from rq import Worker
+
+    return len(Worker.all(queue=queue(settings)))

@@ -15,12 +15,13 @@ import time
 import zlib
 
 import pytest
-from hostile_server import SECRET, HostileServer, closed_port
 
 from app.backfill import fetch
 from app.backfill.rows import Reader, RowLimits, TooManyBadRows
 from app.backfill.sources import Limits, Source, SourceError, open_source, parse_source
 from app.netpolicy import AllowList, PolicyError, is_numeric_spelling
+from tests.support.db import make_settings
+from tests.support.hostile_server import SECRET, HostileServer, closed_port
 
 pytestmark = pytest.mark.timeout(120)
 LOCAL = AllowList.parse("127.0.0.1")
@@ -322,8 +323,6 @@ def test_a_fifo_swapped_in_after_the_check_never_blocks_the_open(tmp_path):
 
 
 def test_fetch_limits_are_what_the_settings_say(tmp_path):
-    from conftest import make_settings
-
     s = make_settings(
         "postgresql://x@127.0.0.1/x",
         "redis://127.0.0.1:1/0",

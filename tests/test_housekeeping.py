@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import make_settings
-
 from app.jobs import housekeeping
+from tests.support.db import make_settings
 
 
 def _job(conn, status: str, days_ago: float) -> str:
@@ -50,10 +49,11 @@ def test_prune_goes_in_bounded_batches(conn, monkeypatch):
 
 
 def test_the_schedule_and_history_are_settings():
-    from worker.scheduler import schedules
+    from app.jobs.schedules import definitions
 
     s = make_settings("postgresql://x@h/db", "redis://h:1/0", JOB_HISTORY_DAYS="30", HOUSEKEEPING_SCHEDULE="off")
     assert s.job_history_days == 30 and s.housekeeping_every is None
-    assert ("housekeeping", "housekeeping", None) in schedules(s)
+    housekeeping_schedule = next(d for d in definitions(s) if d.name == "housekeeping")
+    assert housekeeping_schedule.paused and housekeeping_schedule.job == "housekeeping"
     default = make_settings("postgresql://x@h/db", "redis://h:1/0")
     assert default.job_history_days == 90 and default.housekeeping_every.total_seconds() == 3600

@@ -16,10 +16,11 @@ import signal
 
 import pytest
 import requests
-from conftest import wait_for
-from test_backfill_service import bars, write_ndjson
-from test_backfill_sources import FileServer
-from test_observability import scrape
+
+from tests.support.backfill import bars, write_ndjson
+from tests.support.common import wait_for
+from tests.support.file_server import FileServer
+from tests.support.service import scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

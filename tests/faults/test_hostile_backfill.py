@@ -14,10 +14,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import wait_for
-from hostile_server import HostileServer
-from test_backfill_service import bars, write_csv, write_ndjson
-from test_observability import scrape
+
+from tests.support.backfill import bars, write_csv, write_ndjson
+from tests.support.common import wait_for
+from tests.support.hostile_server import HostileServer
+from tests.support.service import scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 RSS_BOUND_MB = 300  # docs/guarantees.md: worker RSS during any backfill with the default limits
