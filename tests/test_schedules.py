@@ -83,7 +83,12 @@ def test_pause_resume_change_and_run_now(database_url, service_factory):
 
     # bad input
     for name, payload, status, needle in (
-        ("nope", {"paused": True}, 404, "no schedule 'nope'; known: drift_check, refresh_aggregate, retention"),
+        (
+            "nope",
+            {"paused": True},
+            404,
+            "no schedule 'nope'; known: drift_check, housekeeping, refresh_aggregate, retention",
+        ),
         ("retention", {"every": "1s"}, 400, "at least 10 seconds"),
         ("retention", {"every": "sometimes"}, 400, "every: not an interval"),
         ("retention", {"paused": "yes"}, 400, "paused must be true or false"),
