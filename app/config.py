@@ -81,6 +81,8 @@ class Settings:
     # http
     max_body_bytes: int = 1024 * 1024
     health_timeout: float = 1.0
+    # metrics: the API processes' shared multiprocess directory (gunicorn.conf.py sets it)
+    prometheus_multiproc_dir: str | None = None
 
     @property
     def yoyo_url(self) -> str:
@@ -282,6 +284,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         kw["job_history_days"] = _int("JOB_HISTORY_DAYS", env["JOB_HISTORY_DAYS"], 1, 36_500)
     if "HOUSEKEEPING_SCHEDULE" in env:
         kw["housekeeping_every"] = _schedule("HOUSEKEEPING_SCHEDULE", env["HOUSEKEEPING_SCHEDULE"])
+    if "PROMETHEUS_MULTIPROC_DIR" in env:
+        kw["prometheus_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
     if "HEALTH_TIMEOUT_SECONDS" in env:
         kw["health_timeout"] = _float("HEALTH_TIMEOUT_SECONDS", env["HEALTH_TIMEOUT_SECONDS"], 0.05)
     return Settings(**kw)

@@ -16,18 +16,22 @@ import time
 import psycopg
 import redis
 
-from app import db, errors, logs, queue
-from app.config import Settings
-from app.jobs import reaper, runner, schedules, service
+from app import db, logs, migrator
+from app.errors import ApiError, first_line
+from app.jobs import reaper, schedules, service
+from app.jobs.base import JobKind
+from app.resources import Resources
 
 LEADER_LOCK_KEY = 0x4D44_5353_5343  # 'MDSSSC'
 TICK_S = 5.0
 
 
 class Scheduler(threading.Thread):
-    def __init__(self, settings: Settings):
+    def __init__(self, resources: Resources, kinds: dict[str, JobKind]):
         super().__init__(name="scheduler", daemon=True)
-        self.settings = settings
+        self.resources = resources
+        self.settings = resources.settings
+        self.kinds = kinds
         self.stopped = threading.Event()
         self.conn: psycopg.Connection | None = None
         self.leader = False
@@ -43,23 +47,28 @@ class Scheduler(threading.Thread):
             try:
                 self.tick()
             except psycopg.Error as exc:
-                self.log.warning("scheduler tick failed", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.log.warning("scheduler tick failed", error=first_line(exc))
                 self._reset()
-            except Exception:  # noqa: BLE001 - the scheduler must outlive any single failure
+            except Exception:  # the scheduler must outlive any single failure
                 self.log.exception("scheduler tick crashed")
                 self._reset()
         self._reset()
+        self.retire()
 
     def announce(self) -> None:
         """Tell /metrics (store_workers) this worker is alive; a Redis hiccup is only logged."""
+        from app.jobs.runner import WORKER_ID
+
         try:
-            queue.announce_worker(self.settings, runner.WORKER_ID, time.time())
+            self.resources.queue.announce_worker(WORKER_ID, time.time())
         except redis.exceptions.RedisError as exc:
-            self.log.debug("could not announce the worker", error=str(exc))
+            self.log.debug("could not announce the worker", error=first_line(exc))
 
     def retire(self) -> None:
+        from app.jobs.runner import WORKER_ID
+
         try:
-            queue.retire_worker(self.settings, runner.WORKER_ID)
+            self.resources.queue.retire_worker(WORKER_ID)
         except redis.exceptions.RedisError:
             pass
 
@@ -72,34 +81,31 @@ class Scheduler(threading.Thread):
         if self.conn is None or self.conn.closed:
             self.conn = db.connect(self.settings, application_name="store-scheduler", autocommit=True)
             self.leader = False
-        reaper.sweep(self.settings, self.conn)
+        conn = self.conn
+        reaper.sweep(self.resources, conn)
         if not self.leader:
-            self.leader = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()[0]
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+            self.leader = bool(row and row[0])
             if self.leader:
                 self.log.info("this worker runs the schedules")
         if self.leader:
-            self.enqueue_due()
+            self.enqueue_due(conn)
 
-    def enqueue_due(self) -> None:
+    def enqueue_due(self, conn: psycopg.Connection) -> None:
         """Submit every schedule that is due. The table is read on every tick, so a change
         made through PUT /schedules/<name> applies at the next tick, in whichever worker leads."""
-        from app import migrator
-        from app.jobs import KINDS
-
-        conn = self.conn
-        assert conn is not None  # tick() connected
         if migrator.status(conn)["pending"]:
             return  # scheduled jobs need the store's schema: wait for POST /migrate
 
         schedules.ensure(conn, self.settings)
         for due in schedules.claim_due(conn):
-            kind = KINDS.get(due["job"])
+            kind = self.kinds.get(due["job"])
             if kind is None:
                 self.log.warning("schedule names an unknown job kind; skipped", schedule=due["name"], job=due["job"])
                 continue
             try:
-                submitted = service.submit(self.settings, conn, kind, due["params"], trigger="schedule")
-            except errors.ApiError as exc:  # the queue is full (JOB_QUEUE_MAX): skipped until its next period
+                submitted = service.submit(self.resources, conn, kind, due["params"], trigger="schedule")
+            except ApiError as exc:  # the queue is full (JOB_QUEUE_MAX): skipped until its next period
                 self.log.warning("scheduled job not submitted", schedule=due["name"], error=exc.message)
                 continue
             schedules.record_run(conn, due["name"], submitted.run_id, reset_clock=False)

@@ -19,6 +19,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -28,7 +29,9 @@ from app.backfill.checkpoints import State
 from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
 from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, RowLimits, TooManyBadRows, epoch_to_datetime
-from app.jobs.base import JobContext, JobError
+from app.backfill.task import BackfillError, Task
+from app.times import iso
+from app.timeseries import catalog, partitions
 
 JOB = "backfill.bars_ohlcv"
 TABLE = "bars_ohlcv"
@@ -46,6 +49,10 @@ class Params:
     batch_rows: int
     provider: str | None
     interval: str | None
+    source_dir: str  # BACKFILL_SOURCE_DIR
+    limits: sources.Limits  # bounds on reading the source (BACKFILL_MAX_*, URL allow list, rates)
+    row_limits: RowLimits  # line bounds, the time window, how errors show values
+    max_partitions_per_batch: int  # BACKFILL_MAX_PARTITIONS_PER_BATCH
 
     @property
     def key(self) -> str:
@@ -69,53 +76,53 @@ def _resumable(cp: checkpoints.Checkpoint | None, params: Params, identity: dict
     return None
 
 
-def load(ctx: JobContext, params: Params) -> dict:
+def load(task: Task, params: Params) -> dict:
     """Run the load; the job's result. Closes the job_runs row whatever happens."""
     started = time.monotonic()
     state = State()
     job_run_id: int | None = None
     try:
-        with ctx.connect(autocommit=True) as conn:
+        with task.connect() as conn:
             if not checkpoints.try_lock(conn, params.key):
-                raise JobError(f"another run is loading {params.source.location} right now")
+                raise BackfillError(f"another run is loading {params.source.location} right now")
             job_run_id = runs.start(
                 conn,
                 job_name=JOB,
                 dataset=TABLE,
                 provider=params.provider,
                 fingerprint=params.fingerprint,
-                metadata={"run_id": ctx.run_id, "source": params.source.location, "format": params.format},
+                metadata={"run_id": task.run_id, "source": params.source.location, "format": params.format},
             )
-            result = _load(ctx, conn, params, state, job_run_id, started)
-    except Exception as exc:  # JobError, JobCancelled, JobTimedOut, SourceError, database errors
+            result = _load(task, conn, params, state, job_run_id, started)
+    except Exception as exc:  # BackfillError, a stop raised by task.check, database errors
         if job_run_id is not None:
-            runs.close_on_error(ctx, job_run_id, state, params.provider, exc)
-        if isinstance(exc, sources.SourceError):
-            raise JobError(str(exc)) from None
+            runs.close_on_error(task, job_run_id, state, params.provider, exc)
         raise
     result["job_run_id"] = job_run_id
     return result
 
 
-def _load(
-    ctx: JobContext, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float
-) -> dict:
-    s = ctx.settings
+def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float) -> dict:
     cp = checkpoints.load(conn, params.key)
-    stop = threading.Event()  # set when the job ends, however it ends: the reader stops reading
+    stop = threading.Event()  # set when the load ends, however it ends: the reader stops reading
 
     def stopped() -> bool:
-        return stop.is_set() or ctx.stop_reason is not None or time.monotonic() > ctx.deadline
+        if stop.is_set() or task.stopping():
+            return True
+        try:
+            task.check()  # past the deadline too
+        except Exception:  # noqa: BLE001 - any stop the task reports
+            return True
+        return False
 
-    limits = sources.Limits.from_settings(s)
-    with sources.open_source(params.source, s.backfill_source_dir, limits, stopped) as opened:
+    with sources.open_source(params.source, params.source_dir, params.limits, stopped) as opened:
         restart_reason = _resumable(cp, params, opened.identity)
-        resumed_from = None
-        if restart_reason is None:
+        resumed_from: dict[str, Any] | None = None
+        if cp is not None and restart_reason is None:
             state.__dict__.update(cp.state.__dict__)
             opened.skip(state.byte_offset)
             resumed_from = {"line": state.line, "rows_read": state.rows_read, "run_id": cp.run_id}
-            checkpoints.adopt(conn, params.key, ctx.run_id, job_run_id)
+            checkpoints.adopt(conn, params.key, task.run_id, job_run_id)
         else:
             checkpoints.begin(
                 conn,
@@ -124,12 +131,12 @@ def _load(
                 source=params.source.location,
                 fingerprint=params.fingerprint,
                 identity=opened.identity,
-                run_id=ctx.run_id,
+                run_id=task.run_id,
                 job_run_id=job_run_id,
             )
         if cp is not None and cp.job_run_id and cp.job_run_id != job_run_id:
-            runs.close_interrupted(conn, cp.job_run_id, f"interrupted; taken over by run {ctx.run_id}")
-        ctx.log.info(
+            runs.close_interrupted(conn, cp.job_run_id, f"interrupted; taken over by run {task.run_id}")
+        task.log.info(
             "backfill starting",
             source=params.source.location,
             format=params.format,
@@ -149,14 +156,14 @@ def _load(
             header=state.header,
             bad_before=state.rows_rejected,
             samples=state.bad_samples,
-            limits=row_limits(s, params.source, time.time()),
+            limits=params.row_limits,
             stopped=stopped,
         )
-        job = _Job(ctx, conn, params, state, job_run_id, opened)
+        job = _Job(task, conn, params, state, job_run_id, opened)
         feed = _Feed(reader, stop)
         feed.start()
 
-        def bookkeeping(session, before: State, batch: Batch, written: int) -> State:
+        def bookkeeping(session: psycopg.Connection, before: State, batch: Batch, written: int) -> State:
             after = _advance(before, batch, written)
             checkpoints.advance(session, params.key, after)
             runs.heartbeat(session, job_run_id, after, params.provider)
@@ -165,9 +172,7 @@ def _load(
         try:
             with ExitStack() as stack:
                 policy = MergePolicy()
-                loaders = [
-                    Loader(stack.enter_context(ctx.connect(autocommit=True)), TABLE, policy) for _ in range(WRITERS)
-                ]
+                loaders = [Loader(stack.enter_context(task.connect()), TABLE, policy) for _ in range(WRITERS)]
                 job.run(feed, Pipeline(loaders, bookkeeping, State(**state.__dict__)))
         finally:
             stop.set()
@@ -194,8 +199,8 @@ def _load(
         "rows_unchanged": state.rows_read - state.rows_rejected - state.rows_written,
         "rows_rejected": state.rows_rejected,
         "bad_rows": state.bad_samples,
-        "min_ts": state.min_ts.isoformat() if state.min_ts else None,
-        "max_ts": state.max_ts.isoformat() if state.max_ts else None,
+        "min_ts": iso(state.min_ts),
+        "max_ts": iso(state.max_ts),
         "symbols": len(state.symbols),
         "providers": sorted(state.providers),
         "batches": state.batches,
@@ -206,20 +211,6 @@ def _load(
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(read_now / elapsed, 1) if elapsed > 0 else None,
     }
-
-
-def row_limits(s, source: sources.Source, now: float) -> RowLimits:
-    """The row rules of one load: line bounds, the time window ending `now` + BACKFILL_TIME_AHEAD."""
-    from app.timeseries import catalog
-
-    return RowLimits(
-        max_line_bytes=s.backfill_max_line_bytes,
-        max_blank_lines=s.backfill_max_blank_lines,
-        min_epoch=s.backfill_time_min.timestamp(),
-        max_epoch=now + s.backfill_time_ahead.total_seconds(),
-        show_values=source.kind == "file",
-        slot_seconds=catalog.table(TABLE).chunk.total_seconds(),
-    )
 
 
 def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
@@ -250,7 +241,7 @@ class _Feed(threading.Thread):
         self.queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
         self.stop = stop
 
-    def _put(self, item) -> bool:
+    def _put(self, item: object) -> bool:
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=_POLL)
@@ -291,8 +282,16 @@ def _advance(before: State, batch: Batch, written: int) -> State:
 class _Job:
     """The job's thread: batches from the feed into the pipeline; committed ones into state."""
 
-    def __init__(self, ctx: JobContext, conn, params: Params, state: State, job_run_id: int, opened):
-        self.ctx, self.conn, self.params, self.state = ctx, conn, params, state
+    def __init__(
+        self,
+        task: Task,
+        conn: psycopg.Connection,
+        params: Params,
+        state: State,
+        job_run_id: int,
+        opened: sources.Opened,
+    ):
+        self.task, self.conn, self.params, self.state = task, conn, params, state
         self.job_run_id = job_run_id
         self.opened = opened
         self.partitions_created = 0
@@ -325,12 +324,12 @@ class _Job:
             self.upserts = pipeline.upserts
 
     def _pump(self, feed: _Feed, pipeline: Pipeline) -> None:
-        ctx = self.ctx
-        beat = max(1.0, ctx.settings.heartbeat_interval)
+        task = self.task
+        beat = max(1.0, task.heartbeat_s)
         idle_since = time.monotonic()
 
         def wait() -> None:
-            ctx.check()
+            task.check()
             self._collect(pipeline, block=False)
 
         while True:
@@ -339,9 +338,9 @@ class _Job:
             except queue.Empty:
                 wait()
                 if not feed.is_alive() and feed.queue.empty():
-                    raise JobError("the source reader stopped unexpectedly") from None
+                    raise BackfillError("the source reader stopped unexpectedly") from None
                 reader = feed.reader  # reading without a batch yet: show how far it got
-                ctx.progress(line=reader.line, bytes_read=self.opened.bytes_read, blank_lines=reader.blank)
+                self.task.progress(line=reader.line, bytes_read=self.opened.bytes_read, blank_lines=reader.blank)
                 if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
                     runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
                     idle_since = time.monotonic()
@@ -352,7 +351,7 @@ class _Job:
             if isinstance(item, TooManyBadRows):
                 self._settle(pipeline)
                 self.state.rows_rejected = item.count
-                raise JobError(str(item))
+                raise item
             if isinstance(item, BaseException):
                 self._settle(pipeline)
                 raise item
@@ -374,9 +373,9 @@ class _Job:
                 slot = pipeline.done.get(timeout=_POLL) if block else pipeline.done.get_nowait()
             except queue.Empty:
                 if block:
-                    self.ctx.check()
+                    self.task.check()
                     if not pipeline.alive() and pipeline.done.empty():
-                        raise JobError("the database writers stopped unexpectedly") from None
+                        raise BackfillError("the database writers stopped unexpectedly") from None
                     continue
                 return
             self._take(slot)
@@ -387,7 +386,7 @@ class _Job:
         if slot.error is not None:
             if isinstance(slot.error, psycopg.Error):
                 # a session we terminated (cancel, timeout, shutdown) is not a write error
-                outcome = "cancelled" if self.ctx.stop_reason is not None else "error"
+                outcome = "cancelled" if self.task.stopping() else "error"
                 metrics.SINK_WRITES.inc(slot.batch.rows, sink=TABLE, outcome=outcome)
             if not isinstance(slot.error, Stopped):
                 raise slot.error
@@ -407,7 +406,7 @@ class _Job:
             metrics.SINK_WRITES.inc(batch.rejected, sink=TABLE, outcome="rejected")
         metrics.SINK_LATENCY.observe(slot.seconds, sink=TABLE)
         elapsed = time.monotonic() - self._started
-        self.ctx.progress(
+        self.task.progress(
             rows_read=state.rows_read,
             rows_written=state.rows_written,
             rows_rejected=state.rows_rejected,
@@ -422,23 +421,21 @@ class _Job:
         """Partitions for the slots the batch's rows fall in, and no others: a lone row far
         away makes one partition, not every one in between. More new ones than
         BACKFILL_MAX_PARTITIONS_PER_BATCH fail the load before any is made."""
-        from app.timeseries import catalog, partitions
-
         missing = batch.slots - self._covered
         if not missing:
             return
         width = catalog.table(TABLE).chunk
         starts = [partitions.EPOCH + slot * width for slot in sorted(missing)]
-        limit = self.ctx.settings.backfill_max_partitions_per_batch
+        limit = self.params.max_partitions_per_batch
         try:
-            created = partitions.ensure_slots(self.conn, TABLE, starts, check=self.ctx.check, max_new=limit)
+            created = partitions.ensure_slots(self.conn, TABLE, starts, check=self.task.check, max_new=limit)
         except partitions.TooManyPartitions as exc:
-            raise JobError(
+            raise BackfillError(
                 f"batch {self.state.batches + 1} (lines up to {batch.end_line}) would create {exc.needed} partitions, "
                 f"more than BACKFILL_MAX_PARTITIONS_PER_BATCH ({limit}): its rows spread over {exc.needed} "
                 f"{width.days}-day periods without one; check the times, or load with smaller batch_rows"
             ) from None
         except ValueError as exc:
-            raise JobError(f"cannot make partitions for this batch: {exc}") from None
+            raise BackfillError(f"cannot make partitions for this batch: {exc}") from None
         self.partitions_created += created
         self._covered |= missing

@@ -28,9 +28,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
-from app.netpolicy import AllowList
+from app.netpolicy import AllowList, IPAddress
 
 MAX_REDIRECTS = 3
 CONNECT_TIMEOUT = 10.0
@@ -190,7 +190,7 @@ def where(url: str) -> str:
     return f"{parts.hostname}:{_port(parts)}"
 
 
-def _port(parts) -> int:
+def _port(parts: SplitResult) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
@@ -219,7 +219,7 @@ def check_url(url: str) -> None:
         raise FetchError("credentials in the URL are not accepted (they would be stored with the job)")
 
 
-def _resolve(host: str, port: int, watchdog: Watchdog) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _resolve(host: str, port: int, watchdog: Watchdog) -> list[IPAddress]:
     watchdog.check()
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
@@ -236,7 +236,7 @@ def _resolve(host: str, port: int, watchdog: Watchdog) -> list[ipaddress.IPv4Add
     return out
 
 
-def _connect(addresses, port: int, dog: Watchdog, target: str) -> socket.socket:
+def _connect(addresses: list[IPAddress], port: int, dog: Watchdog, target: str) -> socket.socket:
     """A connected socket to the first address that answers; polled, so a stop ends it."""
     for address in addresses:
         family = socket.AF_INET6 if address.version == 6 else socket.AF_INET

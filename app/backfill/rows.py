@@ -27,17 +27,21 @@ Rows that cannot hurt the store (docs/backfill.md, "Row rules"):
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from operator import itemgetter
+from typing import Any
 
 import orjson
 
 from app.backfill.sources import SourceError
+from app.backfill.task import BackfillError
 
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -64,7 +68,7 @@ class BadRow(Exception):
     """One row is invalid; the message is the reason shown to the user."""
 
 
-class TooManyBadRows(Exception):
+class TooManyBadRows(BackfillError):
     def __init__(self, count: int, allowed: int, first: dict):
         self.count, self.allowed, self.first = count, allowed, first
         super().__init__(
@@ -133,7 +137,7 @@ class Validator:
         self.default_interval = interval
         self.min_epoch, self.max_epoch = min_epoch, max_epoch
         self.show = _show if show_values else _hidden
-        self._caches = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
+        self._caches: dict[str, dict] = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
         if provider is not None:
             self._caches["provider"][None] = self.text("provider", provider)
         if interval is not None:
@@ -210,11 +214,11 @@ class Validator:
         cache[value] = epoch
         return epoch
 
-    def _make_row(self):
+    def _make_row(self) -> Callable[[int, Sequence[Any]], list]:
         providers, symbols, intervals, times = (self._caches[k] for k in ("provider", "symbol", "interval", "ts"))
         text, epoch_of, show = self.text, self.epoch, self.show
 
-        def row(line: int, values) -> list:
+        def row(line: int, values: Sequence[Any]) -> list:
             p, s, i, ts, o, h, lo, c, v = values
             try:
                 p = providers[p]
@@ -240,7 +244,7 @@ class Validator:
         return row
 
 
-def _number(name: str, value: object, show=None) -> float:
+def _number(name: str, value: object, show: Callable[[object], str] | None = None) -> float:
     show = show or _show
     if type(value) is float:
         return value
@@ -263,7 +267,7 @@ def _number(name: str, value: object, show=None) -> float:
     raise BadRow(f"{name} is not a number: {show(value)}")
 
 
-def _price_order(o, h, lo, c) -> str:
+def _price_order(o: float, h: float, lo: float, c: float) -> str:
     if lo > h:
         return f"low {lo!r} > high {h!r}"
     if o < lo:
@@ -299,7 +303,7 @@ class Reader:
 
     def __init__(
         self,
-        stream,
+        stream: io.BufferedIOBase,
         fmt: str,
         *,
         batch_rows: int,
@@ -312,7 +316,7 @@ class Reader:
         bad_before: int = 0,
         samples: list[dict] | None = None,
         limits: RowLimits | None = None,
-        stopped=None,
+        stopped: Callable[[], bool] | None = None,
     ):
         self.stream = stream
         self.stopped = stopped or _never
@@ -393,7 +397,7 @@ class Reader:
         batch.end_line, batch.end_offset, batch.header = self.line, self.offset, self.header
         return batch
 
-    def batches(self):
+    def batches(self) -> Iterator[Batch]:
         """Yield `Batch`es until the stream ends (the last one may be empty of rows)."""
         try:
             if self.fmt == "ndjson":
@@ -408,7 +412,7 @@ class Reader:
         return f"the line is longer than BACKFILL_MAX_LINE_BYTES ({self.limits.max_line_bytes} bytes)"
 
     # -- NDJSON ----------------------------------------------------------------------------
-    def _ndjson(self):
+    def _ndjson(self) -> Iterator[Batch]:
         """The hot loop: one JSON parse, one C-level field pick and one validation per line."""
         loads = orjson.loads
         pick = self._pick_with_defaults if self._has_defaults else itemgetter(*FIELDS)
@@ -509,12 +513,13 @@ class Reader:
             name == "interval" and v.default_interval is not None
         )
 
-    def _csv(self):
+    def _csv(self) -> Iterator[Batch]:
         """One record per physical line: a quote left open fails that line, not the rest."""
         if self.header is None:
             self.read_header()
         columns = self._columns()
-        width = len(self.header or [])
+        assert self.header is not None  # read_header sets it or raises
+        width = len(self.header)
         make_row, chunk = self._row, self._chunk
         reader = csv.reader
         limit = self.limits.max_line_bytes

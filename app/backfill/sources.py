@@ -21,13 +21,16 @@ import os
 import re
 import stat
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlsplit
 
 from app.backfill import fetch
+from app.backfill.task import BackfillError
+from app.config import Settings
 from app.netpolicy import AllowList
 
 FORMATS = ("ndjson", "csv")
@@ -39,7 +42,7 @@ MAX_URL_LENGTH = 2048
 RATIO_AFTER = 16 << 20  # the gzip ratio is judged once this much has been decompressed
 
 
-class SourceError(Exception):
+class SourceError(BackfillError):
     """The source cannot be used; the message says why and names it."""
 
 
@@ -57,7 +60,7 @@ class Limits:
     rate_window: float = 30.0
 
     @classmethod
-    def from_settings(cls, s) -> Limits:
+    def from_settings(cls, s: Settings) -> Limits:
         return cls(
             max_download_bytes=s.backfill_max_download_bytes,
             max_file_bytes=s.backfill_max_file_bytes,
@@ -184,7 +187,15 @@ class _Counted(io.RawIOBase):
     """A raw reader that counts bytes, stops past a limit and when the job stops;
     seekable over a local file."""
 
-    def __init__(self, read, limit: int | None, what: str, stopped: Stopped, limit_name: str, fd: int | None = None):
+    def __init__(
+        self,
+        read: Callable[[int], bytes],
+        limit: int | None,
+        what: str,
+        stopped: Stopped,
+        limit_name: str,
+        fd: int | None = None,
+    ):
         self._read = read
         self.limit = limit
         self.what = what
@@ -208,7 +219,7 @@ class _Counted(io.RawIOBase):
     def tell(self) -> int:
         return self.count
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         if self.stopped():
             raise SourceError("reading stopped: the job was stopped")
         try:
@@ -238,7 +249,7 @@ class _Inflate(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         want = len(buffer)
         while True:
             if self.counter.stopped():
@@ -324,7 +335,7 @@ def _never() -> bool:
 
 
 @contextmanager
-def open_source(source: Source, root: str, limits: Limits, stopped: Stopped = _never):
+def open_source(source: Source, root: str, limits: Limits, stopped: Stopped = _never) -> Iterator[Opened]:
     """Open a source for reading; yields an `Opened`. SourceError for anything unusable.
 
     `stopped()` true makes every later read (and a download's socket) stop."""
@@ -334,7 +345,7 @@ def open_source(source: Source, root: str, limits: Limits, stopped: Stopped = _n
 
 
 @contextmanager
-def _open_file(source: Source, root: str, limits: Limits, stopped: Stopped):
+def _open_file(source: Source, root: str, limits: Limits, stopped: Stopped) -> Iterator[Opened]:
     path = resolve_file(root, source.location)
     shown = repr(source.location)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
@@ -366,7 +377,7 @@ def _open_file(source: Source, root: str, limits: Limits, stopped: Stopped):
 
 
 @contextmanager
-def _open_http(source: Source, limits: Limits, stopped: Stopped):
+def _open_http(source: Source, limits: Limits, stopped: Stopped) -> Iterator[Opened]:
     dog = fetch.Watchdog(limits.http, stopped)
     dog.start()
     resp = None

@@ -8,6 +8,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from app.db import scalar
 from app.drift.check import Check
 
 HISTORY_DAYS = 30
@@ -32,7 +33,8 @@ ON CONFLICT (track, schema) DO UPDATE SET
 def record(conn: psycopg.Connection, check: Check, run_id: str | None) -> int:
     """Persist one check (history row + latest state per schema); prune old history."""
     with conn.transaction():
-        check_id = conn.execute(
+        check_id = scalar(
+            conn,
             """INSERT INTO store_drift_checks (run_id, track, checked_at, registry_reachable, error, results)
                VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
             (
@@ -43,7 +45,7 @@ def record(conn: psycopg.Connection, check: Check, run_id: str | None) -> int:
                 check.error,
                 Jsonb([r.as_dict() for r in check.results]),
             ),
-        ).fetchone()[0]
+        )
         rows = []
         for r in check.results:
             drifted = r.drifted
@@ -67,7 +69,7 @@ def record(conn: psycopg.Connection, check: Check, run_id: str | None) -> int:
 
 
 def _exists(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass('store_drift_checks') IS NOT NULL").fetchone()[0]
+    return scalar(conn, "SELECT to_regclass('store_drift_checks') IS NOT NULL")
 
 
 def latest(conn: psycopg.Connection, track: str) -> tuple[dict | None, list[dict]]:

@@ -7,22 +7,31 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
 
-from app import validation
+from app import db, validation
 from app.backfill import bars, runs, sources
 from app.backfill.checkpoints import State
+from app.backfill.rows import RowLimits
+from app.backfill.task import BackfillError, Task
+from app.config import Settings
 from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
+from app.jobs import aggregates
 from app.jobs.base import JobContext, JobError, JobKind
+from app.timeseries import catalog, rollups
 
 MAX_BATCH_ROWS = 1_000_000
 DEFAULT_BATCH_ROWS = 100_000
 DEFAULT_SLICE = timedelta(days=1)
 MAX_SLICES = 20_000
+AGGREGATES_JOB = "backfill.aggregates"
 
 
 @dataclass(frozen=True)
@@ -43,15 +52,29 @@ class Param:
         }
 
 
-def _settings():
-    """The API's settings while handling a request; the process environment otherwise."""
-    from flask import current_app, has_app_context
+def task(ctx: JobContext) -> Task:
+    """What the backfill code gets from this job: its sessions, checks, progress, outcome."""
 
-    if has_app_context():
-        return current_app.config["SETTINGS"]
-    from app.jobs import runner
+    @contextmanager
+    def connect() -> Iterator[psycopg.Connection]:
+        with ctx.connect(autocommit=True) as conn:
+            yield conn
 
-    return runner.settings()
+    def outcome(exc: BaseException) -> tuple[str, str]:
+        status, message = ctx.outcome(exc)
+        return str(status), message
+
+    return Task(
+        run_id=ctx.run_id,
+        connect=connect,
+        connect_aside=lambda: db.connect(ctx.settings, application_name="store-backfill-close", autocommit=True),
+        check=ctx.check,
+        progress=ctx.progress,
+        outcome=outcome,
+        stopping=lambda: ctx.stop_reason is not None,
+        log=ctx.log,
+        heartbeat_s=ctx.settings.heartbeat_interval,
+    )
 
 
 def _check_fields(body: dict, params: tuple[Param, ...]) -> None:
@@ -106,11 +129,10 @@ BARS_PARAMS = (
 )
 
 
-def parse_bars(body: dict) -> dict:
+def parse_bars(body: dict, settings: Settings) -> dict:
     _check_fields(body, BARS_PARAMS)
-    s = _settings()
     try:
-        source = sources.parse_source(body["source"], s.backfill_source_dir, s.backfill_url_allow)
+        source = sources.parse_source(body["source"], settings.backfill_source_dir, settings.backfill_url_allow)
         fmt = sources.detect_format(source, body.get("format"))
     except sources.SourceError as exc:
         raise BadRequest(str(exc)) from None
@@ -124,24 +146,40 @@ def parse_bars(body: dict) -> dict:
     }
 
 
+def row_limits(s: Settings, source: sources.Source, now: float) -> RowLimits:
+    """The row rules of one load: line bounds, the time window ending `now` + BACKFILL_TIME_AHEAD,
+    and whether errors may repeat values (not for URL sources: their content is the server's)."""
+    return RowLimits(
+        max_line_bytes=s.backfill_max_line_bytes,
+        max_blank_lines=s.backfill_max_blank_lines,
+        min_epoch=s.backfill_time_min.timestamp(),
+        max_epoch=now + s.backfill_time_ahead.total_seconds(),
+        show_values=source.kind == "file",
+        slot_seconds=catalog.table(bars.TABLE).chunk.total_seconds(),
+    )
+
+
 def run_bars(ctx: JobContext, params: dict) -> dict:
     try:
-        source = sources.parse_source(
-            params["source"], ctx.settings.backfill_source_dir, ctx.settings.backfill_url_allow
+        s = ctx.settings
+        source = sources.parse_source(params["source"], s.backfill_source_dir, s.backfill_url_allow)
+        return bars.load(
+            task(ctx),
+            bars.Params(
+                source=source,
+                format=params["format"],
+                max_bad_rows=params["max_bad_rows"],
+                batch_rows=params["batch_rows"],
+                provider=params["provider"],
+                interval=params["interval"],
+                source_dir=s.backfill_source_dir,
+                limits=sources.Limits.from_settings(s),
+                row_limits=row_limits(s, source, time.time()),
+                max_partitions_per_batch=s.backfill_max_partitions_per_batch,
+            ),
         )
-    except sources.SourceError as exc:
+    except BackfillError as exc:
         raise JobError(str(exc)) from None
-    return bars.load(
-        ctx,
-        bars.Params(
-            source=source,
-            format=params["format"],
-            max_bad_rows=params["max_bad_rows"],
-            batch_rows=params["batch_rows"],
-            provider=params["provider"],
-            interval=params["interval"],
-        ),
-    )
 
 
 def _bars_key(params: dict) -> str:
@@ -174,12 +212,9 @@ AGG_PARAMS = (
 )
 
 
-def parse_aggregates(body: dict) -> dict:
-    from app.jobs.aggregates import parse_time
-    from app.timeseries import rollups
-
+def parse_aggregates(body: dict, settings: Settings) -> dict:
     _check_fields(body, AGG_PARAMS)
-    start, end = parse_time("start", body["start"]), parse_time("end", body["end"])
+    start, end = aggregates.parse_time("start", body["start"]), aggregates.parse_time("end", body["end"])
     if start >= end:
         raise BadRequest("start must be before end")
     name = body.get("name")
@@ -206,9 +241,7 @@ def parse_aggregates(body: dict) -> dict:
 
 
 def run_aggregates(ctx: JobContext, params: dict) -> dict:
-    from app.timeseries import rollups
-
-    names = [params["name"]] if params["name"] else list(rollups.NAMES)
+    names = aggregates.names(params)
     start, end = datetime.fromisoformat(params["start"]), datetime.fromisoformat(params["end"])
     width = timedelta(seconds=params["slice_seconds"])
     done = {"slices": 0}
@@ -219,28 +252,27 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
         done["slices"] += 1
         ctx.progress(slices_started=done["slices"])
 
-    results: dict[str, dict] = {}
     with ctx.connect(autocommit=True) as conn:
         job_run_id = runs.start(
             conn,
-            job_name="backfill.aggregates",
+            job_name=AGGREGATES_JOB,
             dataset=",".join(names),
             provider=None,
             fingerprint="",
             metadata={"run_id": ctx.run_id, **params},
         )
+
+        def refresh(name: str) -> dict:
+            return rollups.refresh(conn, name, start, end, check=check, slice_width=width)
+
+        def after(name: str, result: dict) -> None:
+            state.rows_written += int(result.get("rows_written") or 0)
+            runs.heartbeat(conn, job_run_id, state, None)
+
         try:
-            for name in names:
-                ctx.check()
-                try:
-                    results[name] = rollups.refresh(conn, name, start, end, check=check, slice_width=width)
-                except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-                    raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") from None
-                state.rows_written += int(results[name].get("rows_written") or 0)
-                runs.heartbeat(conn, job_run_id, state, None)
-                ctx.progress(aggregates=results, slices_started=done["slices"])
+            results = aggregates.refresh_each(ctx, names, refresh, after)
         except BaseException as exc:
-            runs.close_on_error(ctx, job_run_id, state, None, exc)
+            runs.close_on_error(task(ctx), job_run_id, state, None, exc)
             raise
         runs.finish(conn, job_run_id, "success", state, None)
     return {
@@ -252,10 +284,10 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
 
 
 AGGREGATES = JobKind(
-    name="backfill.aggregates",
+    name=AGGREGATES_JOB,
     run=run_aggregates,
     parse=parse_aggregates,
-    single_flight=lambda p: f"backfill.aggregates:{p['name'] or '*'}:{p['start']}..{p['end']}:{p['slice_seconds']}",
+    single_flight=lambda p: f"{AGGREGATES_JOB}:{p['name'] or '*'}:{p['start']}..{p['end']}:{p['slice_seconds']}",
     description="Recompute the continuous aggregates over a historical window, one short transaction per slice.",
 )
 

@@ -11,7 +11,10 @@ locked for long. Queued and running jobs are never touched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+
+import psycopg
 
 from app.jobs.base import JobContext, JobKind
 
@@ -19,7 +22,7 @@ IDEMPOTENCY_TTL = timedelta(hours=24)
 BATCH = 5000
 
 
-def prune(conn, history_days: int, check=None) -> dict:
+def prune(conn: psycopg.Connection, history_days: int, check: Callable[[], None] | None = None) -> dict:
     """Delete what has expired; returns the counts. `conn` is an autocommit connection."""
     keys = conn.execute("DELETE FROM store_idempotency WHERE created_at < now() - %s", (IDEMPOTENCY_TTL,)).rowcount
     jobs = 0

@@ -43,7 +43,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Wait one `pause` (the simulated server's pace); False once the server closes."""
         return not self.server.closing.wait(self.server.pause)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.server.paths.append(self.path)
         path = self.path
         if path.startswith("/files/") or path.startswith("/stream/"):
