@@ -212,7 +212,10 @@ def _slices(lo: datetime, hi: datetime, width: timedelta) -> Iterator[tuple[date
 
 def _add(total: dict, part: dict) -> None:
     for key, value in part.items():
-        total[key] = total.get(key, 0) + value
+        if isinstance(value, list):  # failed_buckets: keep the first FAILED_SHOWN
+            total[key] = (total.get(key) or []) + value[: FAILED_SHOWN - len(total.get(key) or [])]
+        else:
+            total[key] = total.get(key, 0) + value
 
 
 FAILED_SHOWN = 50  # failing buckets listed in a result (all are counted)
