@@ -20,6 +20,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.config import Settings
 
+ADMIN_POOL_WAIT_S = 3.0
+
 
 class DatabaseUnavailable(Exception):
     """No database connection could be had in time; the caller may try again later."""
@@ -61,7 +63,9 @@ class Pool:
                         self.settings.database_url,
                         min_size=1,
                         max_size=8,
-                        timeout=self.settings.health_timeout,
+                        # admin requests wait this long for a connection before a 503; probes
+                        # and /metrics pass their own, shorter, timeout
+                        timeout=ADMIN_POOL_WAIT_S,
                         open=False,
                         check=ConnectionPool.check_connection,
                         reconnect_timeout=0,  # keep trying forever: the database may come back
