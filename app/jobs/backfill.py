@@ -274,7 +274,7 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
         except BaseException as exc:
             runs.close_on_error(task(ctx), job_run_id, state, None, exc)
             raise
-        runs.finish(conn, job_run_id, "success", state, None)
+        runs.finish(conn, job_run_id, runs.RunStatus.SUCCESS, state, None)
     return {
         "window": {"start": params["start"], "end": params["end"]},
         "slice": format_interval(width),

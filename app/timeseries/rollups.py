@@ -40,6 +40,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.db import scalar
+from app.errors import first_line
 from app.times import align, iso, utc
 from app.timeseries import backend, catalog
 from app.timeseries.retry import retrying
@@ -201,7 +202,7 @@ def _bucket_by_bucket(
                 aggregate=agg.name,
                 bucket=cur.isoformat(),
                 error=type(exc).__name__,
-                detail=str(exc).splitlines()[0] if str(exc) else "",
+                detail=first_line(exc),
             )
         else:
             _add(total, part)
