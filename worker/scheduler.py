@@ -16,18 +16,30 @@ import psycopg
 from app import db, logs
 from app.config import Settings
 from app.jobs import reaper, service
+from app.timeseries import catalog
 
 LEADER_LOCK_KEY = 0x4D44_5353_5343  # 'MDSSSC'
 TICK_S = 5.0
 
 
-def schedules(settings: Settings) -> list[tuple[str, str, timedelta | None]]:
-    """(schedule name, job kind, period) for each periodic job."""
-    return [
-        ("retention", "retention", settings.retention_every),
-        ("refresh_aggregate", "refresh_aggregate", settings.refresh_every),
-        ("drift_check", "drift_check", settings.drift_every),
+def schedules(settings: Settings) -> list[tuple[str, str, timedelta | None, dict]]:
+    """(schedule name, job kind, period, trigger body) for each periodic job.
+
+    Besides the refresh of every aggregate each REFRESH_SCHEDULE, an aggregate whose
+    catalog entry asks to be refreshed more often (the 1-minute tick rollups: every
+    minute, so they stay within two minutes of the ticks) gets a schedule of its own,
+    unless REFRESH_SCHEDULE is off or already that frequent.
+    """
+    out: list[tuple[str, str, timedelta | None, dict]] = [
+        ("retention", "retention", settings.retention_every, {}),
+        ("refresh_aggregate", "refresh_aggregate", settings.refresh_every, {}),
+        ("drift_check", "drift_check", settings.drift_every, {}),
     ]
+    every = settings.refresh_every
+    for agg in catalog.ROLLUPS.values():
+        if every is not None and agg.refresh_every is not None and agg.refresh_every < every:
+            out.append((f"refresh_aggregate:{agg.name}", "refresh_aggregate", agg.refresh_every, {"name": agg.name}))
+    return out
 
 
 class Scheduler(threading.Thread):
@@ -78,7 +90,7 @@ class Scheduler(threading.Thread):
         if migrator.status(self.conn)["pending"]:
             return  # scheduled jobs need the store's schema: wait for POST /migrate
 
-        for name, kind_name, every in schedules(self.settings):
+        for name, kind_name, every, body in schedules(self.settings):
             kind = KINDS.get(kind_name)
             if every is None or kind is None:
                 continue
@@ -91,7 +103,7 @@ class Scheduler(threading.Thread):
                 ).fetchone()[0]
             if not due:
                 continue
-            submitted = service.submit(self.settings, self.conn, kind, kind.parse({}), trigger="schedule")
+            submitted = service.submit(self.settings, self.conn, kind, kind.parse(body), trigger="schedule")
             self.conn.execute(
                 "UPDATE store_schedules SET last_enqueued_at = now(), last_run_id = %s WHERE name = %s",
                 (submitted.run_id, name),

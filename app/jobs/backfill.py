@@ -205,7 +205,8 @@ def parse_aggregates(body: dict) -> dict:
 def run_aggregates(ctx: JobContext, params: dict) -> dict:
     from app.timeseries import rollups
 
-    names = [params["name"]] if params["name"] else list(rollups.NAMES)
+    # By default the rollups of what a backfill loads (bars_ohlcv).
+    names = [params["name"]] if params["name"] else list(rollups.names_for("bars_ohlcv"))
     start, end = datetime.fromisoformat(params["start"]), datetime.fromisoformat(params["end"])
     width = timedelta(seconds=params["slice_seconds"])
     done = {"slices": 0}

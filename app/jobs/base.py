@@ -77,8 +77,12 @@ class JobContext:
 
     @contextmanager
     def connect(self, autocommit: bool = False, **kw):
-        """A dedicated connection for this job, with the store's safety timeouts."""
+        """A dedicated connection for this job, with the store's safety timeouts.
+
+        A maintenance session (`app.maintenance = on`): jobs see every tenant's rows.
+        """
         self.check()
+        kw.setdefault("maintenance", True)
         conn = db.connect(self.settings, application_name=self.session_name, autocommit=autocommit, **kw)
         try:
             yield conn

@@ -314,6 +314,9 @@ def refresh(
 ) -> dict:
     """Recompute aggregate `name` over [start, end) widened to whole buckets.
 
+    A hierarchical rollup (plain Postgres) is recomputed from its parent, after the
+    parent's pending changes are refreshed.
+
     `conn`: an autocommit connection (required on TimescaleDB; on plain Postgres every
     slice of `slice_width` is its own transaction, or a savepoint when `conn` is already
     inside a transaction). Safe to run concurrently with ingest and with other
@@ -325,8 +328,8 @@ def refresh(
     if lo >= hi:
         raise ValueError("start must be before end")
     hyper = backend.is_hypertable(conn, agg.source)
-    if agg.parent and not hyper:  # the input first: the parent over the same window
-        refresh(conn, agg.parent, lo, hi, check=check, slice_width=slice_width)
+    if agg.parent and not hyper:  # the input first: the parent's pending changes
+        refresh_pending(conn, agg.parent, check=check, slice_width=slice_width)
     frozen = watermark(conn, agg.source)
     if hyper:
         out = _ts_refresh(conn, agg, lo, hi)
