@@ -18,3 +18,10 @@ BEGIN
 END $$;
 DELETE FROM store_rollup_invalidations WHERE aggregate LIKE 'tick\_%';
 DELETE FROM store_aggregates WHERE source = 'tick_data';
+DO $$
+BEGIN
+    IF to_regprocedure('store_rollup_invalidate()') IS NOT NULL THEN
+        ALTER FUNCTION store_rollup_invalidate() SECURITY INVOKER;
+        ALTER FUNCTION store_rollup_invalidate() RESET search_path;
+    END IF;
+END $$;

@@ -30,8 +30,10 @@ ON CONFLICT DO NOTHING;
 -- Statement-level (one pass over the statement's transition tables): appends one row per
 -- finest bucket (the smallest bucket_width of the source's aggregates) the statement touched.
 -- Plain appends, no unique key: concurrent writers never wait on each other.
+-- SECURITY DEFINER: the pipeline's role writes tick_data but has no rights on the store's
+-- bookkeeping tables; the trigger writes them as the store (the function's owner).
 CREATE OR REPLACE FUNCTION store_rollup_log() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     w interval := (SELECT min(bucket_width) FROM store_aggregates WHERE source = TG_TABLE_NAME);
 BEGIN
@@ -51,6 +53,15 @@ BEGIN
               WHERE o.ts >= timestamptz '1000-01-01 00:00:00+00' AND o.ts < timestamptz '9000-01-01 00:00:00+00') x;
     END IF;
     RETURN NULL;
+END $$;
+
+-- The same for bars_ohlcv's invalidation trigger (0005), where it exists (plain Postgres).
+DO $$
+BEGIN
+    IF to_regprocedure('store_rollup_invalidate()') IS NOT NULL THEN
+        ALTER FUNCTION store_rollup_invalidate() SECURITY DEFINER;
+        ALTER FUNCTION store_rollup_invalidate() SET search_path FROM CURRENT;
+    END IF;
 END $$;
 
 DO $$

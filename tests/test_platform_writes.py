@@ -159,6 +159,11 @@ def check_today_kept(url: str) -> None:
         assert sorted(c.execute("SELECT name, metadata FROM signals").fetchall()) == [("ema", {}), ("rsi", {"k": 1})]
 
 
+# What the pipeline's role is granted (docs/contracts.md): the tables themselves, never partitions.
+PIPELINE_TABLES = "tenants, bars, fundamentals, news, options_snap, bars_ohlcv, signals, job_runs, tick_data"
+PIPELINE_VIEWS = "latest_prices, latest_ohlcv_prices, data_freshness, job_runs_summary"
+
+
 class Role:
     """A login role of its own on a cluster (roles are cluster-wide): created, granted, dropped."""
 
@@ -175,8 +180,9 @@ class Role:
     def grant_pipeline(self, as_url: str | None = None) -> Role:
         """What the platform's pipeline role gets: DML on the tables, the sequences, the views."""
         with psycopg.connect(as_url or self.db_url, autocommit=True) as c:
-            c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {self.name}")
-            c.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {self.name}")
+            c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {PIPELINE_TABLES} TO {self.name}")
+            c.execute(f"GRANT SELECT ON {PIPELINE_VIEWS}, {', '.join(TICK_ROLLUPS)} TO {self.name}")
+            c.execute(f"GRANT USAGE ON SEQUENCE job_runs_id_seq TO {self.name}")
         return self
 
     def drop(self) -> None:
