@@ -416,7 +416,7 @@ def pending_invalidations(conn: psycopg.Connection, name: str) -> int | None:
                ) u""",
             {"name": name, "source": agg.source, "w": agg.bucket, "origin": ORIGIN},
         ).fetchone()
-        return int(row[0])
+        return int(row[0]) if row else 0
     row = conn.execute(
         "SELECT count(DISTINCT bucket) FROM store_rollup_invalidations WHERE aggregate = %s", (name,)
     ).fetchone()
@@ -424,7 +424,8 @@ def pending_invalidations(conn: psycopg.Connection, name: str) -> int | None:
 
 
 def _has_source_log(conn: psycopg.Connection) -> bool:
-    return bool(conn.execute("SELECT to_regclass('store_rollup_source_log') IS NOT NULL").fetchone()[0])
+    row = conn.execute("SELECT to_regclass('store_rollup_source_log') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def describe(conn: psycopg.Connection) -> list[dict]:
