@@ -668,3 +668,42 @@ def test_a_new_minute_of_ticks_recomputes_one_bucket_per_rollup_never_the_day(ti
     for name in TICK_ROLLUPS:
         got, want = rollup(tick_conn, name), reference(name, tick_rows(tick_conn))
         assert same(got, want), (name, diff(got, want))
+
+
+# -- freshness under the default schedule ----------------------------------------------------------
+def test_the_one_minute_rollups_get_a_schedule_of_their_own():
+    from worker.scheduler import schedules
+
+    default = {s[0]: (s[2], s[3]) for s in schedules(make_settings("postgresql://x@h/db", "redis://h"))}
+    assert default["refresh_aggregate"] == (timedelta(minutes=5), {})
+    assert default["refresh_aggregate:tick_agg_1m"] == (timedelta(minutes=1), {"name": "tick_agg_1m"})
+    assert default["refresh_aggregate:tick_rate_stats"] == (timedelta(minutes=1), {"name": "tick_rate_stats"})
+    assert len(default) == 5
+    every_30s = {s[0] for s in schedules(make_settings("postgresql://x@h/db", "redis://h", REFRESH_SCHEDULE="30s"))}
+    off = {s[0] for s in schedules(make_settings("postgresql://x@h/db", "redis://h", REFRESH_SCHEDULE="off"))}
+    assert every_30s == off == {"retention", "refresh_aggregate", "drift_check"}
+
+
+@pytest.mark.slow
+def test_under_the_default_schedule_new_ticks_reach_the_one_minute_rollups_within_two_minutes(
+    migrated_database_url, service_factory
+):
+    from conftest import wait_for
+
+    svc = service_factory(migrated_database_url, env={"REFRESH_SCHEDULE": "5 minutes"})
+    with psycopg.connect(migrated_database_url, autocommit=True) as c:
+        now = c.execute("SELECT date_bin('1 minute', now(), timestamptz 'epoch')").fetchone()[0]
+        insert_ticks(
+            c, [("live", "fresh", 10.0 + s, now - timedelta(seconds=60 - s), 1.0, 9.0, 11.0) for s in range(5)]
+        )
+
+        def landed():
+            rows = c.execute(
+                "SELECT (SELECT tick_count FROM tick_agg_1m WHERE provider = 'live'), "
+                "(SELECT ticks_per_minute FROM tick_rate_stats WHERE provider = 'live')"
+            ).fetchone()
+            return rows == (5, 5)
+
+        wait_for(landed, 130, 1.0, "the 1-minute tick rollups to hold the new ticks")
+    jobs = svc.get("/jobs", params={"job": "refresh_aggregate"}).json()["jobs"]
+    assert {j["params"]["name"] for j in jobs if j["trigger"] == "schedule"} >= {"tick_agg_1m", "tick_rate_stats"}
