@@ -17,8 +17,9 @@ minutes: the hour, the 5-minute bucket and the day are the live ones) and time
 - full: `REFRESH MATERIALIZED VIEW` of the six views (the whole day from tick_data).
 
 Checks that every rollup equals its view after every round (floats within 1e-9
-relative) and prints the median seconds of each and the ratio incremental / full
-(target: at most 0.1).
+relative) and prints the median seconds of each and the median over the rounds of the
+ratio incremental / full, each round against its own full recompute (target: at most 0.1).
+The default run takes about five minutes on a busy 2-core machine.
 """
 
 from __future__ import annotations
@@ -155,8 +156,10 @@ def main() -> None:
                     f"(buckets {buckets}), full {full[-1]:.3f} s"
                 )
         inc, ful = statistics.median(incremental), statistics.median(full)
+        ratio = statistics.median(i / f for i, f in zip(incremental, full, strict=True))
         print(f"median incremental refresh: {inc:.3f} s; median full recompute of the day: {ful:.3f} s")
-        print(f"ratio incremental / full: {inc / ful:.3f}x (target <= 0.1x)")
+        print(f"ratio incremental / full (median over the rounds, each against its own round): {ratio:.3f}x")
+        print("target: at most 0.1x")
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
