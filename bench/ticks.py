@@ -105,12 +105,54 @@ def mismatches(c: psycopg.Connection, name: str) -> int:
     return c.execute(q).fetchone()[0]
 
 
+def ingest_overhead(c: psycopg.Connection, n: int) -> None:
+    """The pipeline's one-tick-per-statement INSERTs, with tick_data's rollup log trigger and without."""
+    start = DAY + timedelta(days=1)
+    partitions.ensure_range(c, "tick_data", start, start + timedelta(days=1))
+    timings = {}
+    for label, offset in (("with the rollup log", 0), ("without", 1), ("with the rollup log", 2), ("without", 3)):
+        ticks = [
+            (
+                "ingest",
+                f"s{i % 50}",
+                100.0 + i % 9,
+                start + timedelta(hours=offset, milliseconds=10 * i),
+                1.0,
+                99.0,
+                101.0,
+            )
+            for i in range(n)
+        ]
+        if label == "without":
+            c.execute("ALTER TABLE tick_data DISABLE TRIGGER tick_data_rollup_ins")
+        try:
+            t = time.perf_counter()
+            with c.cursor() as cur:
+                for tick in ticks:  # one statement and one transaction per tick, as the consumer writes
+                    cur.execute(
+                        "INSERT INTO tick_data (provider, symbol, price, ts, size, bid, ask) "
+                        "VALUES (%s, UPPER(%s), %s, %s, %s, %s, %s) ON CONFLICT (provider, symbol, ts) DO NOTHING",
+                        tick,
+                    )
+            timings.setdefault(label, []).append(time.perf_counter() - t)
+        finally:
+            c.execute("ALTER TABLE tick_data ENABLE TRIGGER tick_data_rollup_ins")
+    with_log, without = min(timings["with the rollup log"]), min(timings["without"])
+    print(
+        f"ingest: {n:,} single-tick INSERTs in {with_log:.2f} s with the rollup log, {without:.2f} s without "
+        f"(best of two each): ratio {with_log / without:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--rate", type=float, default=10.0, help="ticks per second per symbol in the new minute")
     parser.add_argument("--day-rate", type=float, default=0.05, help="ticks per second per symbol over the day")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--statements", type=int, default=5000, help="single-tick INSERTs timed with and without the rollup log"
+    )
     args = parser.parse_args()
     name = f"bench_ticks_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
@@ -155,6 +197,8 @@ def main() -> None:
                     f"round {r + 1}: +{n:,} ticks at {minute:%H:%M}; incremental {incremental[-1]:.3f} s "
                     f"(buckets {buckets}), full {full[-1]:.3f} s"
                 )
+            if args.statements:
+                ingest_overhead(c, args.statements)
         inc, ful = statistics.median(incremental), statistics.median(full)
         ratio = statistics.median(i / f for i, f in zip(incremental, full, strict=True))
         print(f"median incremental refresh: {inc:.3f} s; median full recompute of the day: {ful:.3f} s")
