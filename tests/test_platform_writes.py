@@ -23,16 +23,17 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from conftest import create_database, drop_database, make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
-from tick_support import TICK_REPLAY, TICK_ROLLUPS, diff, insert_ticks, reference, rollup, same, tick_rows
-from timescale_cluster import requires_timescaledb, timescale_cluster  # noqa: F401
 from yoyo import get_backend, read_migrations
 
 from app import migrator
 from app.timeseries import partitions, retention, rollups
+from tests.support.common import wait_for
+from tests.support.db import create_database, drop_database, make_settings
+from tests.support.ticks import TICK_REPLAY, TICK_ROLLUPS, diff, insert_ticks, reference, rollup, same, tick_rows
+from tests.support.timescale import requires_timescaledb
 
 UTC = UTC
 T0 = datetime(2024, 3, 4, 14, 30, tzinfo=UTC)
@@ -208,7 +209,7 @@ def platform_db(request, redis_url):
 
 
 @pytest.fixture(params=["fresh", "upgraded"])
-def ts_platform_db(request, timescale_cluster, redis_url):  # noqa: F811
+def ts_platform_db(request, timescale_cluster, redis_url):
     """The same on TimescaleDB."""
     name, url = timescale_cluster.create_database()
     try:
@@ -508,7 +509,7 @@ def test_the_owner_is_isolated_too_and_the_maintenance_path_sees_and_expires_eve
 
 @pytest.mark.timescaledb
 @requires_timescaledb
-def test_on_timescaledb_the_owner_is_isolated_and_retention_expires_every_tenant(timescale_cluster, redis_url):  # noqa: F811
+def test_on_timescaledb_the_owner_is_isolated_and_retention_expires_every_tenant(timescale_cluster, redis_url):
     from app import db
 
     name, admin_url = timescale_cluster.create_database()
@@ -636,7 +637,7 @@ def test_after_any_refresh_the_tick_rollups_equal_a_reference_aggregation(tick_c
 
 
 @pytest.fixture
-def ts_tick_conn(timescale_cluster, redis_url):  # noqa: F811
+def ts_tick_conn(timescale_cluster, redis_url):
     name, url = timescale_cluster.create_database()
     migrator.apply(make_settings(url, redis_url))
     with psycopg.connect(url, autocommit=True) as c:
@@ -672,24 +673,32 @@ def test_a_new_minute_of_ticks_recomputes_one_bucket_per_rollup_never_the_day(ti
 
 # -- freshness under the default schedule ----------------------------------------------------------
 def test_the_one_minute_rollups_get_a_schedule_of_their_own():
-    from worker.scheduler import schedules
+    from app.jobs.schedules import definitions
 
-    default = {s[0]: (s[2], s[3]) for s in schedules(make_settings("postgresql://x@h/db", "redis://h"))}
-    assert default["refresh_aggregate"] == (timedelta(minutes=5), {})
-    assert default["refresh_aggregate:tick_agg_1m"] == (timedelta(minutes=1), {"name": "tick_agg_1m"})
-    assert default["refresh_aggregate:tick_rate_stats"] == (timedelta(minutes=1), {"name": "tick_rate_stats"})
+    def named(**env):
+        return {d.name: d for d in definitions(make_settings("postgresql://x@h/db", "redis://h", **env))}
+
+    default = named()
+    assert default["refresh_aggregate"].every == timedelta(minutes=5)
+    for name in ("tick_agg_1m", "tick_rate_stats"):
+        d = default[f"refresh_aggregate.{name}"]
+        assert (d.job, d.every, d.paused, d.body) == ("refresh_aggregate", timedelta(minutes=1), False, {"name": name})
     assert len(default) == 5
-    every_30s = {s[0] for s in schedules(make_settings("postgresql://x@h/db", "redis://h", REFRESH_SCHEDULE="30s"))}
-    off = {s[0] for s in schedules(make_settings("postgresql://x@h/db", "redis://h", REFRESH_SCHEDULE="off"))}
-    assert every_30s == off == {"retention", "refresh_aggregate", "drift_check"}
+    assert (
+        set(named(REFRESH_SCHEDULE="30s"))
+        == set(named(REFRESH_SCHEDULE="off"))
+        == {
+            "retention",
+            "refresh_aggregate",
+            "drift_check",
+        }
+    )
 
 
 @pytest.mark.slow
 def test_under_the_default_schedule_new_ticks_reach_the_one_minute_rollups_within_two_minutes(
     migrated_database_url, service_factory
 ):
-    from conftest import wait_for
-
     svc = service_factory(migrated_database_url, env={"REFRESH_SCHEDULE": "5 minutes"})
     with psycopg.connect(migrated_database_url, autocommit=True) as c:
         now = c.execute("SELECT date_bin('1 minute', now(), timestamptz 'epoch')").fetchone()[0]
@@ -707,3 +716,5 @@ def test_under_the_default_schedule_new_ticks_reach_the_one_minute_rollups_withi
         wait_for(landed, 130, 1.0, "the 1-minute tick rollups to hold the new ticks")
     jobs = svc.get("/jobs", params={"job": "refresh_aggregate"}).json()["jobs"]
     assert {j["params"]["name"] for j in jobs if j["trigger"] == "schedule"} >= {"tick_agg_1m", "tick_rate_stats"}
+    listed = {s["name"]: s for s in svc.get("/schedules").json()["schedules"]}
+    assert listed["refresh_aggregate.tick_agg_1m"]["every"] == "1 minute"

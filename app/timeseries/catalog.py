@@ -1,6 +1,6 @@
 """The store's time-series tables and continuous aggregates: the one list of them.
 
-Chunk (TimescaleDB) and partition (plain Postgres) widths follow CONTRACTS.md §5.
+Chunk (TimescaleDB) and partition (plain Postgres) widths follow the platform's tables (docs/contracts.md, "The market-data tables").
 Default retention values are documented in docs/retention.md; they seed
 `store_retention_policies` when the migration creates it and can be changed with
 `PUT /retention/policies/<table>`.
