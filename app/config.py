@@ -64,6 +64,8 @@ class Settings:
     # http
     max_body_bytes: int = 1024 * 1024
     health_timeout: float = 1.0
+    # metrics: the API processes' shared multiprocess directory (gunicorn.conf.py sets it)
+    prometheus_multiproc_dir: str | None = None
 
     @property
     def yoyo_url(self) -> str:
@@ -258,6 +260,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         kw["backfill_max_download_bytes"] = _int(
             "BACKFILL_MAX_DOWNLOAD_BYTES", env["BACKFILL_MAX_DOWNLOAD_BYTES"], 1, 2**50
         )
+    if "PROMETHEUS_MULTIPROC_DIR" in env:
+        kw["prometheus_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
     if "HEALTH_TIMEOUT_SECONDS" in env:
         kw["health_timeout"] = _float("HEALTH_TIMEOUT_SECONDS", env["HEALTH_TIMEOUT_SECONDS"], 0.05)
     return Settings(**kw)

@@ -140,13 +140,12 @@ def child(url: str, source_dir: str, name: str, batch_rows: str) -> None:
     import structlog
 
     from app import config, logs
-    from app.jobs import backfill, runner
+    from app.jobs import backfill
     from app.jobs.base import JobContext
 
     settings = config.load_settings(dotenv=False)
     logs.configure("WARNING")
-    runner.use_settings(settings)
-    params = backfill.parse_bars({"source": name, **({"batch_rows": int(batch_rows)} if batch_rows else {})})
+    params = backfill.parse_bars({"source": name, **({"batch_rows": int(batch_rows)} if batch_rows else {})}, settings)
     rss_before = _rss_kb()
     ctx = JobContext(
         run_id=str(uuid.uuid4()),

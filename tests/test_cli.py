@@ -101,7 +101,8 @@ def test_status_shows_health_schema_workers_queue_and_the_last_failures(svc):
     assert failed["status"] == "failed"
     out = ok(mds(svc, "status"))
     assert re.search(r"store http://127\.0\.0\.1:\d+\s+healthy\s+ready", out), out
-    assert "schema   0011_backfill (0 pending)" in out
+    newest = max(p.name.split(".")[0] for p in (ROOT / "migrations").iterdir() if not p.name.endswith(".rollback.sql"))
+    assert f"schema   {newest} (0 pending)" in out
     assert re.search(r"workers  1 alive\s+queue  0 waiting", out), out
     for component in ("database", "redis", "prometheus", "schema"):
         assert re.search(rf"^{component}\s+│ healthy", out, re.M), out
@@ -212,9 +213,10 @@ def test_refresh_and_drift(svc):
     )
     assert "✔ success refresh_aggregate" in out
     assert re.search(r"^bars_ohlcv_1h\s+│ bars_ohlcv", ok(mds(svc, "aggregates")), re.M)
-    # the registry of the test service is unreachable: the check runs and says so
+    # the registry of the test service is unreachable: the check fails (exit 1) and says why
     proc = mds(svc, "drift", "check", "--wait")
-    assert proc.returncode == 0 and "registry_reachable: false" in proc.stdout, (proc.stdout, proc.stderr)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "✘ failed drift_check" in proc.stdout and "REGISTRY_URL=off" in proc.stdout, proc.stdout
     out = ok(mds(svc, "drift"))
     assert "registry unreachable" in out and "telemetry.HealthStatus" in out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
 from app.api.common import trigger
 from app.auth import admin_required
@@ -14,13 +15,13 @@ bp = Blueprint("backfill", __name__)
 
 @bp.get("/backfill")
 @admin_required
-def list_backfill_jobs():
+def list_backfill_jobs() -> ResponseReturnValue:
     return jsonify({"jobs": backfill.catalogue()})
 
 
 @bp.post("/backfill/<job>")
 @admin_required
-def trigger_backfill(job: str):
+def trigger_backfill(job: str) -> ResponseReturnValue:
     entry = backfill.CATALOGUE.get(job)
     if entry is None:
         known = sorted(backfill.CATALOGUE)

@@ -19,6 +19,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -28,7 +29,9 @@ from app.backfill.checkpoints import State
 from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
 from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
-from app.jobs.base import JobContext, JobError
+from app.backfill.task import BackfillError, Task
+from app.times import iso
+from app.timeseries import partitions
 
 JOB = "backfill.bars_ohlcv"
 TABLE = "bars_ohlcv"
@@ -46,6 +49,8 @@ class Params:
     batch_rows: int
     provider: str | None
     interval: str | None
+    source_dir: str  # BACKFILL_SOURCE_DIR
+    max_download_bytes: int  # BACKFILL_MAX_DOWNLOAD_BYTES
 
     @property
     def key(self) -> str:
@@ -69,47 +74,42 @@ def _resumable(cp: checkpoints.Checkpoint | None, params: Params, identity: dict
     return None
 
 
-def load(ctx: JobContext, params: Params) -> dict:
+def load(task: Task, params: Params) -> dict:
     """Run the load; the job's result. Closes the job_runs row whatever happens."""
     started = time.monotonic()
     state = State()
     job_run_id: int | None = None
     try:
-        with ctx.connect(autocommit=True) as conn:
+        with task.connect() as conn:
             if not checkpoints.try_lock(conn, params.key):
-                raise JobError(f"another run is loading {params.source.location} right now")
+                raise BackfillError(f"another run is loading {params.source.location} right now")
             job_run_id = runs.start(
                 conn,
                 job_name=JOB,
                 dataset=TABLE,
                 provider=params.provider,
                 fingerprint=params.fingerprint,
-                metadata={"run_id": ctx.run_id, "source": params.source.location, "format": params.format},
+                metadata={"run_id": task.run_id, "source": params.source.location, "format": params.format},
             )
-            result = _load(ctx, conn, params, state, job_run_id, started)
-    except Exception as exc:  # JobError, JobCancelled, JobTimedOut, SourceError, database errors
+            result = _load(task, conn, params, state, job_run_id, started)
+    except Exception as exc:  # BackfillError, a stop raised by task.check, database errors
         if job_run_id is not None:
-            runs.close_on_error(ctx, job_run_id, state, params.provider, exc)
-        if isinstance(exc, sources.SourceError):
-            raise JobError(str(exc)) from None
+            runs.close_on_error(task, job_run_id, state, params.provider, exc)
         raise
     result["job_run_id"] = job_run_id
     return result
 
 
-def _load(
-    ctx: JobContext, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float
-) -> dict:
-    s = ctx.settings
+def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float) -> dict:
     cp = checkpoints.load(conn, params.key)
-    with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+    with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
         restart_reason = _resumable(cp, params, opened.identity)
-        resumed_from = None
-        if restart_reason is None:
+        resumed_from: dict[str, Any] | None = None
+        if cp is not None and restart_reason is None:
             state.__dict__.update(cp.state.__dict__)
             opened.skip(state.byte_offset)
             resumed_from = {"line": state.line, "rows_read": state.rows_read, "run_id": cp.run_id}
-            checkpoints.adopt(conn, params.key, ctx.run_id, job_run_id)
+            checkpoints.adopt(conn, params.key, task.run_id, job_run_id)
         else:
             checkpoints.begin(
                 conn,
@@ -118,12 +118,12 @@ def _load(
                 source=params.source.location,
                 fingerprint=params.fingerprint,
                 identity=opened.identity,
-                run_id=ctx.run_id,
+                run_id=task.run_id,
                 job_run_id=job_run_id,
             )
         if cp is not None and cp.job_run_id and cp.job_run_id != job_run_id:
-            runs.close_interrupted(conn, cp.job_run_id, f"interrupted; taken over by run {ctx.run_id}")
-        ctx.log.info(
+            runs.close_interrupted(conn, cp.job_run_id, f"interrupted; taken over by run {task.run_id}")
+        task.log.info(
             "backfill starting",
             source=params.source.location,
             format=params.format,
@@ -144,11 +144,11 @@ def _load(
             bad_before=state.rows_rejected,
             samples=state.bad_samples,
         )
-        job = _Job(ctx, conn, params, state, job_run_id, opened)
+        job = _Job(task, conn, params, state, job_run_id, opened)
         feed = _Feed(reader)
         feed.start()
 
-        def bookkeeping(session, before: State, batch: Batch, written: int) -> State:
+        def bookkeeping(session: psycopg.Connection, before: State, batch: Batch, written: int) -> State:
             after = _advance(before, batch, written)
             checkpoints.advance(session, params.key, after)
             runs.heartbeat(session, job_run_id, after, params.provider)
@@ -157,9 +157,7 @@ def _load(
         try:
             with ExitStack() as stack:
                 policy = MergePolicy()
-                loaders = [
-                    Loader(stack.enter_context(ctx.connect(autocommit=True)), TABLE, policy) for _ in range(WRITERS)
-                ]
+                loaders = [Loader(stack.enter_context(task.connect()), TABLE, policy) for _ in range(WRITERS)]
                 job.run(feed, Pipeline(loaders, bookkeeping, State(**state.__dict__)))
         finally:
             feed.stop.set()
@@ -186,8 +184,8 @@ def _load(
         "rows_unchanged": state.rows_read - state.rows_rejected - state.rows_written,
         "rows_rejected": state.rows_rejected,
         "bad_rows": state.bad_samples,
-        "min_ts": state.min_ts.isoformat() if state.min_ts else None,
-        "max_ts": state.max_ts.isoformat() if state.max_ts else None,
+        "min_ts": iso(state.min_ts),
+        "max_ts": iso(state.max_ts),
         "symbols": len(state.symbols),
         "providers": sorted(state.providers),
         "batches": state.batches,
@@ -228,7 +226,7 @@ class _Feed(threading.Thread):
         self.queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
         self.stop = threading.Event()
 
-    def _put(self, item) -> bool:
+    def _put(self, item: object) -> bool:
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=_POLL)
@@ -269,8 +267,16 @@ def _advance(before: State, batch: Batch, written: int) -> State:
 class _Job:
     """The job's thread: batches from the feed into the pipeline; committed ones into state."""
 
-    def __init__(self, ctx: JobContext, conn, params: Params, state: State, job_run_id: int, opened):
-        self.ctx, self.conn, self.params, self.state = ctx, conn, params, state
+    def __init__(
+        self,
+        task: Task,
+        conn: psycopg.Connection,
+        params: Params,
+        state: State,
+        job_run_id: int,
+        opened: sources.Opened,
+    ):
+        self.task, self.conn, self.params, self.state = task, conn, params, state
         self.job_run_id = job_run_id
         self.opened = opened
         self.partitions_created = 0
@@ -303,12 +309,12 @@ class _Job:
             self.upserts = pipeline.upserts
 
     def _pump(self, feed: _Feed, pipeline: Pipeline) -> None:
-        ctx = self.ctx
-        beat = max(1.0, ctx.settings.heartbeat_interval)
+        task = self.task
+        beat = max(1.0, task.heartbeat_s)
         idle_since = time.monotonic()
 
         def wait() -> None:
-            ctx.check()
+            task.check()
             self._collect(pipeline, block=False)
 
         while True:
@@ -317,7 +323,7 @@ class _Job:
             except queue.Empty:
                 wait()
                 if not feed.is_alive():
-                    raise JobError("the source reader stopped unexpectedly") from None
+                    raise BackfillError("the source reader stopped unexpectedly") from None
                 if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
                     runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
                     idle_since = time.monotonic()
@@ -328,7 +334,7 @@ class _Job:
             if isinstance(item, TooManyBadRows):
                 self._settle(pipeline)
                 self.state.rows_rejected = item.count
-                raise JobError(str(item))
+                raise item
             if isinstance(item, BaseException):
                 self._settle(pipeline)
                 raise item
@@ -350,9 +356,9 @@ class _Job:
                 slot = pipeline.done.get(timeout=_POLL) if block else pipeline.done.get_nowait()
             except queue.Empty:
                 if block:
-                    self.ctx.check()
+                    self.task.check()
                     if not pipeline.alive() and pipeline.done.empty():
-                        raise JobError("the database writers stopped unexpectedly") from None
+                        raise BackfillError("the database writers stopped unexpectedly") from None
                     continue
                 return
             self._take(slot)
@@ -363,7 +369,7 @@ class _Job:
         if slot.error is not None:
             if isinstance(slot.error, psycopg.Error):
                 # a session we terminated (cancel, timeout, shutdown) is not a write error
-                outcome = "cancelled" if self.ctx.stop_reason is not None else "error"
+                outcome = "cancelled" if self.task.stopping() else "error"
                 metrics.SINK_WRITES.inc(slot.batch.rows, sink=TABLE, outcome=outcome)
             if not isinstance(slot.error, Stopped):
                 raise slot.error
@@ -383,7 +389,7 @@ class _Job:
             metrics.SINK_WRITES.inc(batch.rejected, sink=TABLE, outcome="rejected")
         metrics.SINK_LATENCY.observe(slot.seconds, sink=TABLE)
         elapsed = time.monotonic() - self._started
-        self.ctx.progress(
+        self.task.progress(
             rows_read=state.rows_read,
             rows_written=state.rows_written,
             rows_rejected=state.rows_rejected,
@@ -399,13 +405,11 @@ class _Job:
         covered = self._covered
         if covered and covered[0] <= lo and hi <= covered[1]:
             return
-        from app.timeseries import partitions
-
         start, end = epoch_to_datetime(lo), epoch_to_datetime(hi)
         try:
-            self.partitions_created += partitions.ensure_range(self.conn, TABLE, start, end, check=self.ctx.check)
+            self.partitions_created += partitions.ensure_range(self.conn, TABLE, start, end, check=self.task.check)
         except ValueError as exc:
-            raise JobError(f"cannot make partitions for {start.isoformat()} .. {end.isoformat()}: {exc}") from None
+            raise BackfillError(f"cannot make partitions for {start.isoformat()} .. {end.isoformat()}: {exc}") from None
         if covered and lo <= covered[1] and hi >= covered[0]:
             self._covered = (min(lo, covered[0]), max(hi, covered[1]))
         else:

@@ -13,15 +13,19 @@ A bad row is skipped, counted and sampled (line number and reason); one more tha
 from __future__ import annotations
 
 import csv
+import io
 import math
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
+from typing import Any
 
 import orjson
 
 from app.backfill.sources import SourceError
+from app.backfill.task import BackfillError
 
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -41,7 +45,7 @@ class BadRow(Exception):
     """One row is invalid; the message is the reason shown to the user."""
 
 
-class TooManyBadRows(Exception):
+class TooManyBadRows(BackfillError):
     def __init__(self, count: int, allowed: int, first: dict):
         self.count, self.allowed, self.first = count, allowed, first
         super().__init__(
@@ -87,7 +91,7 @@ class Validator:
     def __init__(self, provider: str | None = None, interval: str | None = None):
         self.default_provider = provider
         self.default_interval = interval
-        self._caches = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
+        self._caches: dict[str, dict] = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
         if provider is not None:
             self._caches["provider"][None] = self.text("provider", provider)
         if interval is not None:
@@ -141,11 +145,11 @@ class Validator:
         cache[value] = epoch
         return epoch
 
-    def _make_row(self):
+    def _make_row(self) -> Callable[[int, Sequence[Any]], list]:
         providers, symbols, intervals, times = (self._caches[k] for k in ("provider", "symbol", "interval", "ts"))
         text, epoch_of = self.text, self.epoch
 
-        def row(line: int, values) -> list:
+        def row(line: int, values: Sequence[Any]) -> list:
             p, s, i, ts, o, h, lo, c, v = values
             try:
                 p = providers[p]
@@ -184,7 +188,7 @@ def _number(name: str, value: object) -> float:
     raise BadRow(f"{name} is not a number: {_show(value)}")
 
 
-def _price_order(o, h, lo, c) -> str:
+def _price_order(o: float, h: float, lo: float, c: float) -> str:
     if lo > h:
         return f"low {lo!r} > high {h!r}"
     if o < lo:
@@ -211,7 +215,7 @@ class Reader:
 
     def __init__(
         self,
-        stream,
+        stream: io.BufferedIOBase,
         fmt: str,
         *,
         batch_rows: int,
@@ -275,7 +279,7 @@ class Reader:
         batch.end_line, batch.end_offset, batch.header = self.line, self.offset, self.header
         return batch
 
-    def batches(self):
+    def batches(self) -> Iterator[Batch]:
         """Yield `Batch`es until the stream ends (the last one may be empty of rows)."""
         try:
             if self.fmt == "ndjson":
@@ -287,7 +291,7 @@ class Reader:
         yield self._cut()
 
     # -- NDJSON ----------------------------------------------------------------------------
-    def _ndjson(self):
+    def _ndjson(self) -> Iterator[Batch]:
         """The hot loop: one JSON parse, one C-level field pick and one validation per line."""
         loads = orjson.loads
         pick = self._pick_with_defaults if self._has_defaults else itemgetter(*FIELDS)
@@ -338,7 +342,7 @@ class Reader:
         return self.validator.default_provider is not None or self.validator.default_interval is not None
 
     # -- CSV --------------------------------------------------------------------------------
-    def _text_lines(self):
+    def _text_lines(self) -> Iterator[str]:
         for raw in self.stream:
             self.line += 1
             self.offset += len(raw)
@@ -370,10 +374,11 @@ class Reader:
             name == "interval" and v.default_interval is not None
         )
 
-    def _csv(self):
+    def _csv(self) -> Iterator[Batch]:
         if self.header is None:
             self.read_header()
         columns = self._columns()
+        assert self.header is not None  # read_header sets it or raises
         width = len(self.header)
         make_row, chunk = self._row, self._chunk
         reader = csv.reader(self._text_lines(), strict=True)

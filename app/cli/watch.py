@@ -29,7 +29,7 @@ FINAL = ("success", "failed", "cancelled")
 PLAIN_EVERY_S = 2.0  # plain mode: at most one progress line this often (status changes always print)
 
 
-def _num(value) -> str:
+def _num(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     return f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.2f}"

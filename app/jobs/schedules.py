@@ -82,7 +82,10 @@ def ensure(conn: psycopg.Connection, settings: Settings) -> None:
                ON CONFLICT (name) DO UPDATE SET job = EXCLUDED.job, params = EXCLUDED.params,
                    every = EXCLUDED.every, paused = EXCLUDED.paused, updated_at = now()
                WHERE store_schedules.every IS NULL""",
-            [(d.name, d.job, Jsonb(KINDS[d.job].parse(d.body)), d.every, d.paused) for d in definitions(settings)],
+            [
+                (d.name, d.job, Jsonb(KINDS[d.job].parse(d.body, settings)), d.every, d.paused)
+                for d in definitions(settings)
+            ],
         )
 
 

@@ -1,9 +1,11 @@
 """The store's time-series tables and continuous aggregates: the one list of them.
 
-Chunk (TimescaleDB) and partition (plain Postgres) widths follow the platform's tables (docs/contracts.md, "The market-data tables").
-Default retention values are documented in docs/retention.md; they seed
-`store_retention_policies` when the migration creates it and can be changed with
-`PUT /retention/policies/<table>`.
+Chunk (TimescaleDB) and partition (plain Postgres) widths follow the platform's tables
+(docs/contracts.md, "The market-data tables"). Default retention values are documented in
+docs/retention.md and can be changed with `PUT /retention/policies/<table>`. The
+migrations never read this module (they are frozen history): 0003-0006 carry the same
+values written out, and tests/test_migrations_frozen.py checks that a migrated database
+matches it. Changing an entry for existing databases takes a new migration too.
 """
 
 from __future__ import annotations
@@ -109,8 +111,7 @@ _BAR_ROLLUPS = (
     Aggregate("bars_ohlcv_1h", "bars_ohlcv", timedelta(hours=1)),
     Aggregate("bars_ohlcv_1d", "bars_ohlcv", timedelta(days=1)),
 )
-# The bar pair only: what migration 0005 (Python, importing this module) reads while it
-# is not yet frozen SQL. The store's code reads ROLLUPS.
+# The bar pair (migration 0005); ROLLUPS is every aggregate the store maintains.
 AGGREGATES: dict[str, Aggregate] = {a.name: a for a in _BAR_ROLLUPS}
 
 ROLLUPS: dict[str, Aggregate] = {

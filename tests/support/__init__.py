@@ -14,5 +14,6 @@ built from these helpers.
 - `bars`: bars_ohlcv rows, rollups computed in Python; `rollup_ops`: the property tests' operations
 - `backfill`: backfill source files and what the table must hold; `file_server`: an HTTP source
 - `platform`: the time-series tables as the platform expects them (literal, not from the catalogue)
+- `catalogue`: a database's schema as sorted lines from pg_catalog, normalised and diffed
 - `registry_standin`: the schema registry over HTTP; `dockerfile`, `compose_merge`: the image checks
 """
