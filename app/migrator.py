@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import time
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -24,7 +23,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from yoyo import get_backend, read_migrations
 
-from app import logs
+from app import logs, retry
 from app.config import PROJECT_ROOT, Settings
 from app.db import scalar
 
@@ -97,11 +96,12 @@ def apply(settings: Settings, dry_run: bool = False, session_name: str = "store-
     log = logs.get("migrate")
     _ensure_login_name()
     with psycopg.connect(settings.database_url, autocommit=True, application_name=session_name) as guard:
-        deadline = time.monotonic() + wait_s
-        while not scalar(guard, "SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK_KEY,)):
-            if time.monotonic() > deadline:
+
+        def lock() -> None:
+            if not scalar(guard, "SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK_KEY,)):
                 raise MigrationBusy(f"another migration held the lock for more than {wait_s:g} s")
-            time.sleep(0.5)
+
+        retry.call(lock, on=MigrationBusy, within=wait_s, first_pause=0.5, max_pause=0.5)
         backend = get_backend(yoyo_url(settings, session_name), migration_table=MIGRATION_TABLE)
         try:
             migrations = read_migrations(str(MIGRATIONS_DIR))

@@ -3,7 +3,8 @@ exponentially growing pauses (optionally jittered) and a hook before each pause.
 
 Used for lock races in the database (app/timeseries/retry.py), the schema registry's
 transient failures (app/drift/registry.py), a broken ledger connection of the runner,
-and the worker waiting for Postgres and Redis at start.
+the worker waiting for Postgres and Redis at start, and a migration waiting for the
+migrator's lock.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     stop_never,
     wait_exponential,
     wait_none,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 T = TypeVar("T")
@@ -34,6 +37,7 @@ def call(
     *,
     on: type[BaseException] | tuple[type[BaseException], ...],
     attempts: int | None = None,
+    within: float | None = None,
     first_pause: float = 0.0,
     max_pause: float = 10.0,
     jitter: bool = False,
@@ -41,8 +45,8 @@ def call(
 ) -> T:
     """Call `fn` until it returns, retrying when it raises one of `on`.
 
-    `attempts`: how many calls at most (None: until it succeeds); after the last, its
-    exception propagates unchanged. Pauses start at `first_pause` and double up to
+    `attempts`: how many calls at most; `within`: seconds after which no new call starts
+    (both None: until it succeeds). After the last call, its exception propagates unchanged. Pauses start at `first_pause` and double up to
     `max_pause`; with `jitter`, each is drawn at random below that bound (spreads out
     sessions that collided). `before_pause` runs before each pause and may raise to stop.
     """
@@ -60,9 +64,14 @@ def call(
             if exc is not None:
                 before_pause(state.attempt_number, exc, state.upcoming_sleep)
 
+    stop: stop_base = stop_never
+    if attempts is not None:
+        stop = stop_after_attempt(attempts)
+    if within is not None:
+        stop = stop_after_delay(within) if attempts is None else stop | stop_after_delay(within)
     retrying = Retrying(
         retry=retry_if_exception_type(on),
-        stop=stop_never if attempts is None else stop_after_attempt(attempts),
+        stop=stop,
         wait=wait,
         before_sleep=hook,
         reraise=True,

@@ -409,7 +409,9 @@ def _name_fields(doc: dict):
     """(method, path, op, where, name) for every string query parameter and body field."""
     for method, path, op in _operations(doc, admin=True):
         for p in _params(doc, op, "query"):
-            if _resolve(doc, p["schema"]).get("type") == "string" or "enum" in _resolve(doc, p["schema"]):
+            schema = _resolve(doc, p["schema"])
+            alternatives = [_resolve(doc, a) for a in schema.get("anyOf", [schema])]
+            if any(a.get("type") == "string" or "enum" in a for a in alternatives):
                 yield method, path, op, "query", p["name"]
         if "requestBody" in op:
             schema = _resolve(doc, op["requestBody"]["content"]["application/json"]["schema"])

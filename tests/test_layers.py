@@ -114,3 +114,15 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     fake.write_text("def f():\n    from app.jobs.base import JobError\n")
     assert "app.jobs.base.JobError" in imports(fake)
     assert RANK[layer("app.jobs.base.JobError")] > RANK[layer("app.backfill.bars")]
+
+
+def test_only_the_http_layer_knows_flask():
+    """Jobs, domain and infrastructure take plain values and raise plain errors."""
+    offenders = [
+        f"{p.relative_to(ROOT)} imports {t}"
+        for p in sources("app", "worker")
+        if layer(module_name(p)) not in ("http", "entry")
+        for t in imports(p)
+        if t.split(".")[0] in ("flask", "werkzeug", "prometheus_flask_exporter")
+    ]
+    assert offenders == []

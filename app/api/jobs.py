@@ -130,7 +130,7 @@ def _filter() -> tuple[ledger.JobFilter, int]:
     )
     if where.since and where.until and where.since >= where.until:
         raise BadRequest("since must be before until")
-    return where, _limit(args.get("limit", "50"))
+    return where, _limit(request.args.get("limit", "50"))  # an empty limit is a 400, not the default
 
 
 @bp.get("/jobs")

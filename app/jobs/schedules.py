@@ -11,7 +11,7 @@ is resumed); so does the drift check while drift checks are disabled (`REGISTRY_
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from app.config import Settings
 from app.intervals import IntervalError, format_interval, parse_interval
+from app.times import iso
 from app.timeseries import catalog
 
 MIN_EVERY = timedelta(seconds=10)
@@ -98,9 +99,6 @@ _SELECT = """SELECT s.name, s.job, s.params, s.every, s.paused, s.last_run_id::t
 
 
 def _document(row: dict) -> dict:
-    def iso(v: datetime | None) -> str | None:
-        return v.isoformat() if v else None
-
     return {
         "name": row["name"],
         "job": row["job"],
