@@ -241,7 +241,8 @@ def parse_aggregates(body: dict, settings: Settings) -> dict:
 
 
 def run_aggregates(ctx: JobContext, params: dict) -> dict:
-    names = aggregates.names(params)
+    # By default the rollups of what a backfill loads (bars_ohlcv).
+    names = aggregates.names(params, default=rollups.names_for("bars_ohlcv"))
     start, end = datetime.fromisoformat(params["start"]), datetime.fromisoformat(params["end"])
     width = timedelta(seconds=params["slice_seconds"])
     done = {"slices": 0}
