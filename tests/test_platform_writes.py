@@ -685,7 +685,7 @@ def test_the_one_minute_rollups_get_a_schedule_of_their_own():
     for name in ("tick_agg_1m", "tick_rate_stats"):
         d = default[f"refresh_aggregate.{name}"]
         assert (d.job, d.every, d.paused, d.body) == ("refresh_aggregate", timedelta(minutes=1), False, {"name": name})
-    assert len(default) == 5
+    assert len(default) == 6  # retention, refresh, drift, housekeeping and the two 1-minute rollups
     assert (
         set(named(REFRESH_SCHEDULE="30s"))
         == set(named(REFRESH_SCHEDULE="off"))
@@ -693,6 +693,7 @@ def test_the_one_minute_rollups_get_a_schedule_of_their_own():
             "retention",
             "refresh_aggregate",
             "drift_check",
+            "housekeeping",
         }
     )
 
