@@ -126,4 +126,4 @@ def test_retention_and_refresh_run_by_themselves_on_their_schedules(database_url
     refresh_runs = wait_for(lambda: scheduled("refresh_aggregate"), 40, message="a scheduled refresh")
     assert set(retention_runs[0]["result"]["tables"]) == set(catalog.TABLES)
     assert retention_runs[0]["params"] == {"table": None, "dry_run": False}
-    assert set(refresh_runs[0]["result"]["aggregates"]) == {"bars_ohlcv_1h", "bars_ohlcv_1d"}
+    assert set(refresh_runs[0]["result"]["aggregates"]) == set(catalog.ROLLUPS)
