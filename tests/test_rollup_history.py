@@ -23,6 +23,7 @@ from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup
 from tests.support.timescale import requires_timescaledb
 
 DAY = timedelta(days=1)
+BAR_ROLLUPS = ("bars_ohlcv_1h", "bars_ohlcv_1d")
 NOW = datetime(2024, 3, 15, 10, 0, tzinfo=UTC)
 BACKENDS = [
     pytest.param("postgres", id="postgres"),
@@ -69,9 +70,9 @@ def test_rebuild_recomputes_frozen_buckets_from_reloaded_history_and_counts_them
         "MSFT", NOW - 60 * DAY, NOW, timedelta(hours=2), provider="other"
     )
     insert_bars(conn, rows)
-    for name in rollups.NAMES:
+    for name in BAR_ROLLUPS:
         rollups.refresh_pending(conn, name)
-    before = {name: rollup_rows(conn, name) for name in rollups.NAMES}
+    before = {name: rollup_rows(conn, name) for name in BAR_ROLLUPS}
     retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), True)
     result = retention.apply_table(conn, "bars_ohlcv", now=NOW)
     cutoff = datetime.fromisoformat(result["cutoff"])
@@ -85,7 +86,7 @@ def test_rebuild_recomputes_frozen_buckets_from_reloaded_history_and_counts_them
     partitions.ensure_range(conn, "bars_ohlcv", NOW - 400 * DAY, NOW - 390 * DAY)
     insert_bars(conn, reloaded + older)
 
-    for name in rollups.NAMES:
+    for name in BAR_ROLLUPS:
         width = rollups.aggregate(name).bucket
         frozen_lo, frozen_hi = align(NOW - 60 * DAY, width), rollups.ceil_bucket(cutoff, width)
         # A refresh rolls up the older history and leaves the frozen buckets alone, saying so.
