@@ -58,6 +58,8 @@ class Settings:
     # sources
     backfill_source_dir: str = "/data/backfill"
     backfill_max_download_bytes: int = 2 * 1024**3
+    backfill_upload_max_bytes: int = 5 * 1024**3  # PUT /backfill/sources/<name>
+    backfill_max_files: int = 5000  # files one glob / sources list may fan out to
     # http
     max_body_bytes: int = 1024 * 1024
     health_timeout: float = 1.0
@@ -227,6 +229,10 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         kw["backfill_max_download_bytes"] = _int(
             "BACKFILL_MAX_DOWNLOAD_BYTES", env["BACKFILL_MAX_DOWNLOAD_BYTES"], 1, 2**50
         )
+    if "BACKFILL_UPLOAD_MAX_BYTES" in env:
+        kw["backfill_upload_max_bytes"] = _int("BACKFILL_UPLOAD_MAX_BYTES", env["BACKFILL_UPLOAD_MAX_BYTES"], 1, 2**50)
+    if "BACKFILL_MAX_FILES" in env:
+        kw["backfill_max_files"] = _int("BACKFILL_MAX_FILES", env["BACKFILL_MAX_FILES"], 1, 1_000_000)
     if "HEALTH_TIMEOUT_SECONDS" in env:
         kw["health_timeout"] = _float("HEALTH_TIMEOUT_SECONDS", env["HEALTH_TIMEOUT_SECONDS"], 0.05)
     return Settings(**kw)

@@ -149,7 +149,7 @@ def test_a_changed_source_or_other_parameters_start_over(settings, source_dir):
     with pytest.raises(JobError):
         run(settings, "c.ndjson")
     assert checkpoint(url)[:2] == ("loading", 20)
-    result = run(settings, "c.ndjson", provider="other", max_bad_rows=1)  # another shape of rows
+    result = run(settings, "c.ndjson", interval="1m", max_bad_rows=1)  # another shape of rows
     assert result["resumed_from"] is None and result["rows_read"] == 31
 
     with pytest.raises(JobError):

@@ -52,13 +52,17 @@ def json_body() -> dict:
     return body
 
 
-def trigger(kind: JobKind, body: dict | None = None):
-    """Validate, record and enqueue a job; answer 202 with its run id."""
-    params = kind.parse(json_body() if body is None else body)
+def trigger(kind: JobKind, body: dict | None = None, params: dict | None = None, create=None):
+    """Validate, record and enqueue a job; answer 202 with its run id. `params` already
+    parsed and `create` (see service.submit) serve runs that are more than one row."""
+    if params is None:
+        params = kind.parse(json_body() if body is None else body)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _KEY.match(key):
         raise BadRequest("Idempotency-Key must be 1-200 printable ASCII characters")
     with db.connection(settings()) as conn:
-        sub = service.submit(settings(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key)
+        sub = service.submit(
+            settings(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key, create=create
+        )
     body = {"status": "accepted", "run_id": sub.run_id, "job": kind.name, "new": sub.created}
     return jsonify(body), 202, {"Location": f"/jobs/{sub.run_id}"}

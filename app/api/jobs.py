@@ -10,7 +10,7 @@ from app import db, queue
 from app.api.common import settings
 from app.auth import admin_required
 from app.errors import BadRequest, Conflict, NotFound
-from app.jobs import ledger
+from app.jobs import fanout, ledger
 
 bp = Blueprint("jobs", __name__)
 MAX_LIMIT = 200
@@ -36,7 +36,7 @@ def get_job(run_id: str):
     run_id = _run_id(run_id)
     with db.connection(settings()) as conn:
         ledger.bootstrap(conn, settings().database_url)
-        return jsonify(ledger.document(_get(conn, run_id)))
+        return jsonify(fanout.decorate(conn, ledger.document(_get(conn, run_id))))
 
 
 @bp.get("/jobs")
@@ -54,9 +54,10 @@ def list_jobs():
     # isascii: str.isdigit() is also true for digits int() rejects, such as "²"
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    parent = _run_id(request.args["parent"]) if request.args.get("parent") else None
     with db.connection(settings()) as conn:
         ledger.bootstrap(conn, settings().database_url)
-        rows = ledger.list_jobs(conn, job, status, int(raw_limit))
+        rows = ledger.list_jobs(conn, job, status, int(raw_limit), parent=parent)
     return jsonify({"jobs": [ledger.document(r) for r in rows], "limit": int(raw_limit)})
 
 
@@ -77,4 +78,7 @@ def cancel_job(run_id: str):
             except Exception:  # noqa: BLE001 - the runner skips non-queued jobs anyway
                 pass
         doc = ledger.document(_get(conn, run_id))
+        if fanout.is_parent(doc["params"]):  # cancelling a parent cancels its children
+            fanout.cancel_children(settings(), conn, run_id)
+            doc = fanout.decorate(conn, ledger.document(_get(conn, run_id)))
     return jsonify(doc), 202 if before == "running" else 200

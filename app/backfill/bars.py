@@ -25,16 +25,20 @@ import psycopg
 from app import metrics
 from app.backfill import checkpoints, runs, sources
 from app.backfill.checkpoints import State
+from app.backfill.layout import Layout
 from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
+from app.backfill.progress import Progress
 from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
 from app.jobs.base import JobContext, JobError
+from app.timeseries import catalog
 
 JOB = "backfill.bars_ohlcv"
 TABLE = "bars_ohlcv"
 QUEUE_BATCHES = 1
 WRITERS = 2
 _END = object()
+SLOT_WIDTH = catalog.table(TABLE).chunk.total_seconds()  # the partition width of bars_ohlcv
 _POLL = 0.2
 
 
@@ -46,6 +50,8 @@ class Params:
     batch_rows: int
     provider: str | None
     interval: str | None
+    layout: Layout = Layout()
+    group: str | None = None  # the fan-out group of a child run (app/jobs/fanout.py)
 
     @property
     def key(self) -> str:
@@ -53,7 +59,29 @@ class Params:
 
     @property
     def fingerprint(self) -> str:
-        return checkpoints.fingerprint(format=self.format, provider=self.provider, interval=self.interval)
+        shape = {"format": self.format, "provider": self.provider, "interval": self.interval}
+        if not self.layout.is_default:
+            shape["layout"] = self.layout.params()
+        return checkpoints.fingerprint(**shape)
+
+    def reader(self, stream, state: State | None = None, **kw) -> Reader:
+        """The row reader of this source's layout, from the start or from a checkpoint."""
+        state = state or State()
+        return Reader(
+            stream,
+            self.format,
+            batch_rows=self.batch_rows,
+            max_bad_rows=kw.pop("max_bad_rows", self.max_bad_rows),
+            provider=self.provider,
+            interval=self.interval,
+            line=state.line,
+            offset=state.byte_offset,
+            header=state.header,
+            bad_before=state.rows_rejected,
+            samples=state.bad_samples,
+            layout=self.layout,
+            **kw,
+        )
 
 
 def _resumable(cp: checkpoints.Checkpoint | None, params: Params, identity: dict) -> str | None:
@@ -69,6 +97,37 @@ def _resumable(cp: checkpoints.Checkpoint | None, params: Params, identity: dict
     return None
 
 
+def _already_loaded(ctx: JobContext, conn: psycopg.Connection, params: Params) -> dict | None:
+    """A child run of a fan-out triggered again: the file this group already loaded, unchanged
+    since and with the same layout, is skipped (its result says so)."""
+    if params.group is None:
+        return None
+    cp = checkpoints.load(conn, params.key)
+    if cp is None or cp.status != "done" or cp.group != params.group or cp.fingerprint != params.fingerprint:
+        return None
+    s = ctx.settings
+    with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+        if opened.identity != cp.identity:
+            return None
+    st = cp.state
+    ctx.progress(phase="skipped", rows_read=st.rows_read, rows_written=0, percent=100.0)
+    return {
+        "source": params.source.location,
+        "format": params.format,
+        "skipped": f"already loaded by run {cp.run_id} of this group; the file has not changed since",
+        "rows_read": st.rows_read,
+        "rows_written": 0,
+        "rows_unchanged": 0,
+        "rows_rejected": st.rows_rejected,
+        "loaded_before": {"rows_written": st.rows_written, "run_id": cp.run_id},
+        "min_ts": st.min_ts.isoformat() if st.min_ts else None,
+        "max_ts": st.max_ts.isoformat() if st.max_ts else None,
+        "symbols": len(st.symbols),
+        "providers": sorted(st.providers),
+        "warnings": [],
+    }
+
+
 def load(ctx: JobContext, params: Params) -> dict:
     """Run the load; the job's result. Closes the job_runs row whatever happens."""
     started = time.monotonic()
@@ -78,6 +137,9 @@ def load(ctx: JobContext, params: Params) -> dict:
         with ctx.connect(autocommit=True) as conn:
             if not checkpoints.try_lock(conn, params.key):
                 raise JobError(f"another run is loading {params.source.location} right now")
+            skipped = _already_loaded(ctx, conn, params)
+            if skipped is not None:
+                return skipped
             job_run_id = runs.start(
                 conn,
                 job_name=JOB,
@@ -131,20 +193,8 @@ def _load(
             resumed_from_line=state.line if resumed_from else None,
             restart_reason=restart_reason,
         )
-        reader = Reader(
-            opened.stream,
-            params.format,
-            batch_rows=params.batch_rows,
-            max_bad_rows=params.max_bad_rows,
-            provider=params.provider,
-            interval=params.interval,
-            line=state.line,
-            offset=state.byte_offset,
-            header=state.header,
-            bad_before=state.rows_rejected,
-            samples=state.bad_samples,
-        )
-        job = _Job(ctx, conn, params, state, job_run_id, opened)
+        reader = params.reader(opened.stream, state, slot_width=SLOT_WIDTH)
+        job = _Job(ctx, conn, params, state, job_run_id, Progress(ctx, opened, reader, rows_before=state.rows_read))
         feed = _Feed(reader)
         feed.start()
 
@@ -164,7 +214,7 @@ def _load(
         finally:
             feed.stop.set()
             feed.join(timeout=10)
-        checkpoints.finish(conn, params.key)
+        checkpoints.finish(conn, params.key, params.group)
         runs.finish(
             conn,
             job_run_id,
@@ -269,13 +319,13 @@ def _advance(before: State, batch: Batch, written: int) -> State:
 class _Job:
     """The job's thread: batches from the feed into the pipeline; committed ones into state."""
 
-    def __init__(self, ctx: JobContext, conn, params: Params, state: State, job_run_id: int, opened):
+    def __init__(self, ctx: JobContext, conn, params: Params, state: State, job_run_id: int, progress: Progress):
         self.ctx, self.conn, self.params, self.state = ctx, conn, params, state
         self.job_run_id = job_run_id
-        self.opened = opened
+        self.progress = progress
         self.partitions_created = 0
         self.upserts = 0
-        self._covered: tuple[float, float] | None = None  # epoch range known to have partitions
+        self._covered: set[int] = set()  # slots (epoch // SLOT_WIDTH) known to have partitions
         self._read_at_start = state.rows_read
         self._started = time.monotonic()
         self._committed: dict[int, Slot] = {}
@@ -310,6 +360,7 @@ class _Job:
         def wait() -> None:
             ctx.check()
             self._collect(pipeline, block=False)
+            self.progress.update()
 
         while True:
             try:
@@ -324,6 +375,7 @@ class _Job:
                 continue
             idle_since = time.monotonic()
             if item is _END:
+                self.progress.update(phase="finishing")
                 return
             if isinstance(item, TooManyBadRows):
                 self._settle(pipeline)
@@ -333,8 +385,9 @@ class _Job:
                 self._settle(pipeline)
                 raise item
             wait()
+            self.progress.phase = "loading"
             if item.rows:
-                self._ensure_partitions(item.min_epoch, item.max_epoch)
+                self._ensure_partitions(item)
             pipeline.submit(item, wait)
 
     def _settle(self, pipeline: Pipeline) -> None:
@@ -381,30 +434,30 @@ class _Job:
             metrics.SINK_WRITES.inc(batch.rejected, sink=TABLE, outcome="rejected")
         metrics.SINK_LATENCY.observe(slot.seconds, sink=TABLE)
         elapsed = time.monotonic() - self._started
-        self.ctx.progress(
+        self.progress.update(
             rows_read=state.rows_read,
             rows_written=state.rows_written,
+            rows_unchanged=state.rows_read - state.rows_rejected - state.rows_written,
             rows_rejected=state.rows_rejected,
             rate=round((state.rows_read - self._read_at_start) / elapsed, 1) if elapsed > 0 else None,
-            line=state.line,
-            bytes_read=self.opened.bytes_read,
-            bytes_total=self.opened.size,
             batches=state.batches,
         )
 
-    def _ensure_partitions(self, lo: float, hi: float) -> None:
-        """Partitions for [lo, hi] (epoch seconds) before writing; remembers what it covered."""
-        covered = self._covered
-        if covered and covered[0] <= lo and hi <= covered[1]:
+    def _ensure_partitions(self, batch: Batch) -> None:
+        """Partitions for the slots the batch's rows fall in, before writing (only those:
+        a daily file over decades makes no partitions for the years it has no rows in)."""
+        fresh = batch.slots - self._covered
+        if not fresh:
             return
         from app.timeseries import partitions
 
-        start, end = epoch_to_datetime(lo), epoch_to_datetime(hi)
-        try:
-            self.partitions_created += partitions.ensure_range(self.conn, TABLE, start, end, check=self.ctx.check)
-        except ValueError as exc:
-            raise JobError(f"cannot make partitions for {start.isoformat()} .. {end.isoformat()}: {exc}") from None
-        if covered and lo <= covered[1] and hi >= covered[0]:
-            self._covered = (min(lo, covered[0]), max(hi, covered[1]))
-        else:
-            self._covered = (lo, hi)
+        width = SLOT_WIDTH
+        for slot in sorted(fresh):
+            start = epoch_to_datetime(slot * width)
+            try:
+                self.partitions_created += partitions.ensure_range(
+                    self.conn, TABLE, start, start, check=self.ctx.check
+                )
+            except ValueError as exc:
+                raise JobError(f"cannot make the partition for {start.isoformat()}: {exc}") from None
+        self._covered |= fresh

@@ -33,7 +33,7 @@ _MAX_LEN = {"provider": 64, "symbol": 32, "interval": 16}
 _CACHE_LIMIT = 100_000
 _UTC = UTC
 _fromiso = datetime.fromisoformat
-_PROVIDER, _SYMBOL, _EPOCH = itemgetter(1), itemgetter(2), itemgetter(4)
+_PROVIDER, _SYMBOL, _INTERVAL, _EPOCH = itemgetter(1), itemgetter(2), itemgetter(3), itemgetter(4)
 _isfinite = math.isfinite
 
 
@@ -65,6 +65,8 @@ class Batch:
     max_epoch: float = -math.inf
     symbols: set = field(default_factory=set)
     providers: set = field(default_factory=set)
+    intervals: set = field(default_factory=set)
+    slots: set = field(default_factory=set)  # epoch // slot_width of its rows (only when asked)
 
 
 def epoch_to_datetime(value: float) -> datetime:
@@ -84,15 +86,31 @@ class Validator:
     the careful checks only for values not seen before.
     """
 
-    def __init__(self, provider: str | None = None, interval: str | None = None):
+    def __init__(
+        self,
+        provider: str | None = None,
+        interval: str | None = None,
+        *,
+        symbol: str | None = None,
+        ts_parser=None,
+        volume_optional: bool = False,
+    ):
+        """`provider`/`interval`/`symbol`: constants for every row (a row with its own value
+        must agree); `ts_parser(value) -> epoch seconds` (default ISO 8601, naive = UTC)."""
         self.default_provider = provider
         self.default_interval = interval
         self._caches = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
-        if provider is not None:
-            self._caches["provider"][None] = self.text("provider", provider)
-        if interval is not None:
-            self._caches["interval"][None] = self.text("interval", interval)
+        self.constants: dict[str, str] = {}
+        for name, value in (("provider", provider), ("interval", interval), ("symbol", symbol)):
+            if value is not None:
+                self.constants[name] = self.text(name, value)
+        self._parse_ts = ts_parser or _iso_epoch
+        self.volume_optional = volume_optional
         self.row = self._make_row()
+
+    def _seed(self, name: str, cache: dict) -> None:
+        if name in self.constants:
+            cache[None] = self.constants[name]
 
     def text(self, name: str, value: object) -> str:
         cache = self._caches[name]
@@ -114,8 +132,12 @@ class Validator:
             raise BadRow(f'{name} {_show(value)} has characters outside printable ASCII or one of " \\ [ ] ,')
         if name == "symbol":
             clean = clean.upper()
+        constant = self.constants.get(name)
+        if constant is not None and clean != constant:
+            raise BadRow(f"{name} {_show(value)} differs from the {name} parameter {constant!r}")
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
+            self._seed(name, cache)
         cache[value] = clean
         return clean
 
@@ -125,15 +147,9 @@ class Validator:
             return cache[value]
         except (KeyError, TypeError):
             pass
-        if not isinstance(value, str):
-            raise BadRow("ts is missing" if value is None else f"ts must be an ISO 8601 string, got {_show(value)}")
-        try:
-            parsed = _fromiso(value)
-        except ValueError:
-            raise BadRow(f"ts is not an ISO 8601 time: {_show(value)}") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=_UTC)
-        epoch = parsed.timestamp()
+        if value is None:
+            raise BadRow("ts is missing")
+        epoch = self._parse_ts(value)
         if not MIN_EPOCH <= epoch < MAX_EPOCH:
             raise BadRow(f"ts {_show(value)} is outside 1970..2099")
         if len(cache) >= _CACHE_LIMIT:
@@ -144,6 +160,9 @@ class Validator:
     def _make_row(self):
         providers, symbols, intervals, times = (self._caches[k] for k in ("provider", "symbol", "interval", "ts"))
         text, epoch_of = self.text, self.epoch
+        optional = self.volume_optional
+        for name in ("provider", "symbol", "interval"):
+            self._seed(name, self._caches[name])
 
         def row(line: int, values) -> list:
             p, s, i, ts, o, h, lo, c, v = values
@@ -157,15 +176,27 @@ class Validator:
                 e = epoch_of(ts)
             if not (type(o) is float and type(h) is float and type(lo) is float and type(c) is float):
                 o, h, lo, c = _number("open", o), _number("high", h), _number("low", lo), _number("close", c)
-            if type(v) is not float:
+            if type(v) is not float and (v is not None or not optional):
                 v = _number("volume", v)
             if not (lo <= o <= h and lo <= c <= h):
                 raise BadRow(_price_order(o, h, lo, c))
-            if v < 0:
+            if v is not None and v < 0:
                 raise BadRow(f"volume is negative: {v!r}")
             return [line, p, s, i, e, o, h, lo, c, v]
 
         return row
+
+
+def _iso_epoch(value: object) -> float:
+    if not isinstance(value, str):
+        raise BadRow(f"ts must be an ISO 8601 string, got {_show(value)}")
+    try:
+        parsed = _fromiso(value)
+    except ValueError:
+        raise BadRow(f"ts is not an ISO 8601 time: {_show(value)}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_UTC)
+    return parsed.timestamp()
 
 
 def _number(name: str, value: object) -> float:
@@ -223,12 +254,30 @@ class Reader:
         header: list[str] | None = None,
         bad_before: int = 0,
         samples: list[dict] | None = None,
+        layout=None,
+        slot_width: float | None = None,
     ):
+        """`layout`: an `app.backfill.layout.Layout` (default: our own columns, ISO times);
+        `slot_width`: seconds; when set, each batch collects the slots (epoch // width)
+        its rows fall in (a dry run's partitions)."""
+        if layout is None:
+            from app.backfill.layout import Layout
+
+            layout = Layout()
+        self.layout = layout
         self.stream = stream
         self.fmt = fmt
         self.batch_rows = batch_rows
         self.max_bad_rows = max_bad_rows
-        self.validator = Validator(provider, interval)
+        self.validator = Validator(
+            provider,
+            interval,
+            symbol=layout.symbol,
+            ts_parser=None if layout.ts_format == "iso" and layout.timezone == "UTC" else layout.ts_parser(),
+            volume_optional=layout.volume_optional,
+        )
+        self.slot_width = slot_width
+        self._keys: tuple = FIELDS
         self.line = line
         self.offset = offset
         self.header = header
@@ -263,6 +312,10 @@ class Reader:
             batch.max_epoch = max(batch.max_epoch, max(epochs))
             batch.symbols.update(map(_SYMBOL, pending))
             batch.providers.update(map(_PROVIDER, pending))
+            batch.intervals.update(map(_INTERVAL, pending))
+            if self.slot_width:
+                width = self.slot_width
+                batch.slots.update(int(e // width) for e in epochs)
             batch.rows += len(pending)
             batch.read += len(pending)
             batch.chunks.append(_csv_text(pending))
@@ -290,7 +343,19 @@ class Reader:
     def _ndjson(self):
         """The hot loop: one JSON parse, one C-level field pick and one validation per line."""
         loads = orjson.loads
-        pick = self._pick_with_defaults if self._has_defaults else itemgetter(*FIELDS)
+        fast = not self.validator.constants and not self.validator.volume_optional
+        pick = self._picker(fast) if self.layout.columns is None else None
+
+        def first(doc):  # a mapping is resolved on the file's first object
+            nonlocal pick
+            if type(doc) is not dict:
+                raise TypeError
+            self._keys = self.layout.ndjson_keys(doc)
+            pick = self._picker(fast)
+            return pick(doc)
+
+        if pick is None:
+            pick = first
         make_row, chunk = self._row, self._chunk
         line, offset = self.line, self.offset
         pending = self._pending
@@ -325,17 +390,17 @@ class Reader:
             self._reject(self.line, "not a JSON object")
             return
         try:
-            self._pending.append(self._row(self.line, self._pick_with_defaults(doc)))
+            self._pending.append(self._row(self.line, tuple(map(doc.get, self._keys))))
         except BadRow as exc:
             self._reject(self.line, str(exc))
 
-    @staticmethod
-    def _pick_with_defaults(doc: dict) -> tuple:
-        return tuple(map(doc.get, FIELDS))
-
-    @property
-    def _has_defaults(self) -> bool:
-        return self.validator.default_provider is not None or self.validator.default_interval is not None
+    def _picker(self, fast: bool):
+        """Fields out of a JSON object: one C-level itemgetter when every field must be
+        there, else `dict.get` per field (absent fields come from the parameters)."""
+        keys = self._keys
+        if fast:
+            return itemgetter(*keys)
+        return lambda doc: tuple(map(doc.get, keys))
 
     # -- CSV --------------------------------------------------------------------------------
     def _text_lines(self):
@@ -350,33 +415,16 @@ class Reader:
         self.line += 1
         self.offset += len(raw)
         text = raw.decode("utf-8", "replace").lstrip("\ufeff")
-        names = next(csv.reader([text]), [])
+        names = self.layout.split_header(text.rstrip("\r\n"))
         self.header = [n.strip().lower() for n in names]
         return self.header
 
-    def _columns(self) -> list[int | None]:
-        header = self.header or []
-        index = {name: i for i, name in enumerate(header)}
-        missing = [name for name in FIELDS if name not in index and not self._has_default(name)]
-        if missing:
-            raise SourceError(
-                f"the CSV header lacks column(s) {', '.join(missing)}; it has: {', '.join(header)[:200] or 'nothing'}"
-            )
-        return [index.get(name) for name in FIELDS]
-
-    def _has_default(self, name: str) -> bool:
-        v = self.validator
-        return (name == "provider" and v.default_provider is not None) or (
-            name == "interval" and v.default_interval is not None
-        )
-
     def _csv(self):
-        if self.header is None:
+        if self.header is None and self.layout.header:
             self.read_header()
-        columns = self._columns()
-        width = len(self.header)
+        values, width = self.layout.csv_picker(self.header, self.validator.constants)
         make_row, chunk = self._row, self._chunk
-        reader = csv.reader(self._text_lines(), strict=True)
+        reader = csv.reader(self._text_lines(), strict=True, delimiter=self.layout.delimiter)
         while True:
             try:
                 record = next(reader)
@@ -391,9 +439,7 @@ class Reader:
                 self._reject(self.line, f"expected {width} fields, got {len(record)}")
                 continue
             try:
-                self._pending.append(
-                    make_row(self.line, [record[i] or None if i is not None else None for i in columns])
-                )
+                self._pending.append(make_row(self.line, values(record)))
             except BadRow as exc:
                 self._reject(self.line, str(exc))
                 continue

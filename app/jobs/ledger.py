@@ -102,13 +102,16 @@ def get(conn: psycopg.Connection, run_id: str) -> dict | None:
         return cur.execute(f"SELECT {_COLUMNS} FROM store_jobs WHERE run_id = %s", (run_id,)).fetchone()
 
 
-def list_jobs(conn: psycopg.Connection, job: str | None, status: str | None, limit: int) -> list[dict]:
+def list_jobs(
+    conn: psycopg.Connection, job: str | None, status: str | None, limit: int, parent: str | None = None
+) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"""SELECT {_COLUMNS} FROM store_jobs
                 WHERE (%(job)s::text IS NULL OR job = %(job)s) AND (%(status)s::text IS NULL OR status = %(status)s)
+                  AND (%(parent)s::text IS NULL OR (params ? 'parent' AND params->>'parent' = %(parent)s))
                 ORDER BY requested_at DESC, run_id LIMIT %(limit)s""",
-            {"job": job, "status": status, "limit": limit},
+            {"job": job, "status": status, "limit": limit, "parent": parent},
         ).fetchall()
 
 

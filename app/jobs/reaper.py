@@ -18,7 +18,7 @@ import redis
 
 from app import db, logs, queue
 from app.config import Settings
-from app.jobs import ledger, service
+from app.jobs import fanout, ledger, service
 
 
 def sweep(settings: Settings, conn: psycopg.Connection) -> dict:
@@ -26,6 +26,7 @@ def sweep(settings: Settings, conn: psycopg.Connection) -> dict:
     lost = ledger.fail_lost(conn, settings.lost_after)
     for job in lost:
         log.warning("worker lost; job failed", run_id=job["run_id"], job=job["job"], worker=job["worker"])
+    fanout.settle_all(conn)  # parents whose last child just ended (or was lost)
     requeued = 0
     try:
         for job in ledger.queued_before(conn, settings.requeue_after):

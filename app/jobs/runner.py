@@ -21,6 +21,7 @@ from app.jobs import ledger
 from app.jobs.base import JobCancelled, JobContext, JobError, JobTimedOut
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+PROGRESS_EVERY = 1.0  # seconds: a job's changed progress reaches the ledger at least this often
 _settings: config.Settings | None = None
 
 
@@ -57,11 +58,17 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         s = self.ctx.settings
         conn = None
-        while not self.done.wait(s.heartbeat_interval):
+        tick = min(s.heartbeat_interval, PROGRESS_EVERY)
+        last = time.monotonic()
+        while not self.done.wait(tick):
+            progress = self.ctx.take_progress()
+            if progress is None and time.monotonic() - last < s.heartbeat_interval:
+                continue  # progress is written at least every PROGRESS_EVERY s, liveness every heartbeat
+            last = time.monotonic()
             try:
                 if conn is None or conn.closed:
                     conn = db.connect(s, application_name="store-heartbeat", autocommit=True)
-                state = ledger.heartbeat(conn, self.ctx.run_id, self.ctx.take_progress())
+                state = ledger.heartbeat(conn, self.ctx.run_id, progress)
                 reason = None
                 if state and state[1]:
                     reason = "cancelled"
@@ -150,6 +157,10 @@ def _run_claimed(s: config.Settings, run_id: str, row: dict) -> None:
         s, ledger.finish, run_id, status, result=result, error=error, progress=ctx.snapshot_progress()
     )
     log.info("job finished", status=status, error=error, duration_s=round(duration, 3), recorded=recorded)
+    if (row["params"] or {}).get("parent"):  # the last child to end ends its parent
+        from app.jobs import fanout
+
+        _ledger_call(s, fanout.settle, row["params"]["parent"])
     metrics.JOBS_FINISHED.inc(kind=row["job"], status=status)
     metrics.JOB_DURATION.observe(duration, kind=row["job"])
     _publish_end(s, run_id, row["job"], status, duration, error)

@@ -32,7 +32,7 @@ def request_hash(kind: str, params: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _timeout(settings: Settings, kind: JobKind) -> float:
+def timeout_for(settings: Settings, kind: JobKind) -> float:
     """JOB_TIMEOUT_<KIND>_SECONDS (dots as underscores: JOB_TIMEOUT_BACKFILL_BARS_OHLCV_SECONDS),
     else the kind's own limit, else JOB_TIMEOUT_SECONDS."""
     override = dict(settings.kind_timeouts).get(kind.name.replace(".", "_"))
@@ -50,8 +50,13 @@ def submit(
     request_id: str | None = None,
     idempotency_key: str | None = None,
     trigger: str = "api",
+    create=None,
 ) -> Submitted:
-    """Record and enqueue a job. `conn` must be an autocommit connection."""
+    """Record and enqueue a job. `conn` must be an autocommit connection.
+
+    `create(conn) -> (run_id, created, run ids to enqueue)` replaces the single ledger row
+    (a parent run with its children: app/jobs/fanout.py); it runs in the same transaction
+    as the idempotency record."""
     ledger.bootstrap(conn, settings.database_url)
     digest = request_hash(kind.name, params)
     while True:
@@ -67,15 +72,19 @@ def submit(
                             run_id=prior[1],
                         )
                     return Submitted(prior[1], False)
-            run_id, created = ledger.create(
-                conn,
-                kind.name,
-                params,
-                request_id=request_id,
-                single_flight_key=kind.single_flight(params),
-                timeout_s=_timeout(settings, kind),
-                trigger=trigger,
-            )
+            if create is not None:
+                run_id, created, to_enqueue = create(conn)
+            else:
+                run_id, created = ledger.create(
+                    conn,
+                    kind.name,
+                    params,
+                    request_id=request_id,
+                    single_flight_key=kind.single_flight(params),
+                    timeout_s=timeout_for(settings, kind),
+                    trigger=trigger,
+                )
+                to_enqueue = [run_id]
             if idempotency_key:
                 stored = conn.execute(
                     """INSERT INTO store_idempotency (key, request_hash, run_id) VALUES (%s, %s, %s)
@@ -87,7 +96,8 @@ def submit(
                     continue
         break
     if created:
-        enqueue(settings, conn, run_id, _timeout(settings, kind))
+        for queued in to_enqueue:
+            enqueue(settings, conn, queued, timeout_for(settings, kind))
     return Submitted(run_id, created)
 
 
