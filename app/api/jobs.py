@@ -54,7 +54,12 @@ def list_jobs():
     # isascii: str.isdigit() is also true for digits int() rejects, such as "²"
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    parent = _run_id(request.args["parent"]) if request.args.get("parent") else None
+    parent = request.args.get("parent") or None
+    if parent is not None:
+        try:
+            parent = str(uuid.UUID(parent))
+        except ValueError:
+            raise BadRequest(f"parent must be a run id (a UUID), got {parent[:80]!r}") from None
     with db.connection(settings()) as conn:
         ledger.bootstrap(conn, settings().database_url)
         rows = ledger.list_jobs(conn, job, status, int(raw_limit), parent=parent)

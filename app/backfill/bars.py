@@ -455,9 +455,7 @@ class _Job:
         for slot in sorted(fresh):
             start = epoch_to_datetime(slot * width)
             try:
-                self.partitions_created += partitions.ensure_range(
-                    self.conn, TABLE, start, start, check=self.ctx.check
-                )
+                self.partitions_created += partitions.ensure_range(self.conn, TABLE, start, start, check=self.ctx.check)
             except ValueError as exc:
                 raise JobError(f"cannot make the partition for {start.isoformat()}: {exc}") from None
         self._covered |= fresh

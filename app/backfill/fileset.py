@@ -80,7 +80,7 @@ def expand(raw_source: object, raw_sources: object, root: str, max_files: int) -
                 "narrow it or raise the limit"
             )
     if not matches:
-        raise sources.SourceError(f"source: no file matches the glob {pattern[:200]!r}")
+        raise sources.SourceError(f"source: no file matches the glob {pattern[:200]!r} in BACKFILL_SOURCE_DIR")
     out = []
     for name in sorted(matches):
         check_visible(name)
