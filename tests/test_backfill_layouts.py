@@ -42,15 +42,19 @@ def parse(body: dict) -> dict:
     return backfill.parse_bars(body)
 
 
-def run(settings, params: dict) -> dict:
-    ctx = JobContext(
+def job_context(settings) -> JobContext:
+    """What the runner hands a backfill job, for running it in-process."""
+    return JobContext(
         run_id=str(uuid.uuid4()),
         kind=backfill.BARS.name,
         settings=settings,
         log=structlog.get_logger("test"),
         deadline=time.monotonic() + 120,
     )
-    return backfill.run_bars(ctx, params)
+
+
+def run(settings, params: dict) -> dict:
+    return backfill.run_bars(job_context(settings), params)
 
 
 def load(settings, source_dir, name: str, data: str | bytes, **body) -> dict:
@@ -436,3 +440,56 @@ def test_a_dry_run_reports_everything_and_changes_nothing(settings, source_dir):
         {"from": "2024-03-07T00:00:00+00:00", "to": "2024-03-14T00:00:00+00:00"},
     ]
     assert "a load would fail: 2 bad rows" in result["warnings"][0]
+
+
+# -- progress from the first second ---------------------------------------------------------------
+def test_progress_moves_before_the_first_batch_commits(settings):
+    """A URL that delivers half its rows and then stalls: progress already shows the bytes
+    and rows read, the percentage and the phase, with nothing committed yet."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    head = "".join(f"P{i // 60},2024-03-01T00:{i % 60:02d}:00Z,1,2,0.5,1.5,10\n" for i in range(200))
+    body = ("symbol,ts,open,high,low,close,volume\n" + head).encode()
+    tail = "".join(f"Q{i // 60},2024-03-02T00:{i % 60:02d}:00Z,1,2,0.5,1.5,10\n" for i in range(200)).encode()
+    release = threading.Event()
+
+    class Stalling(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + len(tail)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            release.wait(60)
+            self.wfile.write(tail)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ctx = job_context(settings)
+    params = parse({"source": f"http://127.0.0.1:{server.server_address[1]}/s.csv", "provider": "p", "interval": "1m"})
+    outcome = {}
+    job = threading.Thread(target=lambda: outcome.update(result=backfill.run_bars(ctx, params)))
+    job.start()
+    try:
+        from conftest import wait_for
+
+        progress = wait_for(
+            lambda: (p := ctx.snapshot_progress()).get("bytes_read", 0) >= len(body) and p.get("rows_read") and p,
+            30,
+            message="progress while the source stalls",
+        )
+        assert progress["phase"] == "reading" and progress["rows_written"] == 0
+        assert progress["bytes_total"] == len(body) + len(tail) and 0 < progress["percent"] < 100
+        assert set(progress) >= {"rows_unchanged", "rows_rejected", "rows_per_s", "eta_s"}
+    finally:
+        release.set()
+        job.join(60)
+        server.shutdown()
+        server.server_close()
+    assert outcome["result"]["rows_written"] == 400
+    assert ctx.snapshot_progress()["rows_written"] == 400
+    assert runner.PROGRESS_EVERY <= 2  # the heartbeat thread writes changed progress this often

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import structlog
 from conftest import make_settings, wait_for
+from test_backfill_layouts import job_context
 from test_backfill_service import bars, expected, stored, write_ndjson
 from test_backfill_sources import FileServer
 
@@ -37,13 +38,7 @@ def settings(migrated_database_url, redis_url, source_dir):
 
 
 def run(settings, source: str, **kw) -> dict:
-    ctx = JobContext(
-        run_id=str(uuid.uuid4()),
-        kind=backfill.BARS.name,
-        settings=settings,
-        log=structlog.get_logger("test"),
-        deadline=time.monotonic() + 120,
-    )
+    ctx = job_context(settings)
     params = {
         "source": source,
         "format": "ndjson",

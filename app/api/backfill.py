@@ -65,12 +65,12 @@ def upload_source(name: str):
     request.max_content_length = limit + 1  # our own check below says it first
     stream = request.stream
     try:
-        saved = uploads.save(settings().backfill_source_dir, name, stream.read, limit)
+        saved = uploads.save(settings().backfill_source_dir, name, stream.read, limit, request.content_length)
     except SourceError as exc:
         raise _source_error(exc) from None
     except (uploads.TooLarge, RequestEntityTooLarge):
         raise too_large from None
-    except (ClientDisconnected, OSError) as exc:
+    except (ClientDisconnected, uploads.Interrupted, OSError) as exc:
         if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
             raise ApiError("no space left for the upload in BACKFILL_SOURCE_DIR; nothing was kept", 507) from None
         raise BadRequest(f"the upload was interrupted; nothing was kept ({type(exc).__name__})") from None

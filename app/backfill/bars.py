@@ -59,7 +59,7 @@ class Params:
 
     @property
     def fingerprint(self) -> str:
-        shape = {"format": self.format, "provider": self.provider, "interval": self.interval}
+        shape: dict[str, object] = {"format": self.format, "provider": self.provider, "interval": self.interval}
         if not self.layout.is_default:
             shape["layout"] = self.layout.params()
         return checkpoints.fingerprint(**shape)

@@ -99,7 +99,7 @@ class Validator:
         must agree); `ts_parser(value) -> epoch seconds` (default ISO 8601, naive = UTC)."""
         self.default_provider = provider
         self.default_interval = interval
-        self._caches = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
+        self._caches: dict[str, dict] = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
         self.constants: dict[str, str] = {}
         for name, value in (("provider", provider), ("interval", interval), ("symbol", symbol)):
             if value is not None:

@@ -32,6 +32,10 @@ class TooLarge(Exception):
     pass
 
 
+class Interrupted(Exception):
+    """The body ended before its announced length: the client went away."""
+
+
 def check_name(name: str) -> list[str]:
     parts = name.split("/")
     if not name or len(name) > 512 or len(parts) > MAX_DEPTH or not all(_PART.match(p) for p in parts):
@@ -59,8 +63,9 @@ def _inside(base: Path, path: Path, name: str) -> Path:
     return real
 
 
-def save(root: str, name: str, read, limit: int) -> dict:
-    """Stream `read(n)` to uploads/<name>; TooLarge past `limit` bytes (nothing kept)."""
+def save(root: str, name: str, read, limit: int, expected: int | None = None) -> dict:
+    """Stream `read(n)` to uploads/<name>; TooLarge past `limit` bytes, Interrupted when it
+    ends short of `expected` (the announced length); in both cases nothing is kept."""
     parts = check_name(name)
     base = _base(root)
     uploads = base / UPLOADS
@@ -86,6 +91,8 @@ def save(root: str, name: str, read, limit: int) -> dict:
                     raise TooLarge()
                 digest.update(chunk)
                 out.write(chunk)
+            if expected is not None and size != expected:
+                raise Interrupted(f"{size} of {expected} bytes arrived")
             os.fsync(out.fileno())
         directory.mkdir(parents=True, exist_ok=True)
         _inside(base, directory, name)

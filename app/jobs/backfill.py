@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 
@@ -150,7 +151,7 @@ def parse_bars(body: dict) -> dict:
         lay, preset = layout.parse(body)
     except layout.LayoutError as exc:
         raise BadRequest(str(exc)) from None
-    common = {
+    common: dict[str, Any] = {
         "max_bad_rows": _int(body, "max_bad_rows", 0, 0, 1_000_000_000),
         "batch_rows": _int(body, "batch_rows", DEFAULT_BATCH_ROWS, 1, MAX_BATCH_ROWS),
         "provider": _name({**preset, **body}, "provider", 64),
@@ -344,7 +345,7 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind, _ in CATALOGUE.values()}
 
 
 def catalogue() -> list[dict]:
-    out = [
+    out: list[dict[str, Any]] = [
         {"name": name, "job": kind.name, "description": kind.description, "parameters": [p.doc() for p in params]}
         for name, (kind, params) in CATALOGUE.items()
     ]

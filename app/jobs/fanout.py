@@ -101,7 +101,7 @@ def children(conn: psycopg.Connection, parent_id: str, limit: int | None = None)
 def summary(kids: list[dict]) -> dict:
     """Counts by status and the summed progress of the children."""
     by_status: dict[str, int] = {}
-    sums = dict.fromkeys(_SUMMED, 0)
+    sums: dict[str, float] = dict.fromkeys(_SUMMED, 0)
     rate = 0.0
     total_known = True
     skipped = 0
