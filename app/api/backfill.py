@@ -6,6 +6,7 @@ import errno
 
 from flask import Blueprint, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 from app.api.common import json_body, settings, trigger
 from app.auth import admin_required
@@ -17,13 +18,23 @@ from app.jobs import backfill, fanout, service
 bp = Blueprint("backfill", __name__)
 
 
+class _JobName(BaseConverter):
+    """A backfill job name: any path segment but `sources` (that path is the file routes', so
+    OPTIONS /backfill/sources advertises only their methods)."""
+
+    regex = r"(?!sources(?![^/]))[^/]+"
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("jobname", _JobName))
+
+
 @bp.get("/backfill")
 @admin_required
 def list_backfill_jobs():
     return jsonify({"jobs": backfill.catalogue(), "source_dir": fileset.resolved_root(settings().backfill_source_dir)})
 
 
-@bp.post("/backfill/<job>")
+@bp.post("/backfill/<jobname:job>")
 @admin_required
 def trigger_backfill(job: str):
     entry = backfill.CATALOGUE.get(job)

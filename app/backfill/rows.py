@@ -175,9 +175,9 @@ class Validator:
                 p, s, i = text("provider", p), text("symbol", s), text("interval", i)
                 e = epoch_of(ts)
             if not (type(o) is float and type(h) is float and type(lo) is float and type(c) is float):
-                o, h, lo, c = _number("open", o), _number("high", h), _number("low", lo), _number("close", c)
+                o, h, lo, c = _prices(o, h, lo, c)
             if type(v) is not float and (v is not None or not optional):
-                v = _number("volume", v)
+                v = _volume(v)
             if not (lo <= o <= h and lo <= c <= h):
                 raise BadRow(_price_order(o, h, lo, c))
             if v is not None and v < 0:
@@ -197,6 +197,32 @@ def _iso_epoch(value: object) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_UTC)
     return parsed.timestamp()
+
+
+def _prices(o, h, lo, c) -> tuple:
+    """The four prices as numbers: one call per row, C-level float() for text (CSV); the
+    careful per-field check only when that fails."""
+    if type(o) is str and type(h) is str and type(lo) is str and type(c) is str:
+        try:
+            fo, fh, fl, fc = float(o), float(h), float(lo), float(c)
+        except ValueError:
+            pass
+        else:
+            if (fo + fh + fl + fc) * 0.0 == 0.0:  # all finite (inf or nan would make it nan)
+                return fo, fh, fl, fc
+    return _number("open", o), _number("high", h), _number("low", lo), _number("close", c)
+
+
+def _volume(v):
+    if type(v) is str:
+        try:
+            f = float(v)
+        except ValueError:
+            pass
+        else:
+            if f * 0.0 == 0.0:
+                return f
+    return _number("volume", v)
 
 
 def _number(name: str, value: object) -> float:
@@ -315,7 +341,11 @@ class Reader:
             batch.intervals.update(map(_INTERVAL, pending))
             if self.slot_width:
                 width = self.slot_width
-                batch.slots.update(int(e // width) for e in epochs)
+                lo_slot, hi_slot = int(min(epochs) // width), int(max(epochs) // width)
+                if lo_slot == hi_slot:  # the usual case: one partition per chunk of rows
+                    batch.slots.add(lo_slot)
+                else:
+                    batch.slots.update(int(e // width) for e in epochs)
             batch.rows += len(pending)
             batch.read += len(pending)
             batch.chunks.append(_csv_text(pending))
