@@ -21,6 +21,7 @@ from operator import itemgetter
 
 import orjson
 
+from app.backfill.csvlines import CsvLines
 from app.backfill.sources import SourceError
 
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
@@ -433,12 +434,6 @@ class Reader:
         return lambda doc: tuple(map(doc.get, keys))
 
     # -- CSV --------------------------------------------------------------------------------
-    def _text_lines(self):
-        for raw in self.stream:
-            self.line += 1
-            self.offset += len(raw)
-            yield raw.decode("utf-8", "replace")
-
     def read_header(self) -> list[str]:
         """The CSV header (the first line); sets `self.header`."""
         raw = self.stream.readline()
@@ -454,24 +449,35 @@ class Reader:
             self.read_header()
         values, width = self.layout.csv_picker(self.header, self.validator.constants)
         make_row, chunk = self._row, self._chunk
-        reader = csv.reader(self._text_lines(), strict=True, delimiter=self.layout.delimiter)
-        while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                self._reject(self.line, f"malformed CSV: {exc}")
-                continue
-            if not record:
-                continue
-            if len(record) != width:
-                self._reject(self.line, f"expected {width} fields, got {len(record)}")
-                continue
-            try:
-                self._pending.append(make_row(self.line, values(record)))
-            except BadRow as exc:
-                self._reject(self.line, str(exc))
-                continue
-            if len(self._pending) >= chunk and self._flush_chunk():
-                yield self._cut()
+        lines = CsvLines(self.stream, self.line, self.offset, self.layout.delimiter)
+        reader, line0, pending = lines.reader, self.line, self._pending
+        try:
+            while True:
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    self.line = line0 + reader.line_num
+                    self._reject(self.line, f"malformed CSV: {exc}")
+                    continue
+                line = line0 + reader.line_num
+                if len(record) != width:
+                    if record:
+                        self.line = line
+                        self._reject(line, f"expected {width} fields, got {len(record)}")
+                    continue
+                try:
+                    pending.append(make_row(line, values(record)))
+                except BadRow as exc:
+                    self.line = line
+                    self._reject(line, str(exc))
+                    continue
+                if len(pending) >= chunk:
+                    self.line, self.offset = line, lines.offset()
+                    full = self._flush_chunk()
+                    pending = self._pending
+                    if full:
+                        yield self._cut()
+        finally:
+            self.line, self.offset = lines.line(), lines.offset()
