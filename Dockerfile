@@ -1,5 +1,5 @@
 # market-data-store: one image, two processes.
-#   API (default):  gunicorn -c gunicorn.conf.py      -> 0.0.0.0:$PORT (8082)
+#   API (default):  gunicorn -c gunicorn.conf.py      -> $HOST:$PORT (0.0.0.0:8082)
 #   worker:         python -m worker                  (compose `command:` override)
 # See docs/deployment.md. tests/test_container.py checks this file without a Docker engine.
 FROM python:3.11-slim
@@ -38,8 +38,9 @@ USER appuser
 
 EXPOSE 8082
 
+# Probes the port the API really listens on: PORT may differ from 8082 (host networking).
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 --start-period=20s \
-  CMD curl -fsS http://localhost:8082/health || exit 1
+  CMD curl -fsS "http://localhost:${PORT:-8082}/health" || exit 1
 
 # SIGTERM: gunicorn stops accepting, lets requests finish (graceful_timeout), exits 0;
 # the worker finishes its current job and exits 0.

@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: run test test-timescale venv bench clean
+.PHONY: run test test-timescale venv venv-runtime bench clean
 
-## run: the API and one worker in the foreground (starts local Postgres/Redis if needed)
-run: venv
+## run: the API and one worker in the foreground (starts local Postgres/Redis if needed);
+## installs only the runtime dependencies (requirements.txt)
+run: venv-runtime
 	./scripts/run-local.sh
 
 ## test: the whole test suite against real Postgres, Redis, gunicorn and workers
@@ -23,9 +24,19 @@ bench: venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+venv-runtime: $(VENV)/.installed-runtime
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# the project itself, editable: puts the `mds` command in $(VENV)/bin
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@ $(VENV)/.installed-runtime
+
+$(VENV)/.installed-runtime: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 clean:

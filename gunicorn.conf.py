@@ -1,4 +1,5 @@
-"""gunicorn settings: `gunicorn -c gunicorn.conf.py` serves the API on 0.0.0.0:$PORT."""
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py` serves the API on $HOST:$PORT (0.0.0.0:8082;
+`make run` sets HOST=127.0.0.1)."""
 
 import os
 import shutil
@@ -17,7 +18,8 @@ except ConfigError as _exc:
 from app import logs  # noqa: E402
 
 wsgi_app = "app:create_app()"
-bind = f"0.0.0.0:{_settings.port}"
+_host = f"[{_settings.host}]" if ":" in _settings.host and not _settings.host.startswith("[") else _settings.host
+bind = f"{_host}:{_settings.port}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
@@ -28,7 +30,7 @@ limit_request_field_size = 8190
 accesslog = None  # the app logs each request itself, with its request id
 errorlog = "-"
 loglevel = _settings.log_level.lower()
-logconfig_dict = logs.logging_dict(_settings.log_level)
+logconfig_dict = logs.logging_dict(_settings.log_level, _settings.log_format)
 control_socket_disable = True  # gunicorn >= 25: no control socket in a read-only container
 # Worker heartbeat files in memory (/dev/shm is a tmpfs in every container), not on the
 # image's overlay filesystem where a slow disk can stall heartbeats.
@@ -68,7 +70,7 @@ def post_fork(server, worker):
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
-    logs.configure(_settings.log_level, _settings.secrets())
+    logs.configure(_settings.log_level, _settings.secrets(), _settings.log_format)
     logs.get("gunicorn").info("starting market-data-store API", bind=bind, workers=workers, threads=threads)
 
 

@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             settings = load_settings()
         except ConfigError as exc:
             logs.fatal(str(exc))
-    logs.configure(settings.log_level, settings.secrets())
+    logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     log = logs.get("api")
     if settings.using_default_token:
         log.warning("ADMIN_TOKEN is the default 'iamalive'; set a secret token before exposing the store")
@@ -87,6 +87,33 @@ class _Delegate:
         return self.registry.collect()
 
 
+_PROBES = ("/health", "/healthz", "/readyz", "/metrics")
+_POLLS = ("/jobs", "/openapi.json")
+
+
+def _log_request(log, response, elapsed: float) -> None:
+    """One line per request. Probes (/health, /readyz, /metrics) and polls that succeed
+    (GET /jobs...) are DEBUG, so a client polling a job does not flood INFO; any other
+    request is INFO, and an error answer carries its error text (5xx as a warning)."""
+    fields = {
+        "method": request.method,
+        "path": request.path,
+        "status": response.status_code,
+        "duration_ms": round(elapsed * 1000, 2),
+    }
+    if request.path in _PROBES:
+        log.debug("request", **fields)
+    elif response.status_code >= 400:
+        body = response.get_json(silent=True) if response.is_json and not response.is_streamed else None
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            fields["error"] = body["error"][:300]
+        (log.warning if response.status_code >= 500 else log.info)("request", **fields)
+    elif request.method in ("GET", "HEAD") and request.path.startswith(_POLLS):
+        log.debug("request", **fields)
+    else:
+        log.info("request", **fields)
+
+
 def _install_request_context(app: Flask) -> None:
     from app import logs, metrics
 
@@ -106,14 +133,7 @@ def _install_request_context(app: Flask) -> None:
         endpoint = request.url_rule.rule if request.url_rule else "<unmatched>"
         metrics.observe_request(request.method, endpoint, elapsed)
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        if request.path not in ("/health", "/healthz", "/readyz", "/metrics"):
-            log.info(
-                "request",
-                method=request.method,
-                path=request.path,
-                status=response.status_code,
-                duration_ms=round(elapsed * 1000, 2),
-            )
+        _log_request(log, response, elapsed)
         return response
 
     @app.teardown_request

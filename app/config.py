@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,11 +34,13 @@ class ConfigError(Exception):
 class Settings:
     database_url: str  # normalised to postgresql:// (libpq / psycopg form)
     redis_url: str = "redis://redis:6379/0"
-    registry_url: str = "http://registry:8080"
+    registry_url: str = "http://registry:8080"  # "" when REGISTRY_URL=off: drift checks disabled
     registry_track: str = "v1"
+    host: str = "0.0.0.0"  # the API's bind address (make run: 127.0.0.1)
     port: int = 8082
     admin_token: str = field(default=DEFAULT_ADMIN_TOKEN, repr=False)
     log_level: str = "INFO"
+    log_format: str = "json"  # json | console (default: console when stderr is a terminal)
     pulse_enabled: bool = True
     event_bus_backend: str = "inmem"
     md_namespace: str = "mdp"
@@ -68,6 +71,11 @@ class Settings:
     def yoyo_url(self) -> str:
         """The database URL in the form yoyo needs to load psycopg 3."""
         return "postgresql+psycopg" + self.database_url[len("postgresql") :]
+
+    @property
+    def drift_enabled(self) -> bool:
+        """False with REGISTRY_URL=off: no drift checks, the registry health component says so."""
+        return bool(self.registry_url)
 
     @property
     def using_default_token(self) -> bool:
@@ -148,6 +156,23 @@ def _url(name: str, raw: str, schemes: set[str]) -> str:
     return raw.rstrip("/") if scheme.startswith("http") else raw
 
 
+def _host(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]{1,255}", value):
+        raise ConfigError(f"HOST must be an address to bind such as 127.0.0.1 or 0.0.0.0, got {raw[:80]!r}")
+    return value
+
+
+def _log_format(raw: str | None) -> str:
+    """LOG_FORMAT: json or console; unset, console when stderr is a terminal, else json."""
+    if raw is None:
+        return "console" if sys.stderr is not None and sys.stderr.isatty() else "json"
+    value = raw.strip().lower()
+    if value not in {"json", "console"}:
+        raise ConfigError(f"LOG_FORMAT must be json or console, got {raw[:40]!r}")
+    return value
+
+
 def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) -> Settings:
     """Build the settings from `environ` (default: the process environment).
 
@@ -169,11 +194,16 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
     if "REDIS_URL" in env:
         kw["redis_url"] = _url("REDIS_URL", env["REDIS_URL"], {"redis", "rediss", "unix"})
     if "REGISTRY_URL" in env:
-        kw["registry_url"] = _url("REGISTRY_URL", env["REGISTRY_URL"], {"http", "https"})
+        if env["REGISTRY_URL"].strip().lower() == "off":
+            kw["registry_url"] = ""
+        else:
+            kw["registry_url"] = _url("REGISTRY_URL", env["REGISTRY_URL"], {"http", "https"})
     if "REGISTRY_TRACK" in env:
         if env["REGISTRY_TRACK"] not in {"v1", "v2"}:
             raise ConfigError(f"REGISTRY_TRACK must be v1 or v2, got {env['REGISTRY_TRACK']!r}")
         kw["registry_track"] = env["REGISTRY_TRACK"]
+    if "HOST" in env:
+        kw["host"] = _host(env["HOST"])
     if "PORT" in env:
         kw["port"] = _int("PORT", env["PORT"], 1, 65535)
     if "ADMIN_TOKEN" in env:
@@ -188,6 +218,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         if level not in _LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(sorted(_LOG_LEVELS))}, got {env['LOG_LEVEL']!r}")
         kw["log_level"] = level
+    kw["log_format"] = _log_format(env.get("LOG_FORMAT"))
     if "PULSE_ENABLED" in env:
         kw["pulse_enabled"] = _bool("PULSE_ENABLED", env["PULSE_ENABLED"])
     if "EVENT_BUS_BACKEND" in env:

@@ -1,4 +1,4 @@
-"""The health document (CONTRACTS.md §1): components, each bounded to about a second.
+"""The health document (docs/contracts.md, "Health document"): components, each bounded to about a second.
 
 Checks borrow pooled connections and the shared Redis client; nothing is created per
 request. Results are cached for a fraction of a second per process, so a probe storm
@@ -86,9 +86,13 @@ def document(settings: Settings) -> dict:
             return cached[1]
         database, extra = _database(settings)
         components = [database, _redis(settings), _prometheus(), extra["schema"]]
-        if extra["registry"]:
+        if not settings.drift_enabled:  # switched off on purpose: say so, never degrade
+            components.append(
+                _component("registry", "healthy", check="disabled", reason="REGISTRY_URL=off: no drift checks run")
+            )
+        elif extra["registry"]:
             components.append(extra["registry"])
-        # The worst component's state. An unreachable dependency is 'degraded' (the guide:
+        # The worst component's state. An unreachable dependency is 'degraded' (the platform:
         # "DB slow/unreachable -> degraded"); readiness looks at reachability instead.
         state = max((c["state"] for c in components), key=_RANK.__getitem__)
         doc = {"service": SERVICE, "state": state, "components": components, "version": VERSION, "ts": time.time()}

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = config.load_settings()
     except config.ConfigError as exc:
         logs.fatal(str(exc))
-    logs.configure(settings.log_level, settings.secrets())
+    logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     if args.command == "migrate":
         result = migrator.apply(settings, dry_run=args.dry_run)
     else:

@@ -1,10 +1,10 @@
-"""Every Prometheus metric the store exposes, by the names of the integration guide.
+"""Every Prometheus metric the store exposes, by the names the platform uses (docs/contracts.md, "Metrics Prometheus scrapes").
 
 Two kinds:
 
 - HTTP metrics of the API processes (`http_requests_total`, `http_request_duration_seconds`)
   are ordinary prometheus_client metrics, in multiprocess mode under gunicorn.
-- Domain metrics (migrations, jobs, drift, sinks, pulse) are recorded by whichever process
+- Domain metrics (jobs, drift, sinks, pulse) are recorded by whichever process
   does the work, usually the worker in another container. They are kept in Redis hashes
   (`Shared*` below) and turned into samples by `StoreCollector` when Prometheus scrapes
   the API's `/metrics`. Recording is fail-open: a Redis hiccup never fails a job.
@@ -105,7 +105,6 @@ class SharedHistogram(_Shared):
         self._write(write)
 
 
-MIGRATIONS_APPLIED = SharedCounter("migrations_applied_total", "Migrations applied by this store")
 JOBS_FINISHED = SharedCounter("store_jobs_total", "Jobs finished, by kind and final status", ("kind", "status"))
 JOB_DURATION = SharedHistogram(
     "store_job_duration_seconds",
@@ -119,7 +118,12 @@ SCHEMA_DRIFT_LAST = SharedGauge(
 )
 REGISTRY_UP = SharedGauge("store_registry_up", "1 if the registry answered the last drift check", ("track",))
 DRIFT_LAST_CHECK = SharedGauge("store_drift_last_check_timestamp", "Unix time of the last drift check", ("track",))
-SINK_WRITES = SharedCounter("sink_writes_total", "Rows written by sinks", ("sink", "outcome"))
+SINK_WRITES = SharedCounter(
+    "sink_writes_total",
+    "Rows handled by sinks: success, unchanged, rejected (bad rows), error (refused by the database), "
+    "cancelled (a batch stopped by a cancel, timeout or shutdown)",
+    ("sink", "outcome"),
+)
 SINK_LATENCY = SharedHistogram(
     "sink_write_latency",
     "Seconds per sink write batch",
@@ -195,13 +199,21 @@ class StoreCollector:
         except redis.exceptions.RedisError:
             pass
         active = GaugeMetricFamily("store_jobs_active", "Jobs queued or running, by kind", labels=("kind", "status"))
+        # Read from the database (yoyo's log), not counted in memory: it includes migrations
+        # applied by the start-up command and by any process, and survives restarts.
+        applied = CounterMetricFamily(
+            "migrations_applied", "Migrations applied to this database by any path (yoyo's apply log)"
+        )
         oldest = GaugeMetricFamily("store_oldest_queued_job_age_seconds", "Age of the oldest queued job")
         try:
             with db.connection(self.settings, timeout=self.settings.health_timeout) as conn:
-                rows = conn.execute(
-                    """SELECT job, status, count(*), EXTRACT(EPOCH FROM now() - min(requested_at))
-                       FROM store_jobs WHERE status IN ('queued', 'running') GROUP BY job, status"""
-                ).fetchall()
+                applied.add_metric([], _migrations_applied(conn))
+                rows = []
+                if conn.execute("SELECT to_regclass('store_jobs') IS NOT NULL").fetchone()[0]:
+                    rows = conn.execute(
+                        """SELECT job, status, count(*), EXTRACT(EPOCH FROM now() - min(requested_at))
+                           FROM store_jobs WHERE status IN ('queued', 'running') GROUP BY job, status"""
+                    ).fetchall()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
             return
         age = 0.0
@@ -212,6 +224,14 @@ class StoreCollector:
         oldest.add_metric([], age)
         yield active
         yield oldest
+        yield applied
+
+
+def _migrations_applied(conn) -> int:
+    """Apply operations in yoyo's log (0 before the first migration)."""
+    if not conn.execute("SELECT to_regclass('_yoyo_log') IS NOT NULL").fetchone()[0]:
+        return 0
+    return conn.execute("SELECT count(*) FROM _yoyo_log WHERE operation = 'apply'").fetchone()[0]
 
 
 def _le(bound: float) -> str:

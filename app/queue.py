@@ -61,3 +61,10 @@ def remove(settings: Settings, run_id: str) -> None:
 
 def depth(settings: Settings) -> int:
     return int(client(settings).llen(queue(settings).key))
+
+
+def workers_alive(settings: Settings) -> int:
+    """RQ workers registered on this store's queue (a stopped worker deregisters itself)."""
+    from rq import Worker
+
+    return len(Worker.all(queue=queue(settings)))

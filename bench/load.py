@@ -233,10 +233,13 @@ def main() -> int:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install -y wrk)")
 
-    sys.path.insert(0, str(ROOT / "tests"))
     sys.path.insert(0, str(ROOT))
     import requests
-    from conftest import TOKEN, RedisServer, Service, create_database, drop_database, free_port, wait_for
+
+    from tests.support.common import TOKEN, free_port, wait_for
+    from tests.support.db import create_database, drop_database
+    from tests.support.redis import RedisServer
+    from tests.support.service import Service
 
     workdir = Path(tempfile.mkdtemp(prefix="mds-bench-"))
     redis_server = RedisServer().start()

@@ -8,20 +8,16 @@ the refreshed buckets must equal a GROUP BY computed in Python from the source r
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from timescale_cluster import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
 
 from app.timeseries import partitions, rollups
-
-UTC = UTC
-BASE = datetime(2024, 1, 1, tzinfo=UTC)
-SPAN_MIN = 3 * 24 * 60  # three days of minutes: some rows land in partitions, the last day in DEFAULT
-SERIES = [("p1", "AAPL", "1m"), ("p1", "MSFT", "1m"), ("p2", "AAPL", "5m")]
+from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
+from tests.support.rollup_ops import BASE, apply_op, check_refresh, ops
 
 
 @pytest.fixture
@@ -36,90 +32,17 @@ def _reset(conn):
     conn.execute("UPDATE store_aggregates SET watermark = NULL, last_refresh_at = NULL")
 
 
-price = st.one_of(st.none(), st.integers(-1000, 1000).map(float))
-minute = st.integers(0, SPAN_MIN - 1)
-bar = st.tuples(st.integers(0, len(SERIES) - 1), minute, price, price, price, price, price)
-ops = st.one_of(
-    st.tuples(st.just("upsert"), st.lists(bar, min_size=1, max_size=40)),
-    st.tuples(st.just("update"), minute, st.integers(1, 600), st.integers(-50, 50)),
-    st.tuples(st.just("move"), minute, st.integers(-2000, 2000)),
-    st.tuples(st.just("delete"), minute, st.integers(1, 900)),
-    st.tuples(st.just("pending"), st.sampled_from(rollups.NAMES)),
-    st.tuples(st.just("window"), st.sampled_from(rollups.NAMES), minute, st.integers(1, SPAN_MIN)),
-)
-
-
-def _t(m: int) -> datetime:
-    return BASE + timedelta(minutes=m)
-
-
-def _apply(conn, op) -> None:
-    kind = op[0]
-    if kind == "upsert":
-        rows = {}
-        for s, m, o, h, l, c, v in op[1]:
-            rows[(s, m)] = (*SERIES[s], _t(m), o, h, l, c, v)  # one row per key per statement
-        values = ",".join(["(%s,%s,%s,%s,%s::float8,%s::float8,%s::float8,%s::float8,%s::float8)"] * len(rows))
-        conn.execute(  # one statement: its transition tables carry many rows, inserted and updated
-            'INSERT INTO bars_ohlcv (provider, symbol, "interval", ts, open, high, low, close, volume) '
-            f'VALUES {values} ON CONFLICT (provider, symbol, "interval", ts) DO UPDATE '
-            "SET open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
-            "volume = EXCLUDED.volume",
-            [v for row in rows.values() for v in row],
-        )
-    elif kind == "update":
-        _, m, length, delta = op
-        conn.execute(
-            "UPDATE bars_ohlcv SET close = close + %s, volume = coalesce(volume, 0) + 1 WHERE ts >= %s AND ts < %s",
-            (float(delta), _t(m), _t(m + length)),
-        )
-    elif kind == "move":  # changes a row's bucket (and maybe partition): old and new buckets both change
-        _, m, shift = op
-        row = conn.execute(
-            'SELECT provider, symbol, "interval", ts FROM bars_ohlcv WHERE ts >= %s ORDER BY ts LIMIT 1', (_t(m),)
-        ).fetchone()
-        if row:
-            try:
-                conn.execute(
-                    "UPDATE bars_ohlcv SET ts = ts + %s WHERE provider = %s AND symbol = %s "
-                    'AND "interval" = %s AND ts = %s',
-                    (timedelta(minutes=shift), *row),
-                )
-            except psycopg.errors.UniqueViolation:
-                pass
-    elif kind == "delete":
-        _, m, length = op
-        conn.execute("DELETE FROM bars_ohlcv WHERE ts >= %s AND ts < %s", (_t(m), _t(m + length)))
-
-
-def _check_refresh(conn, op) -> None:
-    kind, name = op[0], op[1]
-    width = rollups.aggregate(name).bucket
-    if kind == "pending":
-        rollups.refresh_pending(conn, name)
-        assert rollup_rows(conn, name) == reference_rollup(source_rows(conn), width)
-        assert rollups.pending_invalidations(conn, name) == 0
-    else:
-        _, _, m, length = op
-        out = rollups.refresh(conn, name, _t(m), _t(m + length))
-        lo, hi = datetime.fromisoformat(out["window"]["start"]), datetime.fromisoformat(out["window"]["end"])
-        assert lo <= _t(m) and hi >= _t(m + length) and lo == partitions.align(lo, width)
-        expected = reference_rollup(source_rows(conn), width, lo, hi)
-        assert rollup_rows(conn, name, lo, hi) == expected
-        assert out["rows_written"] == len(expected)
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(ops, min_size=1, max_size=14))
 def test_after_any_refresh_the_rollup_equals_a_group_by_over_the_source(conn, steps):
     _reset(conn)
     for op in steps:
         if op[0] in ("pending", "window"):
-            _check_refresh(conn, op)
+            check_refresh(conn, op)
         else:
-            _apply(conn, op)
+            apply_op(conn, op)
     for name in rollups.NAMES:  # and the pending refresh always catches up completely
-        _check_refresh(conn, ("pending", name))
+        check_refresh(conn, ("pending", name))
 
 
 def _xmins(conn, name) -> dict:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import requests
-from timescale_cluster import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
+
+from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
 
 UTC = UTC
 BASE = datetime(2024, 5, 1, tzinfo=UTC)

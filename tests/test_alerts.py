@@ -15,7 +15,8 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT
+
+from tests.support.common import ROOT
 
 ALERTS = ROOT / "docs" / "alerts"
 RULE_FILES = sorted(ALERTS.glob("*.yml"))
@@ -68,12 +69,14 @@ def exposed_metrics() -> set[str]:
     return names
 
 
+@pytest.mark.slow  # starts processes
 def test_rules_are_valid():
     assert RULE_FILES and TEST_FILES
     out = run(promtool(), "check", "rules", *map(str, RULE_FILES))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.slow  # starts processes
 def test_rule_unit_tests_pass():
     out = run(promtool(), "test", "rules", *map(str, TEST_FILES))
     assert out.returncode == 0, out.stdout + out.stderr

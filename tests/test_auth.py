@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from tests.conftest import TOKEN
+from tests.support.common import TOKEN
 
 ADMIN_ROUTES = [
     ("POST", "/migrate"),

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import wait_for
+
+from tests.support.common import wait_for
 
 pytestmark = pytest.mark.slow
 

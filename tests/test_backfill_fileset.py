@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_settings
 
 from app.errors import BadRequest
 from app.jobs import backfill, runner
+from tests.support.db import make_settings
 
 
 @pytest.fixture

@@ -9,18 +9,17 @@ database and checks every stored value.
 from __future__ import annotations
 
 import gzip
-import time
-import uuid
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
-import structlog
-from conftest import make_settings
 
 from app.errors import BadRequest
 from app.jobs import backfill, runner
-from app.jobs.base import JobContext, JobError
+from app.jobs.base import JobError
+from tests.support.backfill import job_context
+from tests.support.common import wait_for
+from tests.support.db import make_settings
 
 
 @pytest.fixture
@@ -40,17 +39,6 @@ def settings(migrated_database_url, redis_url, source_dir):
 
 def parse(body: dict) -> dict:
     return backfill.parse_bars(body)
-
-
-def job_context(settings) -> JobContext:
-    """What the runner hands a backfill job, for running it in-process."""
-    return JobContext(
-        run_id=str(uuid.uuid4()),
-        kind=backfill.BARS.name,
-        settings=settings,
-        log=structlog.get_logger("test"),
-        deadline=time.monotonic() + 120,
-    )
 
 
 def run(settings, params: dict) -> dict:
@@ -475,8 +463,6 @@ def test_progress_moves_before_the_first_batch_commits(settings):
     job = threading.Thread(target=lambda: outcome.update(result=backfill.run_bars(ctx, params)))
     job.start()
     try:
-        from conftest import wait_for
-
         progress = wait_for(
             lambda: (p := ctx.snapshot_progress()).get("bytes_read", 0) >= len(body) and p.get("rows_read") and p,
             30,

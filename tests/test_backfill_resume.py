@@ -15,14 +15,14 @@ from datetime import UTC
 import psycopg
 import pytest
 import structlog
-from conftest import make_settings, wait_for
-from test_backfill_layouts import job_context
-from test_backfill_service import bars, expected, stored, write_ndjson
-from test_backfill_sources import FileServer
 
 from app.backfill import checkpoints
 from app.jobs import backfill
 from app.jobs.base import JobContext, JobError
+from tests.support.backfill import bars, expected, job_context, stored, write_ndjson
+from tests.support.common import wait_for
+from tests.support.db import make_settings
+from tests.support.file_server import FileServer
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_a_source_that_vanished_before_the_run_fails_it_by_name(settings, source
 
 
 def test_a_csv_load_resumes_with_the_header_it_read_before(settings, source_dir):
-    from test_backfill_service import write_csv
+    from tests.support.backfill import write_csv
 
     url = settings.database_url
     good = bars(40, ("cv1",))
@@ -187,15 +187,24 @@ def test_a_csv_load_resumes_with_the_header_it_read_before(settings, source_dir)
 
 
 def test_rows_older_than_the_retention_policy_load_with_a_warning(settings, source_dir):
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
+    from app.timeseries import retention
+
+    # 2012 is older than the default 1825 days on any date this suite will run
     write_ndjson(source_dir / "old.ndjson", bars(4, start=datetime(2012, 3, 1, tzinfo=UTC)))
     result = run(settings, "old.ndjson")
     assert result["rows_written"] == 4
     [warning] = result["warnings"]
     assert "older than the retention of bars_ohlcv" in warning and "PUT /retention/policies/bars_ohlcv" in warning
+    # Rows the policy keeps load without a warning. The policy is raised to a century
+    # (as the warning advises) so this does not turn false once 2024 is five years ago.
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        retention.set_policy(conn, "bars_ohlcv", timedelta(days=36500), True)
     write_ndjson(source_dir / "new.ndjson", bars(4))
     assert run(settings, "new.ndjson")["warnings"] == []
+    write_ndjson(source_dir / "old-again.ndjson", bars(4, start=datetime(2012, 3, 1, tzinfo=UTC), provider="again"))
+    assert run(settings, "old-again.ndjson")["warnings"] == []
 
 
 def test_a_batch_the_database_refuses_fails_the_load_and_the_batches_before_it_stay(settings, source_dir):

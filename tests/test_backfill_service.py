@@ -1,86 +1,27 @@
 """Backfill through the real service (gunicorn + worker): POST /backfill/<job>, GET /jobs.
 
 Sources are written at test time into a BACKFILL_SOURCE_DIR of the test's own, or served
-by a real HTTP server on 127.0.0.1 (tests/test_backfill_sources.py: FileServer).
+by a real HTTP server on 127.0.0.1 (tests/support/file_server.py).
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 import requests
-from conftest import wait_for
-from test_backfill_sources import FileServer
-from test_observability import scrape
 
-START = datetime(2024, 2, 5, tzinfo=UTC)
+from tests.support.backfill import START, bars, expected, stored, write_csv, write_ndjson
+from tests.support.common import wait_for
+from tests.support.file_server import FileServer
+from tests.support.service import LOSS_ENV, NORMAL_LOSS_ENV, scrape
+
 CAP = 3_000_000  # BACKFILL_MAX_DOWNLOAD_BYTES of the test service
-
-
-# -- test data -----------------------------------------------------------------------------------
-def bars(n: int, symbols=("aaa", "bbb"), start: datetime = START, provider: str = "prov") -> list[dict]:
-    """`n` valid one-minute bars, symbol by symbol in turn."""
-    out = []
-    for i in range(n):
-        o = 100 + (i % 50) * 0.5
-        out.append(
-            {
-                "provider": provider,
-                "symbol": symbols[i % len(symbols)],
-                "interval": "1m",
-                "ts": (start + timedelta(minutes=i // len(symbols))).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "open": o,
-                "high": o + 1,
-                "low": o - 1,
-                "close": o + 0.25,
-                "volume": float(i),
-            }
-        )
-    return out
-
-
-def write_ndjson(path: Path, rows: list, compress: bool = False) -> Path:
-    data = b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
-    path.write_bytes(gzip.compress(data) if compress else data)
-    return path
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    cols = ["provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume"]
-    lines = [",".join(cols)] + [",".join(str(r[c]) for c in cols) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def expected(rows: list[dict]) -> tuple:
-    """What the table must hold for these rows: count, symbols, min/max ts, sums."""
-    times = [datetime.fromisoformat(r["ts"]) for r in rows]
-    return (
-        len(rows),
-        sorted({r["symbol"].upper() for r in rows}),
-        min(times),
-        max(times),
-        round(sum(r["close"] for r in rows), 6),
-        round(sum(r["volume"] for r in rows), 6),
-    )
-
-
-def stored(url: str, symbols) -> tuple:
-    with psycopg.connect(url) as conn:
-        n, syms, lo, hi, closes, volumes = conn.execute(
-            """SELECT count(*), array_agg(DISTINCT symbol ORDER BY symbol), min(ts), max(ts), sum(close), sum(volume)
-               FROM bars_ohlcv WHERE symbol = ANY(%s)""",
-            ([s.upper() for s in symbols],),
-        ).fetchone()
-    return n, syms or [], lo, hi, round(closes or 0, 6), round(volumes or 0, 6)
 
 
 def job_runs(url: str) -> list[dict]:
@@ -345,6 +286,7 @@ def test_aggregates_job_recomputes_the_rollups_over_a_window_in_slices(svc, sour
 
 def test_a_killed_worker_leaves_a_checkpoint_and_the_next_run_resumes_from_it(svc, source_dir):
     url = svc.env["DATABASE_URL"]
+    svc.restart(LOSS_ENV)  # the killed job is declared lost 6 s after its last heartbeat
     rows = bars(8000, ("kl1", "kl2"))
     write_ndjson(source_dir / "kill.ndjson", rows)
     with FileServer(source_dir) as server:
@@ -368,6 +310,7 @@ def test_a_killed_worker_leaves_a_checkpoint_and_the_next_run_resumes_from_it(sv
         lost = svc.wait_job(run_id, timeout=60)
         assert lost["status"] == "failed" and "worker lost" in lost["error"]
 
+        svc.restart(NORMAL_LOSS_ENV)  # the resumed run is not about losing a worker
         result = load(svc, body)["result"]
     assert result["resumed_from"]["line"] == line and result["resumed_from"]["run_id"] == run_id
     assert result["rows_read"] == 8000 and result["rows_written"] == 8000

@@ -1,6 +1,6 @@
 """Backfill on TimescaleDB: the same job into a hypertable, compressed chunks included.
 
-Runs on the throwaway cluster of tests/timescale_cluster.py; skipped where timescaledb.so
+Runs on the throwaway cluster of tests/support/timescale.py; skipped where timescaledb.so
 is not installed.
 """
 
@@ -12,12 +12,12 @@ import uuid
 import psycopg
 import pytest
 import structlog
-from conftest import make_settings
-from test_backfill_service import bars, expected, stored, write_ndjson
-from timescale_cluster import requires_timescaledb, timescale_cluster, timescale_database_url, timescale_migrated_url  # noqa: F401
 
 from app.jobs import backfill
 from app.jobs.base import JobContext
+from tests.support.backfill import bars, expected, stored, write_ndjson
+from tests.support.db import make_settings
+from tests.support.timescale import requires_timescaledb
 
 pytestmark = [pytest.mark.timescaledb, requires_timescaledb]
 

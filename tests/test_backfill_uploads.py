@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN, wait_for
+
+from tests.support.common import TOKEN, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,14 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import requests
-from conftest import TOKEN, Service, create_database, drop_database
 from psycopg import sql
 
+from tests.support.common import TOKEN
+from tests.support.db import create_database, drop_database
+from tests.support.service import Service
+
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # one gunicorn + worker for the module
 
 
 # -- the service and the document ------------------------------------------------------------

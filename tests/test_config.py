@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from app.config import ConfigError, load_settings
-from tests.conftest import ROOT, free_port
+from tests.support.common import ROOT, free_port
 
 BASE = {"DATABASE_URL": "postgresql://u:p@db:5432/market_data"}
 
@@ -25,6 +25,13 @@ def test_defaults_match_the_guide():
     )
     assert (s.admin_token, s.log_level, s.pulse_enabled, s.event_bus_backend) == ("iamalive", "INFO", True, "inmem")
     assert s.using_default_token
+    assert (s.host, s.drift_enabled) == ("0.0.0.0", True)
+
+
+def test_host_log_format_and_registry_off():
+    s = load_settings({**BASE, "HOST": "127.0.0.1", "LOG_FORMAT": "Console", "REGISTRY_URL": "off"}, dotenv=False)
+    assert (s.host, s.log_format, s.registry_url, s.drift_enabled) == ("127.0.0.1", "console", "", False)
+    assert load_settings({**BASE, "LOG_FORMAT": "json"}, dotenv=False).log_format == "json"
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg"])
@@ -49,6 +56,9 @@ def test_every_postgres_scheme_is_accepted(scheme):
         ({**BASE, "REDIS_URL": "http://redis"}, "REDIS_URL"),
         ({**BASE, "ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
         ({**BASE, "RETENTION_SCHEDULE": "every tuesday"}, "RETENTION_SCHEDULE"),
+        ({**BASE, "HOST": "local host"}, "HOST"),
+        ({**BASE, "LOG_FORMAT": "pretty"}, "LOG_FORMAT"),
+        ({**BASE, "REGISTRY_URL": "offline"}, "REGISTRY_URL"),
     ],
 )
 def test_bad_values_name_the_variable(env, names):
@@ -78,6 +88,7 @@ def _run(args, env, cwd=ROOT, timeout=30):
     return subprocess.run(args, cwd=cwd, env=clean, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # starts processes
 @pytest.mark.parametrize(
     "command",
     [[sys.executable, "-m", "worker"], [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]],
@@ -100,6 +111,7 @@ def test_processes_refuse_to_start_with_one_clear_line(command, env, variable, t
     assert variable in lines[0]
 
 
+@pytest.mark.slow  # starts processes
 def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     (tmp_path / ".env").write_text("DATABASE_URL=postgresql://from-dotenv@db/md\nPORT=9999\nLOG_LEVEL=DEBUG\n")
     code = (

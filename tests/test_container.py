@@ -2,7 +2,7 @@
 
 Static part: the Dockerfile, .dockerignore and the compose files are parsed; the hub's
 `store` service (quoted from the integration guide) and `docker-compose.override.yml` are
-merged with compose's rules (tests/compose_merge.py) and every promised property is checked.
+merged with compose's rules (tests/support/compose_merge.py) and every promised property is checked.
 
 Runtime part: the image is rebuilt natively. The build context (after .dockerignore) is
 copied the way the Dockerfile's COPY instructions copy it, the dependencies come from the
@@ -28,16 +28,16 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import dockerfile
 import psycopg
 import pytest
 import redis
 import requests
 import yaml
-from compose_merge import active_services, duration_seconds, interpolate, merge, merge_service
-from conftest import TOKEN, free_port, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import dockerfile
+from tests.support.common import ROOT, TOKEN, free_port, wait_for
+from tests.support.compose_merge import active_services, duration_seconds, interpolate, merge, merge_service
+
 VENV_BIN = Path(sys.executable).parent
 IMAGE_UID = 999
 GUIDE = ROOT.parent / "shared" / "spec" / "INFRA_INTEGRATION.md"
@@ -208,7 +208,8 @@ def test_healthcheck_is_the_guides():
     assert opts == {"interval": "10s", "timeout": "3s", "retries": "3", "start-period": "20s"}
     kind, _, command = rest.partition(" ")
     assert kind == "CMD"
-    assert command == "curl -fsS http://localhost:8082/health || exit 1"
+    # the guide's check, on the port the API listens on ($PORT, 8082 by default)
+    assert command == 'curl -fsS "http://localhost:${PORT:-8082}/health" || exit 1'
 
 
 def test_cmd_is_gunicorn_and_nothing_wraps_it():
@@ -232,7 +233,7 @@ def test_dockerignore_keeps_runtime_files_and_drops_the_rest():
         on_disk = [
             p.relative_to(ROOT).as_posix()
             for p in (ROOT / top).rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".md"
         ]
         missing = sorted(set(on_disk) - set(files))
         assert not missing, f"runtime files left out of the image: {missing[:5]}"
@@ -247,6 +248,8 @@ def test_dockerignore_keeps_runtime_files_and_drops_the_rest():
         ".pytest_cache/v",
         ".local/pg/PG_VERSION",
         "docs/architecture.md",
+        "contracts/README.md",  # **/*.md: documentation at any depth
+        "app/api/NOTES.md",
         ".hypothesis/x",
     ):
         assert ignore.excluded(path), f"{path} must stay out of the image"
@@ -374,6 +377,7 @@ def test_worker_service_is_the_same_image_running_the_worker():
         assert worker["environment"][key] == store["environment"].get(key), f"worker and API must agree on {key}"
 
 
+@pytest.mark.slow  # starts processes
 def test_profile_store_starts_a_complete_stack():
     doc = merged()
     added = set(override()["services"]) - {"store"}
@@ -440,6 +444,7 @@ def test_compose_environment_is_accepted_by_the_store():
         assert settings.port == 8082
 
 
+@pytest.mark.slow  # starts processes
 def test_redis_command_runs_on_a_real_redis_with_aof(tmp_path):
     """The compose `command` on the machine's redis-server 7: settings and AOF really hold."""
     redis_svc = service("redis")
@@ -745,6 +750,7 @@ def _wait_healthy(dep: Deployment, ctr: Container, timeout: float = 20.0) -> flo
     return time.monotonic() - ctr.started
 
 
+@pytest.mark.slow  # starts processes
 def test_processes_run_as_the_image_user(image, deployment):
     if image.non_root_skip:
         pytest.skip(f"cannot run as uid {IMAGE_UID} here: {image.non_root_skip}")
@@ -757,10 +763,12 @@ def test_processes_run_as_the_image_user(image, deployment):
     assert api.stop(30) == 0
 
 
+@pytest.mark.slow  # starts processes
 def test_api_starts_within_20s_and_stops_cleanly_as_in_the_image(image, deployment, record_property):
     before = image.snapshot()
     api = deployment.api()
-    dockerfile_check = deployment.healthcheck(dockerfile.flags(only("HEALTHCHECK").value)[1].partition(" ")[2])
+    # as written in the Dockerfile: it must find the API on $PORT (a free port here, not 8082)
+    dockerfile_check = dockerfile.flags(only("HEALTHCHECK").value)[1].partition(" ")[2]
     hub_check = deployment.healthcheck(service("store")["healthcheck"]["test"][1])
     assert api.shell(dockerfile_check) != 0, "the health check must fail while nothing listens"
 
@@ -787,6 +795,7 @@ def test_api_starts_within_20s_and_stops_cleanly_as_in_the_image(image, deployme
     assert image.snapshot() == before, "the processes wrote into the image's /app (it must stay read-only)"
 
 
+@pytest.mark.slow  # starts processes
 def test_sigterm_lets_the_request_in_flight_finish(migrated_deployment):
     """A rolling restart drops no request: SIGTERM while one is running, it still gets its answer."""
     from app.migrator import MIGRATION_TABLE
@@ -828,6 +837,7 @@ def test_sigterm_lets_the_request_in_flight_finish(migrated_deployment):
     assert api.proc.wait(duration_seconds(service("store")["stop_grace_period"])) == 0, api.output()[-3000:]
 
 
+@pytest.mark.slow  # starts processes
 def test_worker_runs_jobs_and_stops_cleanly_as_in_the_image(image, deployment):
     before = image.snapshot()
     api = deployment.api().start()

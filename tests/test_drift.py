@@ -11,12 +11,13 @@ import uuid
 
 import psycopg
 import pytest
-from conftest import ROOT, make_settings
-from registry_standin import RegistryStandin
 
 from app.drift import canonical, pins, state
 from app.drift.check import check
 from app.drift.registry import Registry, RegistryBadResponse, RegistryUnavailable, RegistryUnreachable
+from tests.support.common import ROOT
+from tests.support.db import make_settings
+from tests.support.registry_standin import RegistryStandin
 
 REQUIRED = {"telemetry.HealthStatus", "telemetry.HealthComponent", "telemetry.FeedbackEvent"}
 SPEC_DIR = ROOT.parent / "shared" / "spec" / "registry" / "v1"
@@ -30,7 +31,9 @@ def standin():
 
 
 def fast_registry(url: str) -> Registry:
-    return Registry(url, connect_timeout=1.0, read_timeout=2.0, retries=2, backoff=0.05)
+    """Short backoff between retries; timeouts generous (they are not under test here: a
+    busy machine must not turn a slow answer into a failure)."""
+    return Registry(url, connect_timeout=5.0, read_timeout=10.0, retries=2, backoff=0.05)
 
 
 def run_job(settings, run_id: str | None = None) -> dict:
@@ -70,6 +73,7 @@ def test_pins_cover_the_required_schemas_and_match_their_copies():
         assert pin.name == pin.schema + ".schema"
 
 
+@pytest.mark.slow  # starts processes
 @pytest.mark.skipif(not SPEC_DIR.is_dir(), reason=f"{SPEC_DIR} not present")
 def test_pins_match_the_platform_schemas():
     out = subprocess.run(
@@ -83,6 +87,7 @@ def test_pins_match_the_platform_schemas():
     assert "pins match" in out.stdout
 
 
+@pytest.mark.slow  # starts processes
 def test_repin_from_the_registry_after_an_upgrade(standin, tmp_path):
     contracts = tmp_path / "contracts"
     contracts.mkdir()
@@ -273,9 +278,12 @@ def test_drift_job_persists_and_keeps_last_drift(standin, migrated_database_url,
         standin.set("telemetry.HealthStatus", "synced")
         run_job(settings)
         standin.stop()
-        down = run_job(settings)
-        assert down["registry_reachable"] is False and down["counts"]["unknown"] == 3
-        _, rows = state.latest(conn, "v1")
+        from app.jobs.base import JobError
+
+        with pytest.raises(JobError, match=r"could not be reached.*3 of 3 schema\(s\) recorded as unknown"):
+            run_job(settings)  # the check's purpose was not achieved: the job fails, saying why
+        head, rows = state.latest(conn, "v1")
+        assert head["registry_reachable"] is False
         kept = next(r for r in rows if r["schema"] == "telemetry.HealthStatus")
         assert kept["status"] == "unknown" and kept["registry_sha256"] is None
         assert kept["last_drift_at"] == drifted["last_drift_at"]  # history survives synced and unknown
@@ -287,6 +295,26 @@ def test_drift_job_persists_and_keeps_last_drift(standin, migrated_database_url,
         assert all(isinstance(v, str) for v in component["details"].values())
         assert len(BUS.events("telemetry.schema_drift")) == 1  # no event from synced or unknown
         assert conn.execute("SELECT count(*) FROM store_drift_checks").fetchone()[0] == 4
+
+
+def test_drift_checks_disabled_with_registry_url_off(migrated_database_url, redis_url):
+    """REGISTRY_URL=off: the job fails at once saying so (nothing recorded), and the
+    registry health component reports the check as disabled without degrading /health."""
+    from app import health
+    from app.jobs.base import JobError
+
+    settings = make_settings(migrated_database_url, redis_url, REGISTRY_URL="off")
+    assert settings.drift_enabled is False and make_settings(migrated_database_url, redis_url).drift_enabled
+    with pytest.raises(JobError, match=r"drift checks are disabled \(REGISTRY_URL=off\)"):
+        run_job(settings)
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        assert state.latest(conn, "v1") == (None, [])
+    health._cache.clear()
+    doc = health.document(settings)
+    registry = next(c for c in doc["components"] if c["name"] == "registry")
+    assert registry["state"] == "healthy" and registry["details"]["check"] == "disabled"
+    assert "REGISTRY_URL=off" in registry["details"]["reason"]
+    health._cache.clear()
 
 
 def test_health_component_before_migrate_and_on_a_broken_table(database_url):

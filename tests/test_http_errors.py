@@ -7,7 +7,7 @@ import socket
 
 import requests
 
-from tests.conftest import TOKEN
+from tests.support.common import TOKEN
 
 
 def test_unknown_route_and_wrong_method(migrated_service):

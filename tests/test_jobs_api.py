@@ -132,10 +132,13 @@ def test_lost_queue_entries_are_enqueued_again(database_url, service_factory, re
     assert doc["status"] == "success"
 
 
-def test_a_dead_workers_job_is_failed_by_the_api_alone(migrated_service, migrated_database_url):
+def test_a_dead_workers_job_is_failed_by_the_api_alone(service_factory, migrated_database_url):
     import os
     import signal
 
+    from tests.support.service import LOSS_ENV
+
+    migrated_service = service_factory(migrated_database_url, env=LOSS_ENV)
     with psycopg.connect(migrated_database_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATE_LOCK_KEY,))
         run_id = migrated_service.trigger("/migrate")
@@ -143,6 +146,6 @@ def test_a_dead_workers_job_is_failed_by_the_api_alone(migrated_service, migrate
         worker = migrated_service.workers[0]
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(10)
-        doc = migrated_service.wait_job(run_id, 30)  # JOB_LOST_AFTER_SECONDS=6 in the fixture
+        doc = migrated_service.wait_job(run_id, 30)  # lost after 6 s (LOSS_ENV)
     assert doc["status"] == "failed"
     assert "worker lost" in doc["error"]

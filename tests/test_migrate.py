@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from app import migrator
-from tests.conftest import ROOT
+from tests.support.common import ROOT
 
 
 def test_first_migrate_on_an_empty_database_is_pollable_and_applies_everything(service, database_url):
@@ -50,7 +51,7 @@ def test_a_stale_yoyo_lock_left_by_a_killed_migrator_is_cleared(service, databas
 
 
 def test_ddl_runs_with_lock_and_statement_timeouts(database_url, redis_url):
-    from tests.conftest import make_settings
+    from tests.support.db import make_settings
 
     settings = make_settings(database_url, redis_url, DB_LOCK_TIMEOUT_MS=1234, DB_STATEMENT_TIMEOUT_MS=56789)
     url = migrator.yoyo_url(settings, "store-job:test")
@@ -60,6 +61,7 @@ def test_ddl_runs_with_lock_and_statement_timeouts(database_url, redis_url):
         assert conn.execute("SELECT current_setting('application_name')").fetchone()[0] == "store-job:test"
 
 
+@pytest.mark.slow  # starts processes
 def test_the_yoyo_command_line_reads_the_same_directory(migrated_database_url):
     yoyo = [sys.executable, "-c", "import sys; from yoyo.scripts.main import main; sys.exit(main())"]
     url = migrated_database_url.replace("postgresql://", "postgresql+psycopg://")

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import uuid
 
 import requests
 
-from tests.conftest import wait_for
-
-
-def json_lines(text: str) -> list[dict]:
-    out = []
-    for line in text.splitlines():
-        if line.strip():
-            out.append(json.loads(line))  # every line is one JSON object
-    return out
+from tests.support.common import wait_for
+from tests.support.service import json_lines, scrape
 
 
 def test_request_id_is_echoed_and_carried_into_the_jobs_log_lines(migrated_service):
@@ -49,15 +41,6 @@ def test_log_level_is_honoured(database_url, service_factory):
     svc.run_job("/migrate")
     levels = {line["level"] for line in json_lines(svc.all_logs())}
     assert levels <= {"warning", "error", "critical"}
-
-
-def scrape(svc) -> dict[str, float]:
-    samples = {}
-    for line in svc.get("/metrics").text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def test_metrics_are_named_as_the_guide_says_and_count_across_workers(migrated_service):

@@ -6,7 +6,9 @@ import json
 import re
 
 import pytest
-from conftest import TOKEN, make_settings
+
+from tests.support.common import TOKEN
+from tests.support.db import make_settings
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}

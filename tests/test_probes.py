@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import requests
 
-from tests.conftest import free_port, wait_for
+from tests.support.common import free_port, wait_for
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "telemetry.HealthStatus.json").read_text())
 

@@ -9,12 +9,13 @@ import time
 
 import pytest
 import redis
-from conftest import free_port, make_settings
 
 from app import metrics, pulse
 from app.drift.canonical import sha256
 from app.pulse.inmem import BUS, InMemoryBus
 from app.pulse.redis_streams import RedisStreamsBus
+from tests.support.common import free_port
+from tests.support.db import make_settings
 
 DB = "postgresql://nobody@127.0.0.1:1/none"  # never used: publishing needs no database
 
@@ -32,9 +33,10 @@ def counted(r: redis.Redis, stream: str, outcome: str, track: str = "v1") -> flo
     return float(raw) if raw else 0.0
 
 
-def check_envelope(env: dict, schema_id: str, key: str | None) -> None:
+def check_envelope(env: dict, schema_id: str, key: str | None, since: float) -> None:
+    """The platform's envelope; `ts` is the publishing time: after `since`, not in the future."""
     assert set(env) == {"ts", "key", "meta", "payload"}
-    assert isinstance(env["ts"], float) and abs(env["ts"] - time.time()) < 60
+    assert isinstance(env["ts"], float) and since <= env["ts"] <= time.time()
     assert env["key"] == key
     meta = env["meta"]
     assert set(meta) == {"schema_id", "track", "headers", "hash"}
@@ -47,6 +49,7 @@ def check_envelope(env: dict, schema_id: str, key: str | None) -> None:
 def test_inmem_bus_keeps_events_in_process(redis_url):
     BUS.clear()
     settings = make_settings(DB, redis_url, EVENT_BUS_BACKEND="inmem")
+    since = time.time()
     seen = []
     unsubscribe = BUS.subscribe(pulse.JOBS_STREAM, seen.append)
     assert (
@@ -58,7 +61,7 @@ def test_inmem_bus_keeps_events_in_process(redis_url):
     events = BUS.events(pulse.JOBS_STREAM)
     assert [e["payload"]["run_id"] for e in events] == ["r-1", "r-2"]
     assert seen == events[:1]
-    check_envelope(events[0], "store.JobEvent", "r-1")
+    check_envelope(events[0], "store.JobEvent", "r-1", since)
     payload = events[0]["payload"]
     assert (payload["job"], payload["status"], payload["duration_s"], payload["error"]) == (
         "migrate",
@@ -93,13 +96,14 @@ def test_disabled_pulse_publishes_nothing(redis_url, bound_metrics):
 
 def test_redis_backend_writes_the_platform_envelope(redis_url, bound_metrics):
     settings = make_settings(DB, redis_url, EVENT_BUS_BACKEND="redis")
+    since = time.time()
     assert pulse.publish_job_end(settings, run_id="run-9", job="drift_check", status="success", duration_s=2)
     entries = bound_metrics.xrange("mdp:store.jobs")
     assert len(entries) == 1
     _id, fields = entries[0]
     assert list(fields) == [b"data"]  # exactly one field
     env = json.loads(fields[b"data"])
-    check_envelope(env, "store.JobEvent", "run-9")
+    check_envelope(env, "store.JobEvent", "run-9", since)
     assert env["payload"]["run_id"] == "run-9" and env["payload"]["status"] == "success"
     assert counted(bound_metrics, "store.jobs", "success") == 1
     field = json.dumps(["store.jobs", "v1"])
@@ -145,9 +149,10 @@ def test_drift_event_carries_new_and_old_field_names(redis_url):
         local_version="1.1.2",
         registry_version="1.2.0",
     )
+    since = time.time()
     assert pulse.publish_drift(settings, result, track="v1", detected_at=1700000000.5)
     (env,) = BUS.events("telemetry.schema_drift")
-    check_envelope(env, "telemetry.SchemaDriftEvent", "telemetry.HealthStatus")
+    check_envelope(env, "telemetry.SchemaDriftEvent", "telemetry.HealthStatus", since)
     assert env["payload"] == {
         "service": "market-data-store",
         "schema_name": "telemetry.HealthStatus",

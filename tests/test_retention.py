@@ -1,4 +1,9 @@
-"""Retention on plain Postgres, driven directly: what is removed, what is kept, how it yields."""
+"""Retention on plain Postgres, driven directly: what is removed, what is kept, how it yields.
+
+Every run is reckoned from a fixed "now" (`NOW`, passed to `apply_table`), never from the
+wall clock, so the partition layout, the cutoff and every figure are the same on every
+day of the week and at every time of day.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,29 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from conftest import wait_for
-from timescale_cluster import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
 
 from app.timeseries import partitions, retention, rollups
+from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
+from tests.support.common import wait_for
 
 UTC = UTC
 DAY = timedelta(days=1)
+# A Friday morning: 60 days back is Monday 2024-01-15, inside the weekly partition
+# [Thu 2024-01-11, Thu 2024-01-18); the 30-day cutoff is 2024-02-14 10:00, inside
+# [Thu 2024-02-08, Thu 2024-02-15). Far from the partitions the migration premade
+# around the real date, so only the ones made here hold rows.
+NOW = datetime(2024, 3, 15, 10, 0, tzinfo=UTC)
 
 
 def _load_60_days(conn, step=timedelta(hours=1)):
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    partitions.ensure_range(conn, "bars_ohlcv", now - 61 * DAY, now)
+    """60 days of bars up to NOW, in partitions from the first row on; policy: 30 days.
+
+    The partitions a run at NOW premakes exist already (as they would in a store that has
+    been running), so retention's first DDL on the table is dropping the old partitions.
+    """
+    now = NOW
+    partitions.ensure_range(conn, "bars_ohlcv", now - 60 * DAY, now)
+    partitions.premake(conn, "bars_ohlcv", now)
     rows = bar_series("AAPL", now - 60 * DAY, now, step) + bar_series(
         "MSFT", now - 60 * DAY, now, step * 2, provider="other"
     )
@@ -30,8 +46,9 @@ def _load_60_days(conn, step=timedelta(hours=1)):
 def test_removes_every_row_older_than_the_cutoff_dropping_whole_partitions(conn):
     rows = _load_60_days(conn)
     seen = []
-    result = retention.apply_table(conn, "bars_ohlcv", batch_rows=50, progress=lambda **kw: seen.append(kw))
+    result = retention.apply_table(conn, "bars_ohlcv", batch_rows=50, progress=lambda **kw: seen.append(kw), now=NOW)
     cutoff = datetime.fromisoformat(result["cutoff"])
+    assert cutoff == NOW - 30 * DAY
     older = [r for r in rows if r[3] < cutoff]
     assert result["rows_removed"] == len(older) > 0
     assert conn.execute("SELECT count(*) FROM bars_ohlcv WHERE ts < %s", (cutoff,)).fetchone()[0] == 0
@@ -52,12 +69,12 @@ def test_dry_run_reports_the_same_figures_and_changes_nothing(conn):
     _load_60_days(conn)
     names = [p.name for p in partitions.list_partitions(conn, "bars_ohlcv")]
     count = conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
-    dry = retention.apply_table(conn, "bars_ohlcv", dry_run=True)
+    dry = retention.apply_table(conn, "bars_ohlcv", dry_run=True, now=NOW)
     assert dry["dry_run"] is True and dry["rows_removed"] > 0
     assert [p.name for p in partitions.list_partitions(conn, "bars_ohlcv")] == names
     assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == count
     assert retention.get_policy(conn, "bars_ohlcv")["watermark"] is None
-    real = retention.apply_table(conn, "bars_ohlcv")
+    real = retention.apply_table(conn, "bars_ohlcv", now=NOW)
     assert (real["rows_removed"], real["dropped_names"]) == (dry["rows_removed"], dry["dropped_names"])
 
 
@@ -68,7 +85,7 @@ def test_a_disabled_policy_removes_nothing_but_still_sweeps_the_default_partitio
     )
     retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), False)
     count = conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
-    result = retention.apply_table(conn, "bars_ohlcv")
+    result = retention.apply_table(conn, "bars_ohlcv", now=NOW)
     assert result["skipped"] == "policy disabled" and result["rows_moved_from_default"] == 24
     assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == count
     assert conn.execute("SELECT count(*) FROM bars_ohlcv_default").fetchone()[0] == 0
@@ -77,13 +94,13 @@ def test_a_disabled_policy_removes_nothing_but_still_sweeps_the_default_partitio
 
 
 def test_rows_in_the_default_partition_are_deleted_or_moved_into_partitions(conn):
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = NOW
     ancient = bar_series("OLD", datetime(1999, 1, 1, tzinfo=UTC), datetime(1999, 1, 3, tzinfo=UTC), timedelta(hours=1))
     recent = bar_series("NEW", now - 20 * DAY, now - 19 * DAY, timedelta(hours=1))  # no partition yet
     insert_bars(conn, ancient + recent)
     assert conn.execute("SELECT count(*) FROM bars_ohlcv_default").fetchone()[0] == len(ancient + recent)
     retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), True)
-    result = retention.apply_table(conn, "bars_ohlcv")
+    result = retention.apply_table(conn, "bars_ohlcv", now=NOW)
     assert result["rows_removed"] == len(ancient)
     assert result["rows_moved_from_default"] == len(recent) and result["partitions_created"] >= 1
     assert conn.execute("SELECT count(*) FROM bars_ohlcv_default").fetchone()[0] == 0
@@ -93,21 +110,23 @@ def test_rows_in_the_default_partition_are_deleted_or_moved_into_partitions(conn
 def test_a_partition_left_detached_by_a_crashed_run_is_dropped_and_counted(conn):
     rows = _load_60_days(conn)
     oldest = partitions.list_partitions(conn, "bars_ohlcv")[0]
+    assert (oldest.lo, oldest.hi) == (datetime(2024, 1, 11, tzinfo=UTC), datetime(2024, 1, 18, tzinfo=UTC))
     in_oldest = sum(1 for r in rows if oldest.lo <= r[3] < oldest.hi)
+    assert in_oldest == (24 * 3 - 10) + (12 * 3 - 5)  # Mon 10:00 to Thu 00:00, hourly AAPL, 2-hourly MSFT
     retired = partitions.retire(conn, "bars_ohlcv", oldest.name)  # ... and the run died here
     assert partitions.retired_tables(conn, "bars_ohlcv") == [retired]
-    result = retention.apply_table(conn, "bars_ohlcv")
+    result = retention.apply_table(conn, "bars_ohlcv", now=NOW)
     assert partitions.retired_tables(conn, "bars_ohlcv") == []
     cutoff = datetime.fromisoformat(result["cutoff"])
     assert result["rows_removed"] == sum(1 for r in rows if r[3] < cutoff)
-    assert in_oldest > 0 and retired in result["dropped_names"]
+    assert retired in result["dropped_names"]
 
 
 def test_a_second_run_on_the_same_table_is_skipped(conn, migrated_database_url):
     _load_60_days(conn)
     with psycopg.connect(migrated_database_url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s, 'bars_ohlcv'::regclass::oid::int)", (retention.RUN_LOCK,))
-        assert "another retention run" in retention.apply_table(conn, "bars_ohlcv")["skipped"]
+        assert "another retention run" in retention.apply_table(conn, "bars_ohlcv", now=NOW)["skipped"]
 
 
 def test_rollups_over_dropped_ranges_are_kept_and_never_recomputed(conn):
@@ -115,7 +134,7 @@ def test_rollups_over_dropped_ranges_are_kept_and_never_recomputed(conn):
     for name in rollups.NAMES:
         rollups.refresh_pending(conn, name)
     before = {name: rollup_rows(conn, name) for name in rollups.NAMES}
-    result = retention.apply_table(conn, "bars_ohlcv")
+    result = retention.apply_table(conn, "bars_ohlcv", now=NOW)
     cutoff = datetime.fromisoformat(result["cutoff"])
     # late writes below the watermark (a re-delivered old bar, a delete) must not touch frozen buckets
     insert_bars(conn, [("prov", "AAPL", "1m", cutoff - 3 * DAY + timedelta(minutes=1), 1e6, 1e6, 1e6, 1e6, 1e6)])
@@ -150,11 +169,11 @@ def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_dat
             application_name="retention-under-test",
             options=f"-c lock_timeout={session_lock_timeout}",
         ) as c:
-            outcome["result"] = retention.apply_table(c, "bars_ohlcv")
+            outcome["result"] = retention.apply_table(c, "bars_ohlcv", now=NOW)
 
     def ingest():
         with psycopg.connect(migrated_database_url, autocommit=True) as c:
-            insert_bars(c, [("live", "AAPL", "1m", datetime.now(UTC), 1, 1, 1, 1, 1)])
+            insert_bars(c, [("live", "AAPL", "1m", NOW - timedelta(minutes=1), 1, 1, 1, 1, 1)])
         outcome["ingested"] = True
 
     worker = threading.Thread(target=run_retention)

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import requests
-from conftest import wait_for
-from timescale_cluster import bar_series, insert_bars
 
 from app.timeseries import catalog, partitions
+from tests.support.bars import bar_series, insert_bars
+from tests.support.common import wait_for
 
 UTC = UTC
 

@@ -7,18 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from conftest import make_settings
-from timescale_cluster import bar_series, insert_bars
+
+from tests.support.bars import bar_series, insert_bars
+from tests.support.db import make_settings
+from tests.support.platform import TIME_COLUMNS
 
 TABLES = ("tenants", "bars", "fundamentals", "news", "options_snap", "bars_ohlcv", "signals", "job_runs")
-TIME_SERIES = {
-    "bars": "ts",
-    "fundamentals": "asof",
-    "news": "published_at",
-    "options_snap": "ts",
-    "bars_ohlcv": "ts",
-    "signals": "ts",
-}
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -54,7 +48,7 @@ def test_every_contract_table_and_view_exists_with_its_key(conn):
 
 
 def test_time_series_tables_are_range_partitioned_with_a_default_and_premade_partitions(conn):
-    for table, column in TIME_SERIES.items():
+    for table, column in TIME_COLUMNS.items():
         strategy, key = conn.execute(
             """SELECT p.partstrat, a.attname FROM pg_partitioned_table p
                JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
@@ -137,7 +131,7 @@ def test_plain_inserts_of_any_time_succeed_and_land_in_a_partition_or_the_defaul
     where = dict(conn.execute("SELECT symbol, tableoid::regclass::text FROM bars_ohlcv").fetchall())
     assert where["OLD"] == where["FAR"] == where["INF"] == "bars_ohlcv_default"
     assert where["NOW"].startswith("bars_ohlcv_p")
-    for table in TIME_SERIES:  # every table takes a historical row
+    for table in TIME_COLUMNS:  # every table takes a historical row
         if table == "bars_ohlcv":
             continue
         conn.execute("SET app.tenant_id = 't1'")

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from conftest import wait_for
-from timescale_cluster import bar_series, insert_bars
 
 from app.timeseries import partitions
+from tests.support.bars import bar_series, insert_bars
+from tests.support.common import wait_for
 
 UTC = UTC
 WEEK = timedelta(days=7)

@@ -15,18 +15,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN
+
+from tests.support.common import TOKEN
 
 pytestmark = pytest.mark.timeout(300)
 SEED = 20261125
 MAX_EXAMPLES = 100
 
-# Rules JSON Schema cannot state (start < end, years 1000-8999, an interval of at least one
-# hour in a known unit) make some schema-valid bodies a 400 naming the field. Only for
+# Rules JSON Schema cannot state (start < end, since < until, years 1000-8999, an interval of
+# at least one hour in a known unit, a job filter that is a prefix of a kind) make some
+# schema-valid requests a 400 naming the field. Only for
 # those operations does the positive-data check also accept 400.
 CONFIG = """
 [[operations]]
-include-operation-id = ["refreshAggregate", "putRetentionPolicy", "triggerBackfill", "listBackfillSources"]
+include-operation-id = ["refreshAggregate", "putRetentionPolicy", "triggerBackfill", "listJobs", "putSchedule", "listBackfillSources"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409"]
 
 # Source files: the test service's BACKFILL_SOURCE_DIR does not exist (400), and a path

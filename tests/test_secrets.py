@@ -17,8 +17,10 @@ import psycopg
 import pytest
 import redis
 import requests
-from conftest import wait_for
-from faults.helpers import MigrationBlocker, PgCluster
+
+from tests.support.common import wait_for
+from tests.support.faults import MigrationBlocker
+from tests.support.pg_cluster import PgCluster
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -117,6 +119,7 @@ def test_canary_token_and_password_appear_nowhere(scram_cluster, canary, service
     with MigrationBlocker(url):
         failed = svc.wait_job(svc.trigger("/migrate"), timeout=60)
     assert failed["status"] == "failed" and failed["error"], failed
+    svc.restart({"DB_LOCK_TIMEOUT_MS": None})  # the rest runs under the store's own lock timeout
     applied = svc.wait_job(svc.trigger("/migrate"), timeout=60)
     assert applied["status"] == "success", applied["error"]
     for path, body in (

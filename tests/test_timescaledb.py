@@ -1,31 +1,24 @@
 """The same interface on TimescaleDB: hypertables, compression, continuous aggregates, retention.
 
 Runs on a throwaway cluster with shared_preload_libraries=timescaledb (see
-tests/timescale_cluster.py); skipped where timescaledb.so is not installed.
+tests/support/timescale.py); skipped where timescaledb.so is not installed.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_aggregates import BASE, _apply, _check_refresh, ops
-from timescale_cluster import (  # noqa: F401
-    bar_series,
-    insert_bars,
-    reference_rollup,
-    requires_timescaledb,
-    rollup_rows,
-    source_rows,
-    timescale_cluster,
-    timescale_database_url,
-    timescale_migrated_url,
-)
 
-from app.timeseries import backend, catalog, partitions, retention, rollups
+from app.timeseries import backend, partitions, retention, rollups
+from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
+from tests.support.platform import CHUNKS, TIME_COLUMNS
+from tests.support.rollup_ops import BASE, apply_op, check_refresh, ops
+from tests.support.timescale import requires_timescaledb
 
 pytestmark = [pytest.mark.timescaledb, requires_timescaledb]
 UTC = UTC
@@ -39,21 +32,27 @@ def conn(timescale_migrated_url):
 
 
 def test_time_series_tables_are_hypertables_with_the_contract_chunks_and_compression(conn):
-    assert backend.timescaledb_version(conn) == "2.28.3" or backend.timescaledb_version(conn)
+    # The store installs the extension at the version the server ships (never an older
+    # one pinned somewhere), and it is a 2.x release, the line the store is written for.
+    version = backend.timescaledb_version(conn)
+    shipped = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()[
+        0
+    ]
+    assert version == shipped and re.fullmatch(r"2\.\d+\.\d+", version), (version, shipped)
     chunks = dict(
         conn.execute(
             """SELECT hypertable_name, time_interval FROM timescaledb_information.dimensions
            WHERE hypertable_schema = 'public'"""
         ).fetchall()
     )
-    assert chunks == {t.name: t.chunk for t in catalog.TABLES.values()}
+    assert chunks == CHUNKS
     columns = dict(
         conn.execute(
             "SELECT hypertable_name, column_name FROM timescaledb_information.dimensions "
             "WHERE hypertable_schema = 'public'"
         ).fetchall()
     )
-    assert columns == {t.name: t.time_column for t in catalog.TABLES.values()}
+    assert columns == TIME_COLUMNS
     settings_ = {
         r[0]: (r[1], r[2])
         for r in conn.execute(
@@ -70,7 +69,7 @@ def test_time_series_tables_are_hypertables_with_the_contract_chunks_and_compres
         )
     }
     assert policies == {"bars_ohlcv": "90 days", "signals": "30 days"}
-    assert all(backend.table_backend(conn, t) == backend.TIMESCALEDB for t in catalog.TABLES)
+    assert {t: backend.table_backend(conn, t) for t in CHUNKS} == dict.fromkeys(CHUNKS, backend.TIMESCALEDB)
     # no store-managed partitions or triggers on this backend
     assert (
         partitions.ensure_range(conn, "bars_ohlcv", datetime(2000, 1, 1, tzinfo=UTC), datetime(2001, 1, 1, tzinfo=UTC))
@@ -101,20 +100,26 @@ def test_after_any_refresh_the_continuous_aggregate_equals_a_group_by(conn, step
     _reset(conn)
     for op in steps:
         if op[0] in ("pending", "window"):
-            _check_refresh(conn, op)
+            check_refresh(conn, op)
         else:
             try:
-                _apply(conn, op)
+                apply_op(conn, op)
             except psycopg.errors.CheckViolation:
                 # TimescaleDB refuses an UPDATE of the time column that moves a row into
                 # another chunk (the pipeline deletes and re-inserts instead).
                 assert op[0] == "move"
     for name in rollups.NAMES:
-        _check_refresh(conn, ("pending", name))
+        check_refresh(conn, ("pending", name))
 
 
 def test_retention_drops_chunks_deletes_in_a_compressed_straddling_chunk_and_keeps_rollups(conn):
-    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    # "now" is the start of the current epoch-aligned week (a chunk boundary) and is passed to
+    # retention: the rows' layout in chunks, the cutoff and every figure below are the same
+    # whatever the date and time of day. It stays near the real date on purpose: the
+    # compression policy's background job (after 90 days, by the real clock) never touches
+    # these rows while the test runs.
+    week = timedelta(days=7)
+    now = partitions.align(datetime.now(UTC), week)
     rows = bar_series("AAPL", now - 60 * DAY, now, timedelta(hours=1)) + bar_series(
         "MSFT", now - 60 * DAY, now, timedelta(hours=3), provider="other"
     )
@@ -125,13 +130,17 @@ def test_retention_drops_chunks_deletes_in_a_compressed_straddling_chunk_and_kee
     compressed = conn.execute(
         "SELECT count(compress_chunk(c)) FROM show_chunks('bars_ohlcv', older_than => %s) c", (now - 20 * DAY,)
     ).fetchone()[0]
-    assert compressed >= 5  # includes the chunk that straddles the 30-day cutoff
+    # rows from now-60d to now lie in the nine weekly chunks [now-63d, now-56d) .. [now-7d, now);
+    # the six ending by now-20d are compressed, the one the cutoff will straddle included
+    assert compressed == 6
     retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), True)
-    dry = retention.apply_table(conn, "bars_ohlcv", dry_run=True)
+    dry = retention.apply_table(conn, "bars_ohlcv", dry_run=True, now=now)
     assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == len(rows)
-    result = retention.apply_table(conn, "bars_ohlcv", batch_rows=100)
+    result = retention.apply_table(conn, "bars_ohlcv", batch_rows=100, now=now)
     cutoff = datetime.fromisoformat(result["cutoff"])
-    assert result["backend"] == "timescaledb" and result["dropped"] >= 3
+    assert cutoff == now - 30 * DAY  # inside the compressed chunk [now-35d, now-28d)
+    # the four chunks [now-63d, now-56d) .. [now-42d, now-35d) end before the cutoff: dropped
+    assert result["backend"] == "timescaledb" and result["dropped"] == 4
     assert result["rows_removed"] == sum(1 for r in rows if r[3] < cutoff)
     assert dry["rows_removed"] == result["rows_removed"] and len(dry["dropped_names"]) == result["dropped"]
     assert conn.execute("SELECT count(*) FROM bars_ohlcv WHERE ts < %s", (cutoff,)).fetchone()[0] == 0

@@ -1,8 +1,13 @@
 """Entry point: `python -m worker`.
 
 Runs an RQ SimpleWorker (jobs run in this process, so a SIGKILL takes the job down
-with it and the reaper reports it) plus the scheduler thread. SIGTERM is a warm
-shutdown: the current job finishes, no new job is taken, the process exits 0.
+with it and the reaper reports it) plus the scheduler thread.
+
+- SIGTERM (docker stop, compose): warm shutdown. The current job finishes, no new job is
+  taken, the worker deregisters from RQ and exits 0.
+- SIGINT (Ctrl-C in `make run`): stop now. The current job is cancelled at once (recorded
+  `cancelled`; a backfill resumes from its checkpoint when triggered again), then the
+  worker deregisters and exits 0. A second SIGINT changes nothing: the stop is under way.
 """
 
 from __future__ import annotations
@@ -53,6 +58,30 @@ def _exit_while_starting(signum, _frame) -> None:
     raise SystemExit(0)
 
 
+class StoreWorker(SimpleWorker):
+    """RQ's SimpleWorker with the store's signal semantics (see the module docstring)."""
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self._interrupt)
+
+    def _interrupt(self, signum, frame) -> None:
+        log = logs.get("worker")
+        if getattr(self, "_interrupted", False):
+            log.info("already stopping (the running job is being cancelled)")
+            return
+        self._interrupted = True
+        cancelled = runner.interrupt(
+            "cancelled: the worker was interrupted (Ctrl-C); trigger the job again to rerun it"
+        )
+        log.info("interrupted: stopping now", job_cancelled=cancelled)
+        try:
+            self.request_stop(signum, frame)  # idle: raises StopRequested; busy: stop after this job
+        finally:  # request_stop made the next signal a cold stop, which could skip deregistering
+            signal.signal(signal.SIGINT, self._interrupt)
+            signal.signal(signal.SIGTERM, self._interrupt)
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _exit_while_starting)
     signal.signal(signal.SIGINT, _exit_while_starting)
@@ -60,7 +89,7 @@ def main() -> int:
         settings = config.load_settings()
     except config.ConfigError as exc:
         logs.fatal(str(exc))
-    logs.configure(settings.log_level, settings.secrets())
+    logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     log = logs.get("worker")
     runner.use_settings(settings)
     metrics.bind(settings)
@@ -70,7 +99,7 @@ def main() -> int:
     scheduler = Scheduler(settings)
     scheduler.start()
     name = f"store-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-    worker = SimpleWorker(
+    worker = StoreWorker(
         [queue.queue(settings)],
         connection=queue.client(settings, blocking=True),
         name=name,

@@ -1,7 +1,9 @@
 """Periodic work inside the worker process: the reaper sweep and scheduled jobs.
 
 Every worker runs this thread, but only the one holding a Postgres advisory lock
-(session-level, so it is released when its process dies) enqueues scheduled jobs.
+(session-level, so it is released when its process dies) enqueues scheduled jobs. The
+schedules themselves are rows of `store_schedules` (app/jobs/schedules.py), read on every
+tick: pausing or changing one through the API applies without a restart.
 Scheduled jobs go through the same `service.submit` as API triggers, so single flight
 holds and they appear in the ledger with `trigger = 'schedule'`.
 """
@@ -9,25 +11,15 @@ holds and they appear in the ledger with `trigger = 'schedule'`.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 import psycopg
 
 from app import db, logs
 from app.config import Settings
-from app.jobs import reaper, service
+from app.jobs import reaper, schedules, service
 
 LEADER_LOCK_KEY = 0x4D44_5353_5343  # 'MDSSSC'
 TICK_S = 5.0
-
-
-def schedules(settings: Settings) -> list[tuple[str, str, timedelta | None]]:
-    """(schedule name, job kind, period) for each periodic job."""
-    return [
-        ("retention", "retention", settings.retention_every),
-        ("refresh_aggregate", "refresh_aggregate", settings.refresh_every),
-        ("drift_check", "drift_check", settings.drift_every),
-    ]
 
 
 class Scheduler(threading.Thread):
@@ -72,28 +64,24 @@ class Scheduler(threading.Thread):
             self.enqueue_due()
 
     def enqueue_due(self) -> None:
+        """Submit every schedule that is due. The table is read on every tick, so a change
+        made through PUT /schedules/<name> applies at the next tick, in whichever worker leads."""
         from app import migrator
         from app.jobs import KINDS
 
-        if migrator.status(self.conn)["pending"]:
+        conn = self.conn
+        assert conn is not None  # tick() connected
+        if migrator.status(conn)["pending"]:
             return  # scheduled jobs need the store's schema: wait for POST /migrate
 
-        for name, kind_name, every in schedules(self.settings):
-            kind = KINDS.get(kind_name)
-            if every is None or kind is None:
+        schedules.ensure(conn, self.settings)
+        for due in schedules.claim_due(conn):
+            kind = KINDS.get(due["job"])
+            if kind is None:
+                self.log.warning("schedule names an unknown job kind; skipped", schedule=due["name"], job=due["job"])
                 continue
-            with self.conn.transaction():
-                self.conn.execute("INSERT INTO store_schedules (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,))
-                due = self.conn.execute(
-                    """SELECT last_enqueued_at IS NULL OR last_enqueued_at <= now() - %s
-                       FROM store_schedules WHERE name = %s""",
-                    (every, name),
-                ).fetchone()[0]
-            if not due:
-                continue
-            submitted = service.submit(self.settings, self.conn, kind, kind.parse({}), trigger="schedule")
-            self.conn.execute(
-                "UPDATE store_schedules SET last_enqueued_at = now(), last_run_id = %s WHERE name = %s",
-                (submitted.run_id, name),
+            submitted = service.submit(self.settings, conn, kind, due["params"], trigger="schedule")
+            schedules.record_run(conn, due["name"], submitted.run_id, reset_clock=False)
+            self.log.info(
+                "scheduled job submitted", schedule=due["name"], run_id=submitted.run_id, new=submitted.created
             )
-            self.log.info("scheduled job submitted", schedule=name, run_id=submitted.run_id, new=submitted.created)

@@ -5,6 +5,17 @@ from __future__ import annotations
 
 def blueprints():
     """Every blueprint the API serves, in registration order."""
-    from app.api import aggregates, backfill, drift, jobs, openapi, probes, retention, schema
+    from app.api import aggregates, backfill, drift, jobs, openapi, probes, retention, schedules, schema, ui
 
-    return [probes.bp, schema.bp, jobs.bp, drift.bp, openapi.bp, retention.bp, aggregates.bp, backfill.bp]
+    return [
+        probes.bp,
+        schema.bp,
+        jobs.bp,
+        drift.bp,
+        openapi.bp,
+        retention.bp,
+        aggregates.bp,
+        backfill.bp,
+        schedules.bp,
+        ui.bp,
+    ]

@@ -415,7 +415,9 @@ class _Job:
     def _take(self, slot: Slot) -> None:
         if slot.error is not None:
             if isinstance(slot.error, psycopg.Error):
-                metrics.SINK_WRITES.inc(slot.batch.rows, sink=TABLE, outcome="error")
+                # a session we terminated (cancel, timeout, shutdown) is not a write error
+                outcome = "cancelled" if self.ctx.stop_reason is not None else "error"
+                metrics.SINK_WRITES.inc(slot.batch.rows, sink=TABLE, outcome=outcome)
             if not isinstance(slot.error, Stopped):
                 raise slot.error
             return

@@ -1,4 +1,4 @@
-"""Schema drift against the platform's registry (CONTRACTS.md §4).
+"""Schema drift against the platform's registry (docs/contracts.md, "The schema registry").
 
 - `canonical.py`: how schemas are hashed (sha256 of sorted-key compact JSON).
 - `pins.py`, `pin.py`: the pinned schemas in contracts/, and the re-pin command.

@@ -3,7 +3,7 @@
 canonical(x) = json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
 encoded as UTF-8. Key order and whitespace never change the hash; any change of a key,
 value, list order or type does. The registry's own `sha256` may use another
-serialisation, so drift compares both sides hashed by this function (CONTRACTS.md §4).
+serialisation, so drift compares both sides hashed by this function (docs/contracts.md, "The schema registry").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Re-pin the registry schemas the store depends on: `python -m app.drift.pin`.
 
     python -m app.drift.pin --from-registry http://registry:8080      # the pinned ids, fetched
-    python -m app.drift.pin --from-dir ../shared/spec/registry/v1     # every *.json there
+    python -m app.drift.pin --from-dir <directory>                   # every *.json there
     python -m app.drift.pin --from-registry URL --schema telemetry.X  # add or refresh one id
     python -m app.drift.pin --check --from-dir DIR                    # exit 1 when pins differ
 

@@ -40,7 +40,7 @@ class Pin:
 
     @property
     def name(self) -> str:
-        """The registry's name for it (CONTRACTS.md §4: ids carry a `.schema` suffix there)."""
+        """The registry's name for it (docs/contracts.md, "The schema registry": names carry a `.schema` suffix there)."""
         return self.schema + SUFFIX
 
 

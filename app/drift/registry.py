@@ -1,4 +1,4 @@
-"""Client of the platform's schema registry (CONTRACTS.md §4), over requests.
+"""Client of the platform's schema registry (docs/contracts.md, "The schema registry"), over requests.
 
 Every call has a connect and a read timeout. Connection failures, timeouts, 5xx and 429
 are retried a bounded number of times with exponential backoff; then `RegistryUnreachable`
@@ -34,7 +34,7 @@ class RegistryUnreachable(RegistryUnavailable):
 
 
 class RegistryBadResponse(RegistryError):
-    """The registry answered, but not in the shape of CONTRACTS.md §4."""
+    """The registry answered, but not in the shape docs/contracts.md describes."""
 
 
 def safe_url(url: str) -> str:

@@ -67,6 +67,7 @@ class JobContext:
     _progress: dict = field(default_factory=dict)
     _progress_dirty: bool = False
     _stop: str | None = None  # 'cancelled' | 'timeout'
+    stop_detail: str | None = None  # why it was cancelled, when not on request (the worker was interrupted)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- database ---------------------------------------------------------------------
@@ -106,11 +107,13 @@ class JobContext:
         with self._lock:
             return dict(self._progress)
 
-    def request_stop(self, reason: str) -> None:
-        """Mark the job stopping ('cancelled' or 'timeout')."""
+    def request_stop(self, reason: str, detail: str | None = None) -> bool:
+        """Mark the job stopping ('cancelled' or 'timeout'); False if it already was."""
         with self._lock:
             if self._stop is None:
-                self._stop = reason
+                self._stop, self.stop_detail = reason, detail
+                return True
+            return False
 
     @property
     def stop_reason(self) -> str | None:

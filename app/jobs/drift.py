@@ -1,8 +1,10 @@
 """Job `drift_check`: compare the pinned schemas with the registry, persist, report.
 
 Triggered by POST /drift/check and by the scheduler (DRIFT_CHECK_SCHEDULE, default 5 min).
-An unreachable registry is not a job failure: the check records `unknown` for every
-schema and `store_registry_up 0`, which is what the alerts watch.
+A check that could not get an answer for every schema from the registry is recorded
+(`unknown` for those schemas, `store_registry_up 0`, which is what the alerts watch) and
+then ends `failed` with the reason: its purpose, knowing whether the schemas drifted,
+was not achieved. With `REGISTRY_URL=off` the job fails at once saying checks are disabled.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from app.jobs.base import JobContext, JobError, JobKind
 
 def run(ctx: JobContext, params: dict) -> dict:
     s = ctx.settings
+    if not s.drift_enabled:
+        raise JobError(
+            "drift checks are disabled (REGISTRY_URL=off); set REGISTRY_URL to the schema registry to run them"
+        )
     try:
         pinned = pins.for_track(s.registry_track)
     except pins.PinError as exc:
@@ -40,6 +46,13 @@ def run(ctx: JobContext, params: dict) -> dict:
                 local_version=r.local_version,
                 registry_version=r.registry_version,
             )
+    if not found.registry_reachable:
+        unknown = found.counts()["unknown"]
+        raise JobError(
+            f"the registry at {s.registry_url} could not be reached or gave no usable answer: {found.error}; "
+            f"{unknown} of {len(found.results)} schema(s) recorded as unknown (check id {check_id}); "
+            "check that the registry is up and REGISTRY_URL points at it, or set REGISTRY_URL=off to disable drift checks"
+        )
     return {
         "track": found.track,
         "checked_at": found.checked_at.isoformat(),

@@ -47,7 +47,15 @@ def is_parent(params: dict | None) -> bool:
 
 
 def create(
-    conn: psycopg.Connection, kind: str, parent: dict, children: list[dict], child_key, *, request_id, timeout_s
+    conn: psycopg.Connection,
+    kind: str,
+    parent: dict,
+    children: list[dict],
+    child_key,
+    *,
+    request_id,
+    timeout_s,
+    retry_of: str | None = None,
 ):
     """Insert the parent (running) and its children (queued) in the caller's transaction.
 
@@ -58,11 +66,11 @@ def create(
     group = group_key(kind, parent)
     row = conn.execute(
         """INSERT INTO store_jobs (run_id, job, params, request_id, single_flight_key, timeout_s, trigger,
-                                   status, started_at)
-           VALUES (%s, %s, %s, %s, %s, %s, 'api', 'running', now())
+                                   status, started_at, retry_of)
+           VALUES (%s, %s, %s, %s, %s, %s, 'api', 'running', now(), %s)
            ON CONFLICT (single_flight_key) WHERE status IN ('queued', 'running') DO NOTHING
            RETURNING run_id::text""",
-        (uuid.uuid4(), kind, Jsonb({**parent, "group": group}), request_id, group, timeout_s),
+        (uuid.uuid4(), kind, Jsonb({**parent, "group": group}), request_id, group, timeout_s, retry_of),
     ).fetchone()
     if row is None:
         active = conn.execute(
@@ -85,6 +93,18 @@ def create(
             )
         ids.append(run_id)
     return parent_id, True, ids
+
+
+def retry_params(conn: psycopg.Connection, row: dict) -> tuple[dict, list[dict]]:
+    """(parent params, child params) to run a finished parent's files again (POST
+    /jobs/<parent>/retry): the same group, so files it already loaded are skipped."""
+    parent = {k: v for k, v in row["params"].items() if k != "group"}
+    files: dict[str, dict] = {}
+    for (params,) in conn.execute(
+        "SELECT params FROM store_jobs WHERE params->>'parent' = %s ORDER BY requested_at", (row["run_id"],)
+    ).fetchall():
+        files.setdefault(params["source"], {k: v for k, v in params.items() if k not in ("parent", "group")})
+    return parent, [files[s] for s in parent["sources"] if s in files]
 
 
 def children(conn: psycopg.Connection, parent_id: str, limit: int | None = None) -> list[dict]:

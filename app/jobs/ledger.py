@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
@@ -18,27 +19,37 @@ from app.config import PROJECT_ROOT
 
 STATUSES = ("queued", "running", "success", "failed", "cancelled")
 ACTIVE = ("queued", "running")
-LEDGER_SQL = PROJECT_ROOT / "migrations" / "0001_job_ledger.sql"
+# The ledger's migrations, executed in this order by `bootstrap` (each is idempotent).
+LEDGER_SQL = (
+    PROJECT_ROOT / "migrations" / "0001_job_ledger.sql",
+    PROJECT_ROOT / "migrations" / "0030_jobs_retry_schedules.sql",
+)
 _BOOTSTRAP_LOCK_KEY = 0x5354_4F52_4500  # pg advisory lock key: serialises concurrent bootstraps
 
 _bootstrapped: set[str] = set()
 _bootstrap_lock = threading.Lock()
 
 _COLUMNS = """run_id::text AS run_id, job, status, params, progress, result, error, request_id,
-    trigger, requested_at, started_at, finished_at, heartbeat_at, cancel_requested_at, worker, attempts"""
+    trigger, requested_at, started_at, finished_at, heartbeat_at, cancel_requested_at, worker, attempts,
+    retry_of::text AS retry_of, timeout_s, now() AS now"""
 
 
 def bootstrap(conn: psycopg.Connection, key: str = "") -> None:
-    """Create the ledger tables if missing (idempotent; the same SQL as migration 0001)."""
+    """Create the ledger tables if missing (idempotent; the same SQL as migrations 0001 and 0030)."""
     if key and key in _bootstrapped:
         return
     with _bootstrap_lock:
-        sql = LEDGER_SQL.read_text()
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
-            exists = conn.execute("SELECT to_regclass('store_schedules') IS NOT NULL").fetchone()[0]
-            if not exists:
-                conn.execute(sql)
+            found = conn.execute(
+                """SELECT EXISTS (SELECT 1 FROM pg_attribute
+                                  WHERE attrelid = to_regclass('store_schedules') AND attname = 'paused')
+                          AND EXISTS (SELECT 1 FROM pg_attribute
+                                      WHERE attrelid = to_regclass('store_jobs') AND attname = 'retry_of')"""
+            ).fetchone()
+            if not (found and found[0]):
+                for path in LEDGER_SQL:
+                    conn.execute(path.read_text())
         if key:
             _bootstrapped.add(key)
 
@@ -48,7 +59,15 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def document(row: dict) -> dict:
-    """The job status document served by GET /jobs/<run_id>."""
+    """The job status document served by GET /jobs/<run_id>.
+
+    `duration_s`: finished - started, or so far for a running job (null before it started).
+    `queue_position` / `waiting_for` are null here; the API fills them in for queued jobs.
+    """
+    started, finished = row["started_at"], row["finished_at"]
+    duration = None
+    if started is not None:
+        duration = round(max(((finished or row["now"]) - started).total_seconds(), 0.0), 3)
     return {
         "run_id": row["run_id"],
         "job": row["job"],
@@ -58,12 +77,16 @@ def document(row: dict) -> dict:
         "result": row["result"],
         "error": row["error"],
         "requested_at": _iso(row["requested_at"]),
-        "started_at": _iso(row["started_at"]),
-        "finished_at": _iso(row["finished_at"]),
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
+        "duration_s": duration,
         "trigger": row["trigger"],
         "request_id": row["request_id"],
         "cancel_requested": row["cancel_requested_at"] is not None,
         "attempts": row["attempts"],
+        "retry_of": row["retry_of"],
+        "queue_position": None,
+        "waiting_for": None,
     }
 
 
@@ -76,16 +99,17 @@ def create(
     single_flight_key: str | None,
     timeout_s: float,
     trigger: str = "api",
+    retry_of: str | None = None,
 ) -> tuple[str, bool]:
     """Insert a queued job. Returns (run_id, created); with a single-flight key already
     active, nothing is inserted and the active run's id comes back with created=False."""
     while True:
         row = conn.execute(
-            """INSERT INTO store_jobs (run_id, job, params, request_id, single_flight_key, timeout_s, trigger)
-               VALUES (%s, %s, %s, %s, %s, %s, %s)
+            """INSERT INTO store_jobs (run_id, job, params, request_id, single_flight_key, timeout_s, trigger, retry_of)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (single_flight_key) WHERE status IN ('queued', 'running') DO NOTHING
                RETURNING run_id::text""",
-            (uuid.uuid4(), job, Jsonb(params), request_id, single_flight_key, timeout_s, trigger),
+            (uuid.uuid4(), job, Jsonb(params), request_id, single_flight_key, timeout_s, trigger, retry_of),
         ).fetchone()
         if row:
             return row[0], True
@@ -102,17 +126,65 @@ def get(conn: psycopg.Connection, run_id: str) -> dict | None:
         return cur.execute(f"SELECT {_COLUMNS} FROM store_jobs WHERE run_id = %s", (run_id,)).fetchone()
 
 
-def list_jobs(
-    conn: psycopg.Connection, job: str | None, status: str | None, limit: int, parent: str | None = None
-) -> list[dict]:
+@dataclass(frozen=True)
+class JobFilter:
+    """What GET /jobs asks for. `kinds`: exact job kinds (None: any); `after`: the cursor,
+    the (requested_at, run_id) of the last job of the previous page."""
+
+    kinds: tuple[str, ...] | None = None
+    statuses: tuple[str, ...] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    trigger: str | None = None
+    after: tuple[datetime, str] | None = None
+    parent: str | None = None  # child runs of this parent run (app/jobs/fanout.py)
+
+
+def list_jobs(conn: psycopg.Connection, where: JobFilter, limit: int) -> tuple[list[dict], int]:
+    """One page of jobs, newest first, and how many match in all (ignoring the cursor).
+
+    Keyset paging on (requested_at, run_id): a job inserted while a client pages is either
+    newer than the first page or lands in a later one; none is returned twice or skipped."""
+    params = {
+        "kinds": list(where.kinds) if where.kinds is not None else None,
+        "statuses": list(where.statuses) if where.statuses is not None else None,
+        "since": where.since,
+        "until": where.until,
+        "trigger": where.trigger,
+        "after_at": where.after[0] if where.after else None,
+        "after_id": where.after[1] if where.after else None,
+        "parent": where.parent,
+        "limit": limit,
+    }
+    match = """(%(kinds)s::text[] IS NULL OR job = ANY(%(kinds)s))
+               AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
+               AND (%(since)s::timestamptz IS NULL OR requested_at >= %(since)s)
+               AND (%(until)s::timestamptz IS NULL OR requested_at < %(until)s)
+               AND (%(trigger)s::text IS NULL OR trigger = %(trigger)s)
+               AND (%(parent)s::text IS NULL OR (params ? 'parent' AND params->>'parent' = %(parent)s))"""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"""SELECT {_COLUMNS} FROM store_jobs
-                WHERE (%(job)s::text IS NULL OR job = %(job)s) AND (%(status)s::text IS NULL OR status = %(status)s)
-                  AND (%(parent)s::text IS NULL OR (params ? 'parent' AND params->>'parent' = %(parent)s))
-                ORDER BY requested_at DESC, run_id LIMIT %(limit)s""",
-            {"job": job, "status": status, "limit": limit, "parent": parent},
-        ).fetchall()
+        with conn.transaction():  # one snapshot: the page and the total agree
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = cur.execute(
+                f"""SELECT {_COLUMNS} FROM store_jobs WHERE {match}
+                    AND (%(after_at)s::timestamptz IS NULL OR (requested_at, run_id) < (%(after_at)s, %(after_id)s::uuid))
+                    ORDER BY requested_at DESC, run_id DESC LIMIT %(limit)s""",
+                params,
+            ).fetchall()
+            counted = conn.execute(f"SELECT count(*) FROM store_jobs WHERE {match}", params).fetchone()
+    return rows, counted[0] if counted else 0
+
+
+def queue_order(conn: psycopg.Connection, limit: int = 1000) -> tuple[list[str], list[str]]:
+    """(running run ids, queued run ids in the order workers take them), at most `limit` each."""
+    rows = conn.execute(
+        """(SELECT 'running', run_id::text FROM store_jobs WHERE status = 'running' ORDER BY started_at LIMIT %(n)s)
+           UNION ALL
+           (SELECT 'queued', run_id::text FROM store_jobs WHERE status = 'queued'
+            ORDER BY COALESCE(enqueued_at, requested_at), requested_at, run_id LIMIT %(n)s)""",
+        {"n": limit},
+    ).fetchall()
+    return [r[1] for r in rows if r[0] == "running"], [r[1] for r in rows if r[0] == "queued"]
 
 
 def mark_enqueued(conn: psycopg.Connection, run_id: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app import metrics, migrator, validation
+from app import migrator, validation
 from app.jobs.base import JobContext, JobError, JobKind
 
 
@@ -16,8 +16,6 @@ def run(ctx: JobContext, params: dict) -> dict:
         result = migrator.apply(ctx.settings, dry_run=params["dry_run"], session_name=ctx.session_name)
     except migrator.MigrationBusy as exc:
         raise JobError(str(exc)) from None
-    if result["applied"]:
-        metrics.MIGRATIONS_APPLIED.inc(len(result["applied"]))
     return result
 
 

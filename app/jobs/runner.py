@@ -53,7 +53,7 @@ class _Heartbeat(threading.Thread):
         super().__init__(name=f"heartbeat-{ctx.run_id}", daemon=True)
         self.ctx = ctx
         self.done = threading.Event()
-        self.log = ctx.log
+        self.log = ctx.log  # bound to run_id and job: this thread does not share the job's context
 
     def run(self) -> None:
         s = self.ctx.settings
@@ -88,6 +88,28 @@ class _Heartbeat(threading.Thread):
 
 
 _conn: psycopg.Connection | None = None
+_current: JobContext | None = None  # the job this process is running (one at a time)
+
+
+def interrupt(detail: str) -> bool:
+    """Stop the running job at once (SIGINT: Ctrl-C in `make run`): it ends `cancelled` with
+    `detail` as its error, and a backfill resumes from its checkpoint when triggered again.
+    Safe to call from a signal handler: the database sessions are ended from a thread.
+    False when no job is running."""
+    ctx = _current
+    if ctx is None or not ctx.request_stop("cancelled", detail):
+        return False
+    ctx.log.warning("stopping job", reason="interrupted", detail=detail)
+
+    def terminate() -> None:
+        try:
+            with db.connect(ctx.settings, application_name="store-interrupt", autocommit=True, connect_timeout=2) as c:
+                _terminate(c, ctx.session_name)
+        except psycopg.Error as exc:
+            ctx.log.warning("could not end the job's database sessions", error=str(exc).splitlines()[0][:200])
+
+    threading.Thread(target=terminate, name="interrupt", daemon=True).start()
+    return True
 
 
 def _ledger_call(s: config.Settings, fn, *args, **kwargs):
@@ -129,11 +151,13 @@ def execute(run_id: str) -> None:
 
 
 def _run_claimed(s: config.Settings, run_id: str, row: dict) -> None:
-    log = logs.get("worker")
+    global _current
+    log = logs.get("worker").bind(run_id=run_id, job=row["job"])
     kind = _kinds().get(row["job"])
     ctx = JobContext(
         run_id=run_id, kind=row["job"], settings=s, log=log, deadline=time.monotonic() + float(row["timeout_s"])
     )
+    _current = ctx
     started = time.monotonic()
     beat = _Heartbeat(ctx)
     beat.start()
@@ -150,6 +174,7 @@ def _run_claimed(s: config.Settings, run_id: str, row: dict) -> None:
         if not isinstance(exc, (JobCancelled, JobTimedOut, JobError)) and ctx.stop_reason is None:
             log.exception("job crashed")
     finally:
+        _current = None
         beat.done.set()
         beat.join(timeout=5)
     duration = time.monotonic() - started
@@ -169,7 +194,7 @@ def _run_claimed(s: config.Settings, run_id: str, row: dict) -> None:
 def _outcome(ctx: JobContext, exc: BaseException, timeout_s: float) -> tuple[str, str]:
     reason = ctx.stop_reason
     if isinstance(exc, JobCancelled) or reason == "cancelled":
-        return "cancelled", "cancelled on request"
+        return "cancelled", ctx.stop_detail or "cancelled on request"
     if isinstance(exc, JobTimedOut) or reason == "timeout":
         return "failed", f"timed out after {timeout_s:g} s; its database sessions were terminated"
     if isinstance(exc, JobError):

@@ -17,7 +17,7 @@ import redis
 from app import logs, queue
 from app.config import Settings
 from app.errors import Conflict
-from app.jobs import ledger
+from app.jobs import fanout, ledger
 from app.jobs.base import JobKind
 
 
@@ -50,9 +50,11 @@ def submit(
     request_id: str | None = None,
     idempotency_key: str | None = None,
     trigger: str = "api",
+    retry_of: str | None = None,
     create=None,
 ) -> Submitted:
-    """Record and enqueue a job. `conn` must be an autocommit connection.
+    """Record and enqueue a job. `conn` must be an autocommit connection. `retry_of`: the
+    run this one repeats (POST /jobs/<run_id>/retry).
 
     `create(conn) -> (run_id, created, run ids to enqueue)` replaces the single ledger row
     (a parent run with its children: app/jobs/fanout.py); it runs in the same transaction
@@ -83,6 +85,7 @@ def submit(
                     single_flight_key=kind.single_flight(params),
                     timeout_s=timeout_for(settings, kind),
                     trigger=trigger,
+                    retry_of=retry_of,
                 )
                 to_enqueue = [run_id]
             if idempotency_key:
@@ -110,3 +113,70 @@ def enqueue(settings: Settings, conn: psycopg.Connection, run_id: str, timeout_s
         return False
     ledger.mark_enqueued(conn, run_id)
     return True
+
+
+RETRYABLE = ("failed", "cancelled")
+MAX_WAITING_FOR = 20  # run ids listed in `waiting_for`
+
+
+def retry(settings: Settings, conn: psycopg.Connection, run_id: str, *, request_id: str | None = None) -> Submitted:
+    """Run a failed or cancelled job again with its parameters, as a new run recording
+    `retry_of`. Single flight applies: an active run of the same target answers instead."""
+    from app.errors import NotFound
+    from app.jobs import KINDS
+
+    ledger.bootstrap(conn, settings.database_url)
+    row = ledger.get(conn, run_id)
+    if row is None:
+        raise NotFound(f"no job with run_id {run_id}")
+    if row["status"] not in RETRYABLE:
+        raise Conflict(
+            f"only failed or cancelled jobs can be retried; this one is {row['status']!r}", status_now=row["status"]
+        )
+    kind = KINDS.get(row["job"])
+    if kind is None:
+        raise Conflict(f"job kind {row['job']!r} no longer exists in this version of the store")
+    if fanout.is_parent(row["params"]):  # a backfill of many files: a new parent, the same files
+        parent, files = fanout.retry_params(conn, row)
+        timeout_s = timeout_for(settings, kind)
+
+        def create(c):
+            return fanout.create(
+                c,
+                kind.name,
+                parent,
+                files,
+                kind.single_flight,
+                request_id=request_id,
+                timeout_s=timeout_s,
+                retry_of=run_id,
+            )
+
+        return submit(settings, conn, kind, parent, request_id=request_id, retry_of=run_id, create=create)
+    return submit(settings, conn, kind, row["params"], request_id=request_id, retry_of=run_id)
+
+
+def documents(settings: Settings, conn: psycopg.Connection, rows: list[dict]) -> list[dict]:
+    """Job documents, with `queue_position` and `waiting_for` filled in for queued jobs:
+    the position (1 = next to be taken) and the run ids ahead of it (running ones first),
+    or "no worker alive" when no worker is registered to take it."""
+    docs = [ledger.document(r) for r in rows]
+    if not any(d["status"] == "queued" for d in docs):
+        return docs
+    running, queued = ledger.queue_order(conn)
+    try:
+        workers = queue.workers_alive(settings)
+    except redis.exceptions.RedisError:
+        workers = None
+    for doc in docs:
+        if doc["status"] != "queued":
+            continue
+        position = queued.index(doc["run_id"]) if doc["run_id"] in queued else len(queued)
+        doc["queue_position"] = position + 1
+        if workers == 0:
+            doc["waiting_for"] = "no worker alive"
+        elif workers is None:
+            doc["waiting_for"] = "the queue (Redis) is unreachable"
+        else:
+            doc["waiting_for"] = (running + queued[:position])[:MAX_WAITING_FOR]
+    return docs

@@ -1,4 +1,4 @@
-"""Pulse: the store's events on the platform's event bus (CONTRACTS.md §3).
+"""Pulse: the store's events on the platform's event bus (docs/contracts.md, "Pulse events").
 
 `EVENT_BUS_BACKEND` picks the bus: `inmem` (`app.pulse.inmem.BUS`, this process only) or
 `redis` (Redis Streams, key `<MD_NAMESPACE>:<stream>`). `PULSE_ENABLED=false` turns
@@ -80,24 +80,27 @@ def publish(settings: Settings, stream: str, payload: dict, schema_id: str, key:
 
 
 def publish_drift(settings: Settings, result, track: str, detected_at: float) -> bool:
-    """The schema-drift event for one drifted schema (`app.drift.check.Result`)."""
+    """The schema-drift event for one drifted schema (`app.drift.check.Result`).
+
+    The platform's model requires every SHA and version field as a string: a value the
+    registry does not have (a schema missing from it) is sent as "" rather than null."""
     payload = {
         # the platform's current field names
         "service": SERVICE,
         "schema_name": result.schema,
         "track": track,
-        "local_sha": result.local_sha256,
-        "registry_sha": result.registry_sha256,
+        "local_sha": result.local_sha256 or "",
+        "registry_sha": result.registry_sha256 or "",
         "drift_type": result.drift_type,
         "detected_at": detected_at,
         "enforcement_mode": ENFORCEMENT_MODE,
         # the names older consumers read
         "repo": SERVICE,
         "schema": result.schema,
-        "local_sha256": result.local_sha256,
-        "registry_sha256": result.registry_sha256,
-        "local_version": result.local_version,
-        "registry_version": result.registry_version,
+        "local_sha256": result.local_sha256 or "",
+        "registry_sha256": result.registry_sha256 or "",
+        "local_version": result.local_version or "",
+        "registry_version": result.registry_version or "",
     }
     return publish(settings, DRIFT_STREAM, payload, DRIFT_SCHEMA, key=result.schema)
 

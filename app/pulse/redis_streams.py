@@ -1,4 +1,4 @@
-"""The `redis` event bus: Redis Streams with the platform's envelope (CONTRACTS.md §3).
+"""The `redis` event bus: Redis Streams with the platform's envelope (docs/contracts.md, "Pulse events").
 
 One XADD per event on key `<namespace>:<stream>` with the single field `data` (the JSON
 envelope), trimmed to about `MAXLEN` entries (MAXLEN ~) so a stream nobody consumes

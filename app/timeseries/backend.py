@@ -1,10 +1,11 @@
 """Which time-series backend a database (and a table) uses: TimescaleDB or plain Postgres.
 
-The choice is made once, by the migration that creates the time-series tables: if the
-`timescaledb` extension is installed, or available and preloaded
-(`shared_preload_libraries`), tables become hypertables; otherwise they become
-natively range-partitioned tables managed by `app.timeseries.partitions`.
-Afterwards each table's own kind is the truth (`table_backend`).
+The choice is made once, by the migrations that create the time-series tables
+(`migrations/0003_bars_ohlcv.sql`, `0006_market_data_tables.sql`): if the `timescaledb`
+extension is installed, or available and preloaded (`shared_preload_libraries`),
+tables become hypertables; otherwise they become natively range-partitioned tables
+managed by `app.timeseries.partitions`. Afterwards each table's own kind is the truth
+(`table_backend`).
 """
 
 from __future__ import annotations
@@ -21,38 +22,6 @@ def timescaledb_version(conn: psycopg.Connection) -> str | None:
     return row[0] if row else None
 
 
-def timescaledb_installable(conn: psycopg.Connection) -> bool:
-    """The extension's files are present and the library is preloaded by the server.
-
-    Read through pg_settings, which hides the superuser-only setting from other roles
-    (current_setting() raises for them instead): such a role gets plain Postgres.
-    """
-    row = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
-                  AND EXISTS (SELECT 1 FROM pg_settings WHERE name = 'shared_preload_libraries'
-                              AND setting ~ '(^|[ ,])timescaledb($|[ ,])')"""
-    ).fetchone()
-    return bool(row[0])
-
-
-def enable_timescaledb(conn: psycopg.Connection) -> str:
-    """Install the extension when possible; return the backend new tables will use.
-
-    A server that preloads TimescaleDB but refuses CREATE EXTENSION (no privilege)
-    falls back to plain Postgres partitioning rather than failing the migration.
-    """
-    if timescaledb_version(conn):
-        return TIMESCALEDB
-    if not timescaledb_installable(conn):
-        return POSTGRES
-    try:
-        with conn.transaction():
-            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.errors.InsufficientPrivilege:
-        return POSTGRES
-    return TIMESCALEDB
-
-
 def is_hypertable(conn: psycopg.Connection, table: str) -> bool:
     if not timescaledb_version(conn):
         return False
@@ -61,7 +30,7 @@ def is_hypertable(conn: psycopg.Connection, table: str) -> bool:
                           WHERE hypertable_schema = current_schema() AND hypertable_name = %s)""",
         (table,),
     ).fetchone()
-    return bool(row[0])
+    return bool(row and row[0])
 
 
 def is_partitioned(conn: psycopg.Connection, table: str) -> bool:

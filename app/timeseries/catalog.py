@@ -1,9 +1,11 @@
 """The store's time-series tables and continuous aggregates: the one list of them.
 
-Chunk (TimescaleDB) and partition (plain Postgres) widths follow CONTRACTS.md §5.
-Default retention values are documented in docs/retention.md; they seed
-`store_retention_policies` when the migration creates it and can be changed with
-`PUT /retention/policies/<table>`.
+Chunk (TimescaleDB) and partition (plain Postgres) widths follow the platform's tables
+(docs/contracts.md, "The market-data tables"). Default retention values are documented in
+docs/retention.md and can be changed with `PUT /retention/policies/<table>`. The
+migrations never read this module (they are frozen history): 0003-0006 carry the same
+values written out, and tests/test_migrations_frozen.py checks that a migrated database
+matches it. Changing an entry for existing databases takes a new migration too.
 """
 
 from __future__ import annotations

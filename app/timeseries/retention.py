@@ -103,8 +103,8 @@ def set_policy(conn: psycopg.Connection, table: str, retain: timedelta, enabled:
 class _Run:
     """State of one table's retention pass."""
 
-    def __init__(self, conn, table, dry_run, check, progress, batch_rows):
-        self.conn, self.table, self.dry_run = conn, table, dry_run
+    def __init__(self, conn, table, dry_run, check, progress, batch_rows, now=None):
+        self.conn, self.table, self.dry_run, self.now = conn, table, dry_run, now
         self.info = catalog.table(table)
         self.check = check or (lambda: None)
         self.progress = progress or (lambda **kw: None)
@@ -179,7 +179,7 @@ def _postgres(run: _Run, cutoff: datetime) -> dict:
     made = moved = 0
     if not run.dry_run:
         run.note("premaking partitions")
-        made = partitions.premake(conn, table)
+        made = partitions.premake(conn, table, run.now)
         run.note("sweeping default partition")
         swept = partitions.sweep_default(conn, table, not_before=cutoff, check=run.check)
         made += swept["partitions_created"]
@@ -268,8 +268,12 @@ def apply_table(
     check: Check | None = None,
     progress: Callable[..., None] | None = None,
     batch_rows: int = BATCH_ROWS,
+    now: datetime | None = None,
 ) -> dict:
     """Apply `table`'s policy now. `conn` must be an autocommit connection.
+
+    `now` (default: the database's now()) is the time the cutoff and the premade
+    partitions are reckoned from; tests pass a fixed one so no outcome depends on the date.
 
     Returns cutoff, rows removed (or that would be), partitions/chunks dropped.
     A table whose policy is disabled, or that another retention run is working on,
@@ -289,15 +293,18 @@ def apply_table(
         if not policy["enabled"]:
             out = {"table": table, "backend": use, "skipped": "policy disabled", "retain": policy["retain"]}
             if use == backend.POSTGRES and not dry_run:  # partition upkeep still runs
-                made = partitions.premake(conn, table)
+                made = partitions.premake(conn, table, now)
                 swept = partitions.sweep_default(conn, table, check=check)
                 out.update(
                     partitions_created=made + swept["partitions_created"], rows_moved_from_default=swept["rows_moved"]
                 )
             return out
         retain = timedelta(seconds=policy["retain_seconds"])
-        cutoff = utc(conn.execute("SELECT now() - %s::interval", (retain,)).fetchone()[0])
-        run = _Run(conn, table, dry_run, check, progress, batch_rows)
+        if now is None:
+            cutoff = utc(conn.execute("SELECT now() - %s::interval", (retain,)).fetchone()[0])
+        else:
+            cutoff = utc(now) - retain
+        run = _Run(conn, table, dry_run, check, progress, batch_rows, now)
         if not dry_run:
             _move_watermark(conn, table, cutoff)
         extra = (_postgres if use == backend.POSTGRES else _timescaledb)(run, cutoff)

@@ -1,10 +1,10 @@
-"""Fixtures of the fault suite (the shared ones live in tests/conftest.py)."""
+"""Fixtures of the fault suite (the shared ones live in tests/conftest.py, helpers in tests/support/)."""
 
 from __future__ import annotations
 
 import pytest
 
-from faults.helpers import PgCluster
+from tests.support.pg_cluster import PgCluster
 
 
 @pytest.fixture

@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from conftest import wait_for
 
 from app.timeseries import partitions
-from faults.helpers import BLOCKABLE_ENV, job_sessions, wait_blocked
+from tests.support.common import wait_for
+from tests.support.faults import BLOCKABLE_ENV, job_sessions, wait_blocked
+from tests.support.service import LOSS_ENV, NORMAL_LOSS_ENV
 
 pytestmark = pytest.mark.timeout(150)
 FEB, AUG = datetime(2024, 2, 5, tzinfo=UTC), datetime(2024, 8, 5, tzinfo=UTC)
@@ -59,9 +60,9 @@ def test_sigkill_mid_backfill_then_rerun_lands_every_row_once(migrated_database_
     with psycopg.connect(url, autocommit=True) as conn:
         partitions.ensure_range(conn, "bars_ohlcv", FEB, FEB + timedelta(days=3))
         oid = conn.execute("SELECT 'bars_ohlcv'::regclass::oid::int").fetchone()[0]
-    # The fixture's supervision (heartbeat 1 s, lost after 6 s); the defaults are covered
-    # by test_worker_death.
-    svc = service_factory(url, env={**BLOCKABLE_ENV, "BACKFILL_SOURCE_DIR": str(tmp_path)})
+    # Heartbeat 1 s, lost after 6 s (LOSS_ENV); the store's defaults are covered by
+    # test_worker_death.
+    svc = service_factory(url, env={**BLOCKABLE_ENV, **LOSS_ENV, "BACKFILL_SOURCE_DIR": str(tmp_path)})
     worker = svc.workers[0]
     body = {"source": source.name, "batch_rows": 250}
 
@@ -81,7 +82,7 @@ def test_sigkill_mid_backfill_then_rerun_lands_every_row_once(migrated_database_
     lost = svc.wait_job(run_id, timeout=90)  # no worker alive: the API's sweepers report it
     assert lost["status"] == "failed" and "worker lost" in lost["error"], lost
 
-    svc.start_worker()
+    svc.restart(NORMAL_LOSS_ENV)  # a fresh worker; the re-run is not about losing one
     doc = svc.wait_job(svc.trigger("/backfill/bars_ohlcv", body), timeout=90)
     assert doc["status"] == "success", doc["error"]
     assert doc["result"]["resumed_from"]["run_id"] == run_id

@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import wait_for
 
 from app.migrator import disk_ids
-from faults.helpers import (
+from tests.support.common import wait_for
+from tests.support.faults import (
     BLOCKABLE_ENV,
     MigrationBlocker,
     applied_migrations,
@@ -17,12 +17,13 @@ from faults.helpers import (
     wait_blocked,
     yoyo_lock_rows,
 )
+from tests.support.service import LOSS_ENV, NORMAL_LOSS_ENV
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_sigkill_during_migration_leaves_schema_as_before_and_next_run_applies(database_url, service_factory):
-    svc = service_factory(database_url, env=BLOCKABLE_ENV)
+    svc = service_factory(database_url, env={**BLOCKABLE_ENV, **LOSS_ENV})  # lost after 6 s
     worker = svc.workers[0]
     with MigrationBlocker(database_url):
         run_id = svc.trigger("/migrate")
@@ -38,7 +39,7 @@ def test_sigkill_during_migration_leaves_schema_as_before_and_next_run_applies(d
     assert yoyo_lock_rows(database_url) == 1, "the killed migrator leaves yoyo's lock row behind"
     assert svc.wait_job(run_id, timeout=30)["status"] == "failed"
 
-    svc.start_worker()
+    svc.restart(NORMAL_LOSS_ENV)  # a fresh worker; the next run is not about losing one
     doc = svc.migrate()  # not blocked by the stale lock
     assert doc["result"]["applied"] == list(disk_ids()[1:])  # 0002 and whatever follows it
     assert applied_migrations(database_url) == sorted(disk_ids())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import requests
-from conftest import wait_for
 
-from faults.helpers import alive, children
+from tests.support.common import wait_for
+from tests.support.faults import alive, children
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -8,7 +8,8 @@ import threading
 import psycopg
 import pytest
 import requests
-from conftest import TOKEN
+
+from tests.support.common import TOKEN
 
 pytestmark = pytest.mark.timeout(120)
 N = 30

@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import wait_for
 
 from app.migrator import disk_ids
-from faults.helpers import BLOCKABLE_ENV, MigrationBlocker, wait_blocked
+from tests.support.common import wait_for
+from tests.support.faults import BLOCKABLE_ENV, MigrationBlocker, wait_blocked
 
 pytestmark = pytest.mark.timeout(150)
 

@@ -1,6 +1,6 @@
 """A stand-in for the platform's schema registry: a real HTTP server on 127.0.0.1.
 
-Serves the registry API of CONTRACTS.md §4 from schema files (default: the pinned copies
+Serves the registry API (docs/contracts.md, "Schema registry") from schema files (default: the pinned copies
 in contracts/v1, i.e. what the registry held when the store pinned). Per schema it can
 be switched to:
 
@@ -32,7 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.common import ROOT
+
 DEFAULT_DIR = ROOT / "contracts" / "v1"
 MODES = ("synced", "content", "version", "missing", "error", "garbage", "hang")
 

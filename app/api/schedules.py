@@ -1,0 +1,74 @@
+"""Schedules as data: GET /schedules, PUT /schedules/<name>, POST /schedules/<name>/run (admin)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify
+
+from app import db, validation
+from app.api.common import json_body, settings
+from app.auth import admin_required
+from app.errors import BadRequest, NotFound
+from app.jobs import ledger, schedules, service
+
+bp = Blueprint("schedules", __name__)
+
+
+def _prepared(conn) -> None:
+    ledger.bootstrap(conn, settings().database_url)
+    schedules.ensure(conn, settings())
+
+
+def _unknown(name: str, conn) -> NotFound:
+    known = ", ".join(s["name"] for s in schedules.list_all(conn))
+    return NotFound(f"no schedule {name[:80]!r}; known: {known}")
+
+
+@bp.get("/schedules")
+@admin_required
+def list_schedules():
+    with db.connection(settings()) as conn:
+        _prepared(conn)
+        return jsonify({"schedules": schedules.list_all(conn)})
+
+
+@bp.put("/schedules/<name>")
+@admin_required
+def put_schedule(name: str):
+    body = json_body()
+    validation.only(body, ["every", "paused"])
+    if not body:
+        raise BadRequest('nothing to change: give every and/or paused, e.g. {"every": "1 day", "paused": true}')
+    every = None
+    if body.get("every") is not None:
+        try:
+            every = schedules.parse_every(body["every"])
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+    paused = validation.flag(body, "paused", default=None)
+    with db.connection(settings()) as conn:
+        _prepared(conn)
+        doc = schedules.update(conn, name, every, paused)
+        if doc is None:
+            raise _unknown(name, conn)
+    return jsonify(doc)
+
+
+@bp.post("/schedules/<name>/run")
+@admin_required
+def run_schedule(name: str):
+    """Run a schedule's job now (paused or not); its period restarts from now."""
+    from app.jobs import KINDS
+
+    if json_body():
+        raise BadRequest("this trigger takes no body: the schedule's own parameters are used")
+    with db.connection(settings()) as conn:
+        _prepared(conn)
+        schedule = schedules.get(conn, name)
+        if schedule is None:
+            raise _unknown(name, conn)
+        kind = KINDS[schedule["job"]]
+        sub = service.submit(settings(), conn, kind, schedule["params"], request_id=g.get("request_id"))
+        if sub.created:
+            schedules.record_run(conn, name, sub.run_id, reset_clock=True)
+    body = {"status": "accepted", "run_id": sub.run_id, "job": kind.name, "new": sub.created, "schedule": name}
+    return jsonify(body), 202, {"Location": f"/jobs/{sub.run_id}"}

@@ -1,0 +1,61 @@
+"""A vendor's file server that the test holds mid-file: a real HTTP server on 127.0.0.1.
+
+`GatedSource(body, split_at)` answers `GET /<anything>` with `Content-Length: len(body)`,
+sends the first `split_at` bytes, then waits until the test calls `release()` before it
+sends the rest. A backfill reading it stays `running` with the first part's progress for
+as long as the test needs (a live bar, a cancel from the page or the CLI), with no timing
+involved. `release()` at exit lets the handler finish.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HOLD_LIMIT_S = 120.0  # the handler never waits longer than this, whatever the test does
+
+
+class GatedSource:
+    def __init__(self, body: bytes, split_at: int, name: str = "bars.ndjson"):
+        self.body, self.split_at, self.name = body, split_at, name
+        self.gate = threading.Event()
+        self.held = threading.Event()  # set once the first part is out
+        source = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Content-Length", str(len(source.body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(source.body[: source.split_at])
+                    self.wfile.flush()
+                    source.held.set()
+                    source.gate.wait(HOLD_LIMIT_S)
+                    self.wfile.write(source.body[source.split_at :])
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the job was cancelled and hung up
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{self.name}"
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def __enter__(self) -> GatedSource:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.release()
+        self.httpd.shutdown()
+        self.httpd.server_close()
