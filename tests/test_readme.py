@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ROOT, make_settings
+
+from tests.support.common import ROOT
+from tests.support.db import make_settings
 
 README = (ROOT / "README.md").read_text()
 
