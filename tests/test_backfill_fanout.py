@@ -172,8 +172,11 @@ def test_a_killed_worker_fails_its_child_and_the_parent_names_it_then_a_retrigge
     doc = svc.wait_job(parent, timeout=180)
     assert doc["status"] == "failed", doc
     assert doc["error"].startswith("1 of 3 files failed: " + victim["params"]["source"] + ": worker lost"), doc
-    again = svc.wait_job(svc.trigger("/backfill/bars_ohlcv", body), timeout=180)
-    assert again["status"] == "success", again
+    # POST /jobs/<parent>/retry: a new parent over the same files (the same as triggering again)
+    resp = svc.post(f"/jobs/{parent}/retry")
+    assert resp.status_code == 202 and resp.json()["retry_of"] == parent, resp.text
+    again = svc.wait_job(resp.json()["run_id"], timeout=180)
+    assert again["status"] == "success" and again["retry_of"] == parent, again
     assert again["children"]["skipped"] == 2
     resumed = [k for k in children(svc, again["run_id"]) if k["params"]["source"] == victim["params"]["source"]]
     assert resumed[0]["result"]["resumed_from"] is not None
