@@ -25,7 +25,9 @@ class _JobName(BaseConverter):
     regex = r"(?!sources(?![^/]))[^/]+"
 
 
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("jobname", _JobName))
+@bp.record_once
+def _register_converter(state) -> None:
+    state.app.url_map.converters.setdefault("jobname", _JobName)
 
 
 @bp.get("/backfill")

@@ -166,8 +166,8 @@ def _load(
     cp = checkpoints.load(conn, params.key)
     with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
         restart_reason = _resumable(cp, params, opened.identity)
-        resumed_from = None
-        if restart_reason is None:
+        resumed_from: dict | None = None
+        if restart_reason is None and cp is not None:
             state.__dict__.update(cp.state.__dict__)
             opened.skip(state.byte_offset)
             resumed_from = {"line": state.line, "rows_read": state.rows_read, "run_id": cp.run_id}
