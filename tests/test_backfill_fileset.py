@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from app.errors import BadRequest
@@ -13,8 +15,10 @@ from tests.support.db import make_settings
 def source_dir(tmp_path):
     path = tmp_path / "src"
     (path / "polygon").mkdir(parents=True)
+    header = gzip.compress(b"ticker,volume,open,close,high,low,window_start,transactions\n")
     for day in range(1, 8):
-        (path / "polygon" / f"2024-03-{day:02d}.csv.gz").write_bytes(b"")
+        (path / "polygon" / f"2024-03-{day:02d}.csv.gz").write_bytes(header)
+    (path / "polygon" / "2024-04-01.csv.gz").write_bytes(gzip.compress(b"ticker;volume;open\n"))
     (path / "polygon" / ".2024-03-99.csv.gz").write_bytes(b"")  # hidden: never matched
     (path / "uploads" / ".partial").mkdir(parents=True)
     (path / "uploads" / ".partial" / "abc.part").write_bytes(b"")
@@ -56,6 +60,10 @@ def test_a_glob_makes_one_child_per_file_in_order_with_the_same_parameters(setti
         ({"sources": "polygon/2024-03-01.csv.gz"}, "sources must be a non-empty list"),
         ({"source": "uploads/.partial/abc.part", "format": "csv"}, "hidden part"),
         ({"source": "polygon/.2024-03-99.csv.gz"}, "hidden part"),
+        (
+            {"source": "polygon/2024-0[34]-01.csv.gz", "preset": "polygon_aggs", "interval": "1m"},
+            "polygon/2024-04-01.csv.gz: the CSV header lacks column(s) symbol (column 'ticker')",
+        ),
     ],
 )
 def test_fan_out_bounds_and_bad_globs_are_400s_naming_what_is_wrong(settings, body, message):

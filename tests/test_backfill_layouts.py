@@ -321,25 +321,27 @@ def test_a_row_disagreeing_with_a_constant_is_bad(settings, source_dir):
 
 
 # -- errors before anything is written ------------------------------------------------------------
-def test_a_header_that_does_not_match_fails_naming_columns_and_the_delimiter_to_pass(settings, source_dir):
-    data = "Date;Open;High;Low;Close;Volume\n2024-01-02;1;1;1;1;1\n"
-    with pytest.raises(JobError) as err:
-        load(settings, source_dir, "semi.csv", data, preset="stooq", symbol="X")
+def test_a_header_that_does_not_match_is_a_400_at_trigger_time_naming_columns_and_the_delimiter(settings, source_dir):
+    (source_dir / "semi.csv.gz").write_bytes(gzip.compress(b"Date;Open;High;Low;Close;Volume\n2024-01-02;1;1;1;1;1\n"))
+    with pytest.raises(BadRequest) as err:
+        parse({"source": "semi.csv.gz", "preset": "stooq", "symbol": "X"})
     message = str(err.value)
-    assert "lacks column(s) ts (column 'date'), open, high, low, close;" in message
+    assert message.startswith("semi.csv.gz: the CSV header lacks column(s) ts (column 'date'), open, high, low, close;")
     assert "'date;open;high;low;close;volume'" in message and 'pass "delimiter": ";"' in message
-    assert rows(settings.database_url) == []
+    (source_dir / "novol.csv").write_text("ts,open,high,low,close\n2024-01-02,1,1,1,1\n")
+    with pytest.raises(BadRequest, match=r"lacks column\(s\) volume; it has: 'ts', 'open'"):
+        parse({"source": "novol.csv", "symbol": "X", "provider": "p", "interval": "1d"})
+    assert parse({"source": "novol.csv", "symbol": "X", "provider": "p", "interval": "1d", "volume": "optional"})
 
-    with pytest.raises(JobError, match=r"lacks column\(s\) volume; it has: 'ts', 'open'"):
-        load(
-            settings,
-            source_dir,
-            "novol.csv",
-            "ts,open,high,low,close\n2024-01-02,1,1,1,1\n",
-            symbol="X",
-            provider="p",
-            interval="1d",
-        )
+
+def test_a_header_changed_after_the_trigger_fails_the_run_before_any_row_is_written(settings, source_dir):
+    (source_dir / "later.csv").write_text("Date,Open,High,Low,Close\n2024-01-02,1,1,1,1\n")
+    params = parse({"source": "later.csv", "preset": "stooq", "symbol": "X"})
+    (source_dir / "later.csv").write_text("Date;Open;High;Low;Close\n2024-01-02;1;1;1;1\n")
+    with pytest.raises(
+        JobError, match=r'lacks column\(s\) ts \(column .date.\), open, high, low, close; .*"delimiter": ";"'
+    ):
+        run(settings, params)
     assert rows(settings.database_url) == []
 
 

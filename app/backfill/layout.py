@@ -34,6 +34,7 @@ CONSTANTS = ("symbol", "provider", "interval")
 MAX_COLUMNS = 1000
 MAX_NAME = 200
 MAX_PATTERN = 100
+HEADER_PEEK = 64 * 1024  # bytes of a CSV header read at trigger time
 _NUMBERS = ("open", "high", "low", "close", "volume")
 
 
@@ -220,6 +221,17 @@ class Layout:
 
     def split_header(self, line: str) -> list[str]:
         return next(csv.reader([line], delimiter=self.delimiter), [])
+
+    def check_header(self, stream, constants: dict) -> None:
+        """SourceError when the first line of a CSV stream does not fit this layout (the
+        API calls it at trigger time for local files: a 400 instead of a failed job)."""
+        if not self.header or isinstance(self.columns, list):
+            return
+        raw = stream.readline(HEADER_PEEK)
+        names = [
+            n.strip().lower() for n in self.split_header(raw.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n"))
+        ]
+        self.csv_picker(names, constants)
 
     # -- NDJSON ---------------------------------------------------------------------------
     def ndjson_keys(self, doc: dict) -> tuple[str, ...]:

@@ -335,14 +335,15 @@ class Reader:
         batch = self._batch
         if pending:
             epochs = list(map(_EPOCH, pending))
-            batch.min_epoch = min(batch.min_epoch, min(epochs))
-            batch.max_epoch = max(batch.max_epoch, max(epochs))
+            lo, hi = min(epochs), max(epochs)
+            batch.min_epoch = min(batch.min_epoch, lo)
+            batch.max_epoch = max(batch.max_epoch, hi)
             batch.symbols.update(map(_SYMBOL, pending))
             batch.providers.update(map(_PROVIDER, pending))
             batch.intervals.update(map(_INTERVAL, pending))
             if self.slot_width:
                 width = self.slot_width
-                lo_slot, hi_slot = int(min(epochs) // width), int(max(epochs) // width)
+                lo_slot, hi_slot = int(lo // width), int(hi // width)
                 if lo_slot == hi_slot:  # the usual case: one partition per chunk of rows
                     batch.slots.add(lo_slot)
                 else:

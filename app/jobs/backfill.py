@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -173,9 +174,16 @@ def parse_bars(body: dict) -> dict:
             if files[0].kind == "file":
                 fileset.check_visible(files[0].location)
         children = []
-        for src in files:
+        constants = {
+            k: v
+            for k, v in (("provider", common["provider"]), ("interval", common["interval"]), ("symbol", lay.symbol))
+            if v is not None
+        }
+        for i, src in enumerate(files):
             child_fmt = sources.detect_format(src, fmt)
             lay.check_format(child_fmt)
+            if child_fmt == "csv" and src.kind == "file" and i < HEADER_CHECKS:
+                _check_header(s, src, lay, constants)
             children.append({"source": src.location, "format": child_fmt, **common})
     except sources.SourceError as exc:
         raise BadRequest(_with_root(str(exc), s.backfill_source_dir)) from None
@@ -187,6 +195,19 @@ def parse_bars(body: dict) -> dict:
     if fileset.is_glob(body.get("source")):
         parent["glob"] = str(body["source"]).strip()
     return {"files": children, "parent": parent}
+
+
+HEADER_CHECKS = 20  # local CSV files whose header is checked at trigger time (the rest: by their run)
+
+
+def _check_header(s, src, lay, constants: dict) -> None:
+    with sources.open_source(src, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+        try:
+            lay.check_header(opened.stream, constants)
+        except sources.SourceError as exc:
+            raise sources.SourceError(f"{src.location}: {exc}") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise sources.SourceError(f"{src.location} cannot be read: {exc}") from None
 
 
 def _with_root(message: str, root: str) -> str:
