@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 
-.PHONY: run test test-timescale venv venv-runtime bench clean
+.PHONY: run test lint test-timescale venv venv-runtime bench clean
 
 ## run: the API and one worker in the foreground (starts local Postgres/Redis if needed);
 ## installs only the runtime dependencies (requirements.txt)
@@ -13,6 +13,12 @@ run: venv-runtime
 ## test: the whole test suite against real Postgres, Redis, gunicorn and workers
 test: venv
 	$(PY) -m pytest
+
+## lint: ruff (lint + format check) and mypy, as CI runs them
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## test-timescale: only the TimescaleDB-marked tests (skipped where the extension is absent)
 test-timescale: venv

@@ -6,8 +6,17 @@ import shutil
 import sys
 import tempfile
 
+# Prometheus multiprocess mode: one directory shared by the workers, wiped at start. It
+# lives under the temporary directory (/tmp in the image, a tmpfs in compose), so the
+# application directory can stay read-only. prometheus_client reads the variable when
+# it is imported, so it is set before anything imports it; Settings reads it too.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "market-data-store-metrics")
+)
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}"]
+
 # Configuration errors stop the master with one line, before any worker forks.
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, load_settings  # noqa: E402
 
 try:
     _settings = load_settings()
@@ -37,14 +46,6 @@ control_socket_disable = True  # gunicorn >= 25: no control socket in a read-onl
 if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
     worker_tmp_dir = "/dev/shm"
 
-# Prometheus multiprocess mode: one directory shared by the workers, wiped at start. It
-# lives under the temporary directory (/tmp in the image, a tmpfs in compose), so the
-# application directory can stay read-only.
-_metrics_dir = os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "market-data-store-metrics")
-)
-raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}"]
-
 
 def _json_error(sock, status_int, reason, mesg):
     """gunicorn's own rejections (oversized or malformed headers, bad request lines) are
@@ -67,6 +68,14 @@ def post_fork(server, worker):
     util.write_error = _json_error
 
 
+def post_worker_init(worker):
+    """The app is loaded in this worker: start its process-wide work (the reaper sweeper,
+    after the ledger's bootstrap). Nothing of it runs in the master or before the fork."""
+    from app import resources_of
+
+    resources_of(worker.wsgi).start()
+
+
 def on_starting(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
     os.makedirs(_metrics_dir, exist_ok=True)
@@ -75,9 +84,10 @@ def on_starting(server):
 
 
 def worker_exit(server, worker):
-    from app import db
+    from app import resources_of
 
-    db.close_pool()  # say goodbye to Postgres instead of dropping the connections
+    if getattr(worker, "wsgi", None) is not None:
+        resources_of(worker.wsgi).close()  # say goodbye to Postgres instead of dropping the connections
 
 
 def child_exit(server, worker):

@@ -6,22 +6,30 @@ requests become jobs in the Postgres ledger and are run by `python -m worker`.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 
 from app.config import ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:  # imported lazily below: gunicorn.conf.py imports this package before
+    from app.resources import Resources  # PROMETHEUS_MULTIPROC_DIR is set for prometheus_client
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+EXTENSION = "market-data-store"  # app.extensions[EXTENSION]: the process's Resources
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from app import errors, logs, metrics
-    from app.api import blueprints
+    """The API. Nothing is started here: gunicorn's `post_worker_init` calls
+    `resources_of(app).start()` (the reaper sweeper), `worker_exit` closes them."""
+    from app import logs
+    from app.api import blueprints, errors, metrics
+    from app.jobs.reaper import Sweeper
+    from app.resources import Resources
 
     if settings is None:
         try:
@@ -33,65 +41,30 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.using_default_token:
         log.warning("ADMIN_TOKEN is the default 'iamalive'; set a secret token before exposing the store")
 
+    res = Resources(settings)
+    res.background.append(Sweeper(res))
     app = Flask(__name__)
-    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
-    app.json.sort_keys = False
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it
+    app.extensions[EXTENSION] = res
     errors.register(app)
     for blueprint in blueprints():
         app.register_blueprint(blueprint)
-    metrics.bind(settings)
-    _install_metrics(app, settings)
+    metrics.install(app, res)
     _install_request_context(app)
-
-    from app.jobs.reaper import Sweeper
-
-    if os.environ.get("STORE_DISABLE_SWEEPER") != "1":
-        Sweeper(settings).start()
     return app
 
 
-def _install_metrics(app: Flask, settings: Settings) -> None:
-    """GET /metrics via prometheus-flask-exporter, with our own metrics only (no defaults):
-    the per-process HTTP metrics (multiprocess mode under gunicorn) plus StoreCollector."""
-    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
-    from prometheus_flask_exporter import PrometheusMetrics
-
-    from app.metrics import StoreCollector
-
-    collector = StoreCollector(settings)
-
-    class Exporter(PrometheusMetrics):
-        def generate_metrics(self, accept_header=None, names=None):
-            from prometheus_flask_exporter import choose_encoder
-
-            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-                registry = CollectorRegistry()
-                multiprocess.MultiProcessCollector(registry)
-            else:
-                registry = CollectorRegistry()
-                registry.register(_Delegate(REGISTRY))
-            registry.register(collector)
-            encode, content_type = choose_encoder(accept_header)
-            return encode(registry).decode("utf-8"), content_type
-
-    app.extensions["prometheus"] = Exporter(app, export_defaults=False, registry=CollectorRegistry())
-
-
-class _Delegate:
-    """Expose another registry's samples inside a fresh one (single-process mode)."""
-
-    def __init__(self, registry):
-        self.registry = registry
-
-    def collect(self):
-        return self.registry.collect()
+def resources_of(app: Flask) -> Resources:
+    """The process-wide resources `create_app` made for `app`."""
+    return app.extensions[EXTENSION]
 
 
 _PROBES = ("/health", "/healthz", "/readyz", "/metrics")
 _POLLS = ("/jobs", "/openapi.json")
 
 
-def _log_request(log, response, elapsed: float) -> None:
+def _log_request(log: Any, response: Response, elapsed: float) -> None:
     """One line per request. Probes (/health, /readyz, /metrics) and polls that succeed
     (GET /jobs...) are DEBUG, so a client polling a job does not flood INFO; any other
     request is INFO, and an error answer carries its error text (5xx as a warning)."""
@@ -120,7 +93,7 @@ def _install_request_context(app: Flask) -> None:
     log = logs.get("api")
 
     @app.before_request
-    def _begin():
+    def _begin() -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
@@ -128,7 +101,7 @@ def _install_request_context(app: Flask) -> None:
         structlog.contextvars.bind_contextvars(request_id=g.request_id)
 
     @app.after_request
-    def _end(response):
+    def _end(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         endpoint = request.url_rule.rule if request.url_rule else "<unmatched>"
         metrics.observe_request(request.method, endpoint, elapsed)
@@ -137,5 +110,5 @@ def _install_request_context(app: Flask) -> None:
         return response
 
     @app.teardown_request
-    def _clear(_exc):
+    def _clear(_exc: BaseException | None) -> None:
         structlog.contextvars.clear_contextvars()

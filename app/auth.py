@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from flask import current_app, request
+from flask.typing import ResponseReturnValue
 
+from app import resources_of
 from app.errors import Unauthorized
 
 
@@ -20,7 +24,7 @@ def check_admin() -> None:
             "Authorization must be 'Bearer <token>'",
             headers={"WWW-Authenticate": 'Bearer realm="market-data-store", error="invalid_request"'},
         )
-    expected = current_app.config["SETTINGS"].admin_token.encode()
+    expected = resources_of(current_app).settings.admin_token.encode()
     if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"), expected):
         raise Unauthorized(
             "invalid token",
@@ -28,9 +32,9 @@ def check_admin() -> None:
         )
 
 
-def admin_required(view):
+def admin_required(view: Callable[..., ResponseReturnValue]) -> Callable[..., ResponseReturnValue]:
     @wraps(view)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> ResponseReturnValue:
         check_admin()
         return view(*args, **kwargs)
 

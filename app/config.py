@@ -66,6 +66,8 @@ class Settings:
     # http
     max_body_bytes: int = 1024 * 1024
     health_timeout: float = 1.0
+    # metrics: the API processes' shared multiprocess directory (gunicorn.conf.py sets it)
+    prometheus_multiproc_dir: str | None = None
 
     @property
     def yoyo_url(self) -> str:
@@ -264,6 +266,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         kw["backfill_upload_max_bytes"] = _int("BACKFILL_UPLOAD_MAX_BYTES", env["BACKFILL_UPLOAD_MAX_BYTES"], 1, 2**50)
     if "BACKFILL_MAX_FILES" in env:
         kw["backfill_max_files"] = _int("BACKFILL_MAX_FILES", env["BACKFILL_MAX_FILES"], 1, 1_000_000)
+    if "PROMETHEUS_MULTIPROC_DIR" in env:
+        kw["prometheus_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
     if "HEALTH_TIMEOUT_SECONDS" in env:
         kw["health_timeout"] = _float("HEALTH_TIMEOUT_SECONDS", env["HEALTH_TIMEOUT_SECONDS"], 0.05)
     return Settings(**kw)

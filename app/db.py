@@ -1,24 +1,28 @@
-"""Postgres access: one connection pool per API process, dedicated connections for jobs.
+"""Postgres access: a connection pool for the API process, dedicated connections for jobs.
 
-The API never opens a connection per request: it borrows from the pool with a short
-timeout and turns an unreachable database into a 503 (see `errors.Unavailable`).
-Jobs get their own connections with `lock_timeout` and `statement_timeout` set, so DDL
-and deletes cannot stall ingest or run forever.
+The API never opens a connection per request: it borrows from the process's `Pool` with
+a short timeout and raises `DatabaseUnavailable` when the database cannot be reached (the
+HTTP layer answers 503). Jobs get their own connections (`connect`) with `lock_timeout`
+and `statement_timeout` set, so DDL and deletes cannot stall ingest or run forever.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
+from psycopg import sql
+from psycopg.abc import Params
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.config import Settings
-from app.errors import Unavailable
 
-_pool: ConnectionPool | None = None
-_pool_lock = threading.Lock()
+
+class DatabaseUnavailable(Exception):
+    """No database connection could be had in time; the caller may try again later."""
 
 
 def connect(
@@ -41,47 +45,60 @@ def connect(
     )
 
 
-def pool(settings: Settings) -> ConnectionPool:
-    """The process-wide pool (created on first use, after gunicorn forked)."""
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                p = ConnectionPool(
-                    settings.database_url,
-                    min_size=1,
-                    max_size=8,
-                    timeout=settings.health_timeout,
-                    open=False,
-                    check=ConnectionPool.check_connection,
-                    reconnect_timeout=0,  # keep trying forever: the database may come back
-                    kwargs={
-                        "autocommit": True,
-                        "connect_timeout": 2,
-                        "application_name": "market-data-store-api",
-                        "options": "-c statement_timeout=5000 -c lock_timeout=2000 -c TimeZone=UTC",
-                    },
-                    name="api",
-                )
-                p.open(wait=False)
-                _pool = p
-    return _pool
+class Pool:
+    """The API process's connection pool, opened on first use (after gunicorn forked)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> ConnectionPool:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    p: ConnectionPool = ConnectionPool(
+                        self.settings.database_url,
+                        min_size=1,
+                        max_size=8,
+                        timeout=self.settings.health_timeout,
+                        open=False,
+                        check=ConnectionPool.check_connection,
+                        reconnect_timeout=0,  # keep trying forever: the database may come back
+                        kwargs={
+                            "autocommit": True,
+                            "connect_timeout": 2,
+                            "application_name": "market-data-store-api",
+                            "options": "-c statement_timeout=5000 -c lock_timeout=2000 -c TimeZone=UTC",
+                        },
+                        name="api",
+                    )
+                    p.open(wait=False)
+                    self._pool = p
+        return self._pool
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        """Borrow a pooled autocommit connection; DatabaseUnavailable if none can be had in time."""
+        try:
+            with self._get().connection(timeout=timeout) as conn:
+                yield conn
+        except PoolTimeout:
+            raise DatabaseUnavailable("database unavailable, try again later") from None
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable("database unavailable, try again later") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close(timeout=2)
+                self._pool = None
 
 
-@contextmanager
-def connection(settings: Settings, timeout: float | None = None):
-    """Borrow a pooled autocommit connection; raise Unavailable if none can be had in time."""
-    try:
-        with pool(settings).connection(timeout=timeout) as conn:
-            yield conn
-    except PoolTimeout:
-        raise Unavailable("database unavailable, try again later") from None
-    except psycopg.OperationalError as exc:
-        raise Unavailable("database unavailable, try again later") from exc
-
-
-def close_pool() -> None:
-    global _pool
-    if _pool is not None:
-        _pool.close(timeout=2)
-        _pool = None
+def scalar(conn: psycopg.Connection, query: str | bytes | sql.SQL | sql.Composed, params: Params | None = None) -> Any:
+    """The first value of the first row of a query that always returns a row
+    (`SELECT count(*)`, `... RETURNING` of an insert, a function call)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError("the query returned no row")
+    return row[0]

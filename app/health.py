@@ -11,8 +11,13 @@ import os
 import threading
 import time
 
-from app import db, migrator, queue
+import psycopg
+
+from app import migrator
 from app.config import SERVICE, VERSION, Settings
+from app.drift import health_component
+from app.errors import first_line
+from app.resources import Resources
 
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 _CACHE_TTL = 0.5
@@ -20,23 +25,24 @@ _cache: dict = {}
 _cache_lock = threading.Lock()
 
 
-def _component(name: str, state: str, **details) -> dict:
-    doc = {"name": name, "state": state}
+def _component(name: str, state: str, **details: object) -> dict:
+    doc: dict = {"name": name, "state": state}
     if details:
         doc["details"] = {k: str(v) for k, v in details.items()}  # the contract wants strings
     return doc
 
 
-def _database(settings: Settings) -> tuple[dict, dict]:
+def _database(resources: Resources) -> tuple[dict, dict]:
+    settings = resources.settings
     started = time.perf_counter()
     try:
-        with db.connection(settings, timeout=settings.health_timeout) as conn:
+        with resources.pool.connection(timeout=settings.health_timeout) as conn:
             with conn.transaction():
                 conn.execute(f"SET LOCAL statement_timeout = {int(settings.health_timeout * 1000)}")
                 schema = migrator.status(conn)
             registry = _registry_state(conn)
     except Exception as exc:  # noqa: BLE001 - any failure is a finding, not a crash
-        reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:200]
+        reason = first_line(exc, 200)
         unknown = _component("schema", "degraded", reason="database unavailable")
         return _component("database", "degraded", reachable="false", error=reason), {
             "schema": unknown,
@@ -51,30 +57,28 @@ def _database(settings: Settings) -> tuple[dict, dict]:
     return _component("database", state, latency_ms=f"{latency:.1f}"), {"schema": schema_doc, "registry": registry}
 
 
-def _registry_state(conn) -> dict | None:
+def _registry_state(conn: psycopg.Connection) -> dict | None:
     """The registry as seen by the last drift check (never a live call from a probe)."""
-    from app.drift import health_component
-
     return health_component(conn)  # autocommit: its own failures leave nothing behind
 
 
-def _redis(settings: Settings) -> dict:
+def _redis(resources: Resources) -> dict:
     started = time.perf_counter()
     try:
-        queue.client(settings).ping()
+        resources.queue.client().ping()
     except Exception as exc:  # noqa: BLE001
         return _component("redis", "degraded", reachable="false", error=str(exc)[:200] or type(exc).__name__)
     return _component("redis", "healthy", latency_ms=f"{(time.perf_counter() - started) * 1000:.1f}")
 
 
-def _prometheus() -> dict:
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+def _prometheus(settings: Settings) -> dict:
+    path = settings.prometheus_multiproc_dir
     if path and not os.access(path, os.W_OK):
         return _component("prometheus", "degraded", error="PROMETHEUS_MULTIPROC_DIR is not writable")
     return _component("prometheus", "healthy", mode="multiprocess" if path else "single")
 
 
-def document(settings: Settings) -> dict:
+def document(resources: Resources) -> dict:
     """The current health document (cached for _CACHE_TTL seconds per process)."""
     now = time.monotonic()
     cached = _cache.get("doc")
@@ -84,9 +88,9 @@ def document(settings: Settings) -> dict:
         cached = _cache.get("doc")
         if cached and time.monotonic() - cached[0] < _CACHE_TTL:
             return cached[1]
-        database, extra = _database(settings)
-        components = [database, _redis(settings), _prometheus(), extra["schema"]]
-        if not settings.drift_enabled:  # switched off on purpose: say so, never degrade
+        database, extra = _database(resources)
+        components = [database, _redis(resources), _prometheus(resources.settings), extra["schema"]]
+        if not resources.settings.drift_enabled:  # switched off on purpose: say so, never degrade
             components.append(
                 _component("registry", "healthy", check="disabled", reason="REGISTRY_URL=off: no drift checks run")
             )

@@ -19,6 +19,7 @@ import logging
 import logging.config
 import re
 import sys
+from typing import Any, NoReturn
 
 import structlog
 
@@ -27,7 +28,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 FORMATS = ("json", "console")
 
 
-def _strip_ansi(_logger, _name, event_dict):
+def _strip_ansi(_logger: object, _name: str, event_dict: dict) -> dict:
     """No terminal colour codes inside JSON (rq colours its messages on a terminal)."""
     for key, value in event_dict.items():
         if isinstance(value, str) and "\x1b" in value:
@@ -49,7 +50,7 @@ class _RQJobLines(logging.Filter):
         return not any(marker in message for marker in _RQ_OUTCOMES)
 
 
-def _redact(_logger, _name, event_dict):
+def _redact(_logger: object, _name: str, event_dict: dict) -> dict:
     if not _secrets:
         return event_dict
     for key, value in event_dict.items():
@@ -67,7 +68,7 @@ def _redact(_logger, _name, event_dict):
     return event_dict
 
 
-def _shared_processors():
+def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -77,7 +78,7 @@ def _shared_processors():
     ]
 
 
-def _renderer(fmt: str):
+def _renderer(fmt: str) -> Any:
     if fmt == "console":
         return structlog.dev.ConsoleRenderer(colors=sys.stderr is not None and sys.stderr.isatty())
     return structlog.processors.JSONRenderer()
@@ -134,12 +135,12 @@ def configure(level: str = "INFO", secrets: list[str] | None = None, fmt: str = 
     )
 
 
-def fatal(message: str) -> None:
+def fatal(message: str) -> NoReturn:
     """Print one line on stderr and exit non-zero (configuration errors at start)."""
     sys.stderr.write(f"market-data-store: {message}\n")
     sys.stderr.flush()
     raise SystemExit(2)
 
 
-def get(name: str = "store"):
+def get(name: str = "store") -> Any:
     return structlog.get_logger(name)

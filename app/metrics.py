@@ -6,21 +6,23 @@ Two kinds:
   are ordinary prometheus_client metrics, in multiprocess mode under gunicorn.
 - Domain metrics (jobs, drift, sinks, pulse) are recorded by whichever process
   does the work, usually the worker in another container. They are kept in Redis hashes
-  (`Shared*` below) and turned into samples by `StoreCollector` when Prometheus scrapes
-  the API's `/metrics`. Recording is fail-open: a Redis hiccup never fails a job.
+  (`Shared*` below) and turned into samples by `SharedCollector` when Prometheus scrapes
+  the API's `/metrics` (`app/api/metrics.py` adds the live queue and ledger gauges).
+  Recording is fail-open: a Redis hiccup never fails a job.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from app import logs
-from app.config import Settings
 
 PREFIX = "store:metrics:"
 
@@ -38,12 +40,10 @@ _redis: redis.Redis | None = None
 _shared: list[_Shared] = []
 
 
-def bind(settings: Settings) -> None:
-    """Point shared metrics at Redis (once per process)."""
+def bind(client: redis.Redis | None) -> None:
+    """Record shared metrics through this Redis client (the process's, see app/resources.py)."""
     global _redis
-    from app import queue
-
-    _redis = queue.client(settings)
+    _redis = client
 
 
 class _Shared:
@@ -54,12 +54,12 @@ class _Shared:
         self.key = PREFIX + name
         _shared.append(self)
 
-    def _field(self, labels: dict) -> str:
+    def _field(self, labels: dict[str, object]) -> str:
         if set(labels) != set(self.labels):
             raise ValueError(f"{self.name} takes labels {self.labels}, got {sorted(labels)}")
         return json.dumps([str(labels[name]) for name in self.labels])
 
-    def _write(self, fn) -> None:
+    def _write(self, fn: Callable[[Any], object]) -> None:
         if _redis is None:
             return
         try:
@@ -73,7 +73,7 @@ class _Shared:
 class SharedCounter(_Shared):
     kind = "counter"
 
-    def inc(self, amount: float = 1.0, **labels) -> None:
+    def inc(self, amount: float = 1.0, **labels: object) -> None:
         field = self._field(labels)
         self._write(lambda p: p.hincrbyfloat(self.key, field, amount))
 
@@ -81,7 +81,7 @@ class SharedCounter(_Shared):
 class SharedGauge(_Shared):
     kind = "gauge"
 
-    def set(self, value: float, **labels) -> None:
+    def set(self, value: float, **labels: object) -> None:
         field = self._field(labels)
         self._write(lambda p: p.hset(self.key, field, value))
 
@@ -93,10 +93,10 @@ class SharedHistogram(_Shared):
         super().__init__(name, doc, labels)
         self.buckets = tuple(sorted(buckets)) + (math.inf,)
 
-    def observe(self, value: float, **labels) -> None:
+    def observe(self, value: float, **labels: object) -> None:
         field = self._field(labels)
 
-        def write(p):
+        def write(p: Any) -> None:
             for bound in self.buckets:
                 if value <= bound:
                     p.hincrby(self.key, f"{field}|{bound}", 1)
@@ -139,18 +139,11 @@ PULSE_LATENCY = SharedHistogram(
 )
 
 
-class StoreCollector:
-    """Builds the shared and live samples at scrape time: a few Redis reads, one SQL query."""
+class SharedCollector:
+    """The shared metrics as samples at scrape time (a few Redis reads), plus `store_up`."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("store_up", "1 while the store's API answers", value=1)
-        yield from self._shared()
-        yield from self._live()
-
-    def _shared(self):
         if _redis is None:
             return
         try:
@@ -161,77 +154,75 @@ class StoreCollector:
         except redis.exceptions.RedisError:
             return
         for metric, values in zip(_shared, raw, strict=True):
-            values = {k.decode(): v.decode() for k, v in values.items()}
-            if metric.kind == "counter":
-                family = CounterMetricFamily(metric.name.removesuffix("_total"), metric.doc, labels=metric.labels)
-                if not metric.labels:
-                    family.add_metric([], float(values.get("[]", 0)))
-                for field, value in values.items():
-                    if metric.labels:
-                        family.add_metric(json.loads(field), float(value))
-            elif metric.kind == "gauge":
-                family = GaugeMetricFamily(metric.name, metric.doc, labels=metric.labels)
-                for field, value in values.items():
-                    family.add_metric(json.loads(field), float(value))
-            else:
-                family = HistogramMetricFamily(metric.name, metric.doc, labels=metric.labels)
-                series: dict[str, dict] = {}
-                for field, value in values.items():
-                    labels, _, part = field.rpartition("|")
-                    series.setdefault(labels, {})[part] = float(value)
-                for labels, parts in series.items():
-                    buckets = [(_le(b), parts.get(str(b), 0.0)) for b in metric.buckets]
-                    family.add_metric(json.loads(labels), buckets, parts.get("sum", 0.0))
-            yield family
+            yield _family(metric, {k.decode(): v.decode() for k, v in values.items()})
 
-    def _live(self):
-        from app import db, queue
 
+class LiveCollector:
+    """Samples read when Prometheus scrapes, from the callables the API passes in (see
+    app/api/metrics.py): the RQ queue's depth and workers; from the database, the ledger's
+    active jobs ([(kind, status, count)]), the seconds the oldest queued job has waited and
+    the migrations applied (yoyo's log: by any path, surviving restarts). A dependency
+    that does not answer leaves its samples out of the scrape."""
+
+    def __init__(
+        self,
+        queue_depth: Callable[[], int],
+        workers: Callable[[], int],
+        from_database: Callable[[], tuple[list[tuple[str, str, int]], float, int]],
+    ):
+        self.queue_depth, self.workers, self.from_database = queue_depth, workers, from_database
+
+    def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("store_queue_depth", "Jobs waiting in the RQ queue")
         workers = GaugeMetricFamily("store_workers", "RQ workers registered and alive")
         try:
-            from rq import Worker
-
-            depth.add_metric([], queue.depth(self.settings))
-            workers.add_metric([], Worker.count(connection=queue.client(self.settings)))
+            depth.add_metric([], self.queue_depth())
+            workers.add_metric([], self.workers())
             yield depth
             yield workers
         except redis.exceptions.RedisError:
             pass
         active = GaugeMetricFamily("store_jobs_active", "Jobs queued or running, by kind", labels=("kind", "status"))
-        # Read from the database (yoyo's log), not counted in memory: it includes migrations
-        # applied by the start-up command and by any process, and survives restarts.
         applied = CounterMetricFamily(
             "migrations_applied", "Migrations applied to this database by any path (yoyo's apply log)"
         )
         oldest = GaugeMetricFamily("store_oldest_queued_job_age_seconds", "Age of the oldest queued job")
         try:
-            with db.connection(self.settings, timeout=self.settings.health_timeout) as conn:
-                applied.add_metric([], _migrations_applied(conn))
-                rows = []
-                if conn.execute("SELECT to_regclass('store_jobs') IS NOT NULL").fetchone()[0]:
-                    rows = conn.execute(
-                        """SELECT job, status, count(*), EXTRACT(EPOCH FROM now() - min(requested_at))
-                           FROM store_jobs WHERE status IN ('queued', 'running') GROUP BY job, status"""
-                    ).fetchall()
+            rows, age, migrations = self.from_database()
+            applied.add_metric([], migrations)
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database is down
             return
-        age = 0.0
-        for job, status, count, seconds in rows:
+        for job, status, count in rows:
             active.add_metric([job, status], count)
-            if status == "queued":
-                age = max(age, float(seconds or 0))
         oldest.add_metric([], age)
         yield active
         yield oldest
         yield applied
 
 
-def _migrations_applied(conn) -> int:
-    """Apply operations in yoyo's log (0 before the first migration)."""
-    if not conn.execute("SELECT to_regclass('_yoyo_log') IS NOT NULL").fetchone()[0]:
-        return 0
-    return conn.execute("SELECT count(*) FROM _yoyo_log WHERE operation = 'apply'").fetchone()[0]
+def _family(metric: _Shared, values: dict[str, str]) -> Metric:
+    if isinstance(metric, SharedHistogram):
+        histogram = HistogramMetricFamily(metric.name, metric.doc, labels=metric.labels)
+        series: dict[str, dict] = {}
+        for field, value in values.items():
+            labels, _, part = field.rpartition("|")
+            series.setdefault(labels, {})[part] = float(value)
+        for labels, parts in series.items():
+            buckets = [(_le(b), parts.get(str(b), 0.0)) for b in metric.buckets]
+            histogram.add_metric(json.loads(labels), buckets, parts.get("sum", 0.0))
+        return histogram
+    if isinstance(metric, SharedGauge):
+        gauge = GaugeMetricFamily(metric.name, metric.doc, labels=metric.labels)
+        for field, value in values.items():
+            gauge.add_metric(json.loads(field), float(value))
+        return gauge
+    counter = CounterMetricFamily(metric.name.removesuffix("_total"), metric.doc, labels=metric.labels)
+    if not metric.labels:
+        counter.add_metric([], float(values.get("[]", 0)))
+    for field, value in values.items():
+        if metric.labels:
+            counter.add_metric(json.loads(field), float(value))
+    return counter
 
 
 def _le(bound: float) -> str:

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import getpass
 import os
-import time
 from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from yoyo import get_backend, read_migrations
 
-from app import logs
+from app import logs, retry
 from app.config import PROJECT_ROOT, Settings
+from app.db import scalar
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 MIGRATION_TABLE = "_yoyo_migration"
@@ -43,10 +44,18 @@ def disk_ids() -> tuple[str, ...]:
 
 def applied_ids(conn: psycopg.Connection) -> list[str]:
     """Ids yoyo recorded as applied ([] on a database yoyo never touched)."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (MIGRATION_TABLE,)).fetchone()[0]
+    exists = scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", (MIGRATION_TABLE,))
     if not exists:
         return []
     return [r[0] for r in conn.execute(f"SELECT migration_id FROM {MIGRATION_TABLE}").fetchall()]
+
+
+def applied_count(conn: psycopg.Connection) -> int:
+    """Apply operations in yoyo's log (0 before the first migration): every migration
+    applied to this database, by any process, over its whole life."""
+    if not scalar(conn, "SELECT to_regclass('_yoyo_log') IS NOT NULL"):
+        return 0
+    return int(scalar(conn, "SELECT count(*) FROM _yoyo_log WHERE operation = 'apply'"))
 
 
 def status(conn: psycopg.Connection) -> dict:
@@ -86,11 +95,12 @@ def apply(settings: Settings, dry_run: bool = False, session_name: str = "store-
     log = logs.get("migrate")
     _ensure_login_name()
     with psycopg.connect(settings.database_url, autocommit=True, application_name=session_name) as guard:
-        deadline = time.monotonic() + wait_s
-        while not guard.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK_KEY,)).fetchone()[0]:
-            if time.monotonic() > deadline:
+
+        def lock() -> None:
+            if not scalar(guard, "SELECT pg_try_advisory_lock(%s)", (MIGRATE_LOCK_KEY,)):
                 raise MigrationBusy(f"another migration held the lock for more than {wait_s:g} s")
-            time.sleep(0.5)
+
+        retry.call(lock, on=MigrationBusy, within=wait_s, first_pause=0.5, max_pause=0.5)
         backend = get_backend(yoyo_url(settings, session_name), migration_table=MIGRATION_TABLE)
         try:
             migrations = read_migrations(str(MIGRATIONS_DIR))
@@ -113,7 +123,7 @@ def apply(settings: Settings, dry_run: bool = False, session_name: str = "store-
             backend.connection.close()
 
 
-def _break_stale_lock(backend, log) -> None:
+def _break_stale_lock(backend: Any, log: Any) -> None:
     """We hold the advisory lock, so any yoyo lock row was left by a dead migrator."""
     try:
         row = backend.execute(f"SELECT pid, ctime FROM {backend.lock_table_quoted}").fetchone()

@@ -5,66 +5,70 @@ from __future__ import annotations
 import threading
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job
 
 from app.config import Settings
 
+# The function name RQ records for every job. The worker never imports it: its job class
+# hands the run id to the process's runner (see app/jobs/runner.py).
 RUNNER = "app.jobs.runner.execute"
-_clients: dict[tuple[str, bool], redis.Redis] = {}
-_lock = threading.Lock()
 
 
-def client(settings: Settings, blocking: bool = False) -> redis.Redis:
-    """A process-wide Redis client. `blocking` clients have no read timeout (for BLPOP)."""
-    key = (settings.redis_url, blocking)
-    if key not in _clients:
-        with _lock:
-            if key not in _clients:
-                _clients[key] = redis.Redis.from_url(
-                    settings.redis_url,
-                    socket_connect_timeout=1.0,
-                    socket_timeout=None if blocking else 1.0,
-                    health_check_interval=15,
-                    retry_on_timeout=False,
-                )
-    return _clients[key]
+class JobQueue:
+    """This process's Redis clients and the RQ queue of ledger jobs."""
 
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._clients: dict[bool, redis.Redis] = {}
+        self._lock = threading.Lock()
 
-def queue(settings: Settings) -> Queue:
-    return Queue(settings.queue_name, connection=client(settings))
+    def client(self, blocking: bool = False) -> redis.Redis:
+        """The process's Redis client. `blocking` clients have no read timeout (for BLPOP)."""
+        if blocking not in self._clients:
+            with self._lock:
+                if blocking not in self._clients:
+                    self._clients[blocking] = redis.Redis.from_url(
+                        self.settings.redis_url,
+                        socket_connect_timeout=1.0,
+                        socket_timeout=None if blocking else 1.0,
+                        health_check_interval=15,
+                        retry_on_timeout=False,
+                    )
+        return self._clients[blocking]
 
+    def rq(self, blocking: bool = False) -> Queue:
+        return Queue(self.settings.queue_name, connection=self.client(blocking))
 
-def enqueue(settings: Settings, run_id: str, timeout_s: float) -> None:
-    """Put a ledger job on the RQ queue; the RQ job id is the run id."""
-    queue(settings).enqueue(
-        RUNNER,
-        run_id,
-        job_id=run_id,
-        job_timeout=int(timeout_s) + 120,  # backstop; the runner enforces the real limit
-        result_ttl=3600,
-        failure_ttl=86400,
-        description=f"store job {run_id}",
-    )
+    def enqueue(self, run_id: str, timeout_s: float) -> None:
+        """Put a ledger job on the RQ queue; the RQ job id is the run id."""
+        self.rq().enqueue(
+            RUNNER,
+            run_id,
+            job_id=run_id,
+            job_timeout=int(timeout_s) + 120,  # backstop; the runner enforces the real limit
+            result_ttl=3600,
+            failure_ttl=86400,
+            description=f"store job {run_id}",
+        )
 
+    def exists(self, run_id: str) -> bool:
+        return Job.exists(run_id, connection=self.client())
 
-def exists(settings: Settings, run_id: str) -> bool:
-    return Job.exists(run_id, connection=client(settings))
+    def remove(self, run_id: str) -> None:
+        """Take a queued job off the queue (used when it is cancelled before it ran)."""
+        self.rq().remove(run_id)
+        self.client().delete(Job.key_for(run_id))
 
+    def depth(self) -> int:
+        return int(self.client().llen(self.rq().key))
 
-def remove(settings: Settings, run_id: str) -> None:
-    """Take a queued job off the queue (used when it is cancelled before it ran)."""
-    q = queue(settings)
-    q.remove(run_id)
-    client(settings).delete(Job.key_for(run_id))
+    def workers_alive(self) -> int:
+        """RQ workers registered on this store's queue (a stopped worker deregisters itself)."""
+        return len(Worker.all(queue=self.rq()))
 
-
-def depth(settings: Settings) -> int:
-    return int(client(settings).llen(queue(settings).key))
-
-
-def workers_alive(settings: Settings) -> int:
-    """RQ workers registered on this store's queue (a stopped worker deregisters itself)."""
-    from rq import Worker
-
-    return len(Worker.all(queue=queue(settings)))
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()

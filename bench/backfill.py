@@ -157,13 +157,12 @@ def child(url: str, source_dir: str, name: str, body: str) -> None:
     import structlog
 
     from app import config, logs
-    from app.jobs import backfill, runner
+    from app.jobs import backfill
     from app.jobs.base import JobContext
 
     settings = config.load_settings(dotenv=False)
     logs.configure("WARNING")
-    runner.use_settings(settings)
-    params = backfill.parse_bars({"source": name, **json.loads(body)})
+    params = backfill.parse_bars({"source": name, **json.loads(body)}, settings)
     rss_before = _rss_kb()
     ctx = JobContext(
         run_id=str(uuid.uuid4()),
@@ -240,6 +239,9 @@ def fan_out(url: str, work: Path, rows: int) -> None:
         "PULSE_ENABLED": "false",
     }
     settings = config.load_settings({k: v for k, v in env.items() if k.isupper()}, dotenv=False)
+    from app.resources import Resources
+
+    resources = Resources(settings)
     workers: list[subprocess.Popen] = []
 
     def start_worker() -> None:
@@ -255,11 +257,11 @@ def fan_out(url: str, work: Path, rows: int) -> None:
 
     def timed(body: dict) -> float:
         kind = backfill.BARS
-        params = backfill.parse_bars(body)
+        params = backfill.parse_bars(body, settings)
         with psycopg.connect(url, autocommit=True) as conn:
             if "files" in params:
                 sub = service.submit(
-                    settings,
+                    resources,
                     conn,
                     kind,
                     params["parent"],
@@ -274,7 +276,7 @@ def fan_out(url: str, work: Path, rows: int) -> None:
                     ),
                 )
             else:
-                sub = service.submit(settings, conn, kind, params)
+                sub = service.submit(resources, conn, kind, params)
 
             def ended():
                 row = conn.execute(
@@ -289,9 +291,6 @@ def fan_out(url: str, work: Path, rows: int) -> None:
         return float(seconds)
 
     try:
-        from app.jobs import runner
-
-        runner.use_settings(settings)
         _wait(
             lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0,
             30,

@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from app.errors import BadRequest
-from app.jobs import backfill, runner
+from app.jobs import backfill
 from tests.support.db import make_settings
 
 
@@ -30,13 +30,13 @@ def settings(source_dir):
     s = make_settings(
         "postgresql://127.0.0.1/none", "redis://127.0.0.1:1/0", BACKFILL_SOURCE_DIR=source_dir, BACKFILL_MAX_FILES=6
     )
-    runner.use_settings(s)
-    yield s
-    runner._settings = None
+    return s
 
 
 def test_a_glob_makes_one_child_per_file_in_order_with_the_same_parameters(settings):
-    got = backfill.parse_bars({"source": "polygon/2024-03-0[1-6].csv.gz", "preset": "polygon_aggs", "interval": "1m"})
+    got = backfill.parse_bars(
+        {"source": "polygon/2024-03-0[1-6].csv.gz", "preset": "polygon_aggs", "interval": "1m"}, settings
+    )
     assert [c["source"] for c in got["files"]] == [f"polygon/2024-03-0{d}.csv.gz" for d in range(1, 7)]
     assert {c["format"] for c in got["files"]} == {"csv"}
     assert all(c["layout"] == got["parent"]["layout"] and c["provider"] == "polygon" for c in got["files"])
@@ -68,5 +68,5 @@ def test_a_glob_makes_one_child_per_file_in_order_with_the_same_parameters(setti
 )
 def test_fan_out_bounds_and_bad_globs_are_400s_naming_what_is_wrong(settings, body, message):
     with pytest.raises(BadRequest) as err:
-        backfill.parse_bars(body)
+        backfill.parse_bars(body, settings)
     assert message in str(err.value)

@@ -32,13 +32,16 @@ def source_dir(tmp_path):
 @pytest.fixture
 def settings(migrated_database_url, redis_url, source_dir):
     s = make_settings(migrated_database_url, redis_url, BACKFILL_SOURCE_DIR=source_dir)
-    runner.use_settings(s)  # parse_bars outside a request reads the process's settings
+    SETTINGS[:] = [s]  # what parse() validates against, as the API does
     yield s
-    runner._settings = None
+    SETTINGS.clear()
+
+
+SETTINGS: list = []
 
 
 def parse(body: dict) -> dict:
-    return backfill.parse_bars(body)
+    return backfill.parse_bars(body, SETTINGS[0])
 
 
 def run(settings, params: dict) -> dict:
@@ -445,7 +448,7 @@ def test_progress_moves_before_the_first_batch_commits(settings):
     release = threading.Event()
 
     class Stalling(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", str(len(body) + len(tail)))
             self.end_headers()

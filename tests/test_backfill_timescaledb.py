@@ -60,7 +60,8 @@ def test_load_reload_into_compressed_chunks_and_recompute_the_continuous_aggrega
     assert stored(timescale_migrated_url, ["ts1", "ts2"]) == expected(changed)
 
     agg = backfill.run_aggregates(
-        ctx(settings), backfill.parse_aggregates({"start": "2024-02-05T00:00:00Z", "end": "2024-02-07T00:00:00Z"})
+        ctx(settings),
+        backfill.parse_aggregates({"start": "2024-02-05T00:00:00Z", "end": "2024-02-07T00:00:00Z"}, settings),
     )
     assert agg["aggregates"]["bars_ohlcv_1d"]["rows_written"] == 4  # two symbols, two days
     with psycopg.connect(timescale_migrated_url) as conn:

@@ -415,7 +415,9 @@ def _name_fields(doc: dict):
     """(method, path, op, where, name) for every string query parameter and body field."""
     for method, path, op in _operations(doc, admin=True):
         for p in _params(doc, op, "query"):
-            if _resolve(doc, p["schema"]).get("type") == "string" or "enum" in _resolve(doc, p["schema"]):
+            schema = _resolve(doc, p["schema"])
+            alternatives = [_resolve(doc, a) for a in schema.get("anyOf", [schema])]
+            if any(a.get("type") == "string" or "enum" in a for a in alternatives):
                 yield method, path, op, "query", p["name"]
         schema = _json_schema(doc, op)
         if schema is not None:

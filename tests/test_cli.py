@@ -153,7 +153,7 @@ def test_backfill_wait_success_and_failure_exit_codes(svc):
     out = ok(proc)
     assert "✔ success backfill.bars_ohlcv" in out
     assert "rows_read: 2,500" in out and "rows_written: 2,500" in out
-    assert re.search(r"backfill\.bars_ohlcv success\s+rows 2,500", proc.stderr), proc.stderr
+    assert re.search(r"backfill\.bars_ohlcv success\s+100%\s+rows 2,500 of ~2,500", proc.stderr), proc.stderr
 
     bad = _source(svc, "bad-row.ndjson", bars(5, symbols=("clx",)) + [{**bars(1)[0], "high": 1.0}])
     proc = mds(svc, "backfill", "bars_ohlcv", bad, "--wait")
@@ -260,10 +260,13 @@ def test_jobs_watch_follows_a_running_job_and_cancel_stops_it(svc):
         )
         out = ok(mds(svc, "jobs", "cancel", run_id))
         assert out.strip() == f"cancel requested: job {run_id} is stopping (running)"
+        source.release_when_stopped(svc.env["DATABASE_URL"], run_id)
         stdout, stderr = watcher.communicate(timeout=120)
     assert watcher.returncode == 1, (stdout, stderr)
     assert stdout.startswith("■ cancelled backfill.bars_ohlcv")
-    assert re.search(r"backfill\.bars_ohlcv running\s+rows [\d,]+\s+[\d.]+/[\d.]+ MB \d+%", stderr), stderr
+    assert re.search(r"backfill\.bars_ohlcv running\s+\d+%\s+rows [\d,]+ of ~[\d,]+\s+[\d.]+/[\d.]+ MB read", stderr), (
+        stderr
+    )
 
 
 def _start_watched_backfill(svc, source, *extra) -> tuple[subprocess.Popen, str]:
@@ -306,6 +309,8 @@ def test_ctrl_c_with_cancel_on_interrupt_cancels_the_job_and_exits_130(svc):
         assert proc.returncode == 130, (stdout, stderr)
         assert f"cancel requested: job {run_id} is running" in stderr
         assert "Traceback" not in stderr
+        assert svc.get(f"/jobs/{run_id}").json()["cancel_requested"] is True
+        source.release_when_stopped(svc.env["DATABASE_URL"], run_id)
         assert svc.wait_job(run_id)["status"] == "cancelled"
 
 
@@ -410,25 +415,32 @@ def test_url_and_token_come_from_a_dotenv_file(svc, tmp_path):
 
 
 @pytest.mark.slow
-def test_routes_the_store_lacks_are_named(svc):
-    """Schedules, retry and the newer job filters: used where the API has them, named where not."""
-    paths = svc.get("/openapi.json").json()["paths"]
-    done = svc.run_job("/migrate", {"dry_run": True})
-    if "/schedules" in paths:
-        assert "name" in ok(mds(svc, "schedules"))
-    else:
-        assert one_error_line(mds(svc, "schedules")) == "error: this store does not offer schedules (GET /schedules)"
-        line = one_error_line(mds(svc, "schedules", "run", "retention"))
-        assert line == "error: this store does not offer running schedules (POST /schedules/<name>/run)"
-    if "/jobs/{run_id}/retry" not in paths:
-        line = one_error_line(mds(svc, "jobs", "retry", done["run_id"]))
-        assert line == "error: this store does not offer retrying jobs (POST /jobs/<run_id>/retry)"
-    listed = svc.get("/jobs?limit=1").json()
-    if "total" not in listed:
-        line = one_error_line(mds(svc, "jobs", "--since", "2024-01-01T00:00:00Z"))
-        assert line == "error: this store does not offer filtering jobs by since"
-    else:
-        ok(mds(svc, "jobs", "--since", "2024-01-01T00:00:00Z"))
+def test_schedules_retry_and_job_filters(svc):
+    out = ok(mds(svc, "schedules"))
+    for name in ("retention", "refresh_aggregate", "drift_check"):
+        assert re.search(rf"^{name}\s+│", out, re.M), out
+    out = ok(mds(svc, "schedules", "set", "retention", "--every", "6 hours", "--pause"))
+    assert out.strip() == "retention: every 6 hours (paused)"
+    assert mds(svc, "schedules", "set", "retention").returncode == 2  # nothing to change: usage
+    line = one_error_line(mds(svc, "schedules", "set", "nope", "--resume"))
+    assert "nope" in line and line.endswith("(HTTP 404)")
+    out = ok(mds(svc, "schedules", "run", "retention", "--wait"))
+    assert "✔ success retention" in out
+
+    failed = _failed_backfill(svc)
+    proc = mds(svc, "jobs", "retry", failed["run_id"], "--wait")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)  # the same bad file fails again
+    new_id = re.search(r"^backfill\.bars_ohlcv run ([0-9a-f-]{36})$", proc.stdout, re.M).group(1)
+    assert new_id != failed["run_id"] and "✘ failed backfill.bars_ohlcv" in proc.stdout
+    assert svc.get(f"/jobs/{new_id}").json()["retry_of"] == failed["run_id"]
+
+    out = ok(mds(svc, "jobs", "--status", "failed,cancelled", "--job", "backfill.", "--since", "2000-01-01T00:00:00Z"))
+    assert failed["run_id"] in out and new_id in out and re.search(r"^\d+ of \d+ jobs$", out, re.M), out
+    line = one_error_line(mds(svc, "jobs", "--since", "last tuesday"))
+    assert "since" in line and line.endswith("(HTTP 400)")
+    # an unknown run id: the API's 404 text, one line
+    line = one_error_line(mds(svc, "jobs", "retry", "not-a-run-id"))
+    assert line.endswith("(HTTP 404)")
 
 
 def test_usage_errors_exit_2_and_help_lists_every_command(tmp_path):

@@ -49,7 +49,7 @@ def run_job(settings, run_id: str | None = None) -> dict:
         log=logs.get("test"),
         deadline=time.monotonic() + 60,
     )
-    return drift.KIND.run(ctx, drift.KIND.parse({}))
+    return drift.KIND.run(ctx, drift.KIND.parse({}, settings))
 
 
 # -- hashing and pins ------------------------------------------------------------------------
@@ -302,6 +302,7 @@ def test_drift_checks_disabled_with_registry_url_off(migrated_database_url, redi
     registry health component reports the check as disabled without degrading /health."""
     from app import health
     from app.jobs.base import JobError
+    from app.resources import Resources
 
     settings = make_settings(migrated_database_url, redis_url, REGISTRY_URL="off")
     assert settings.drift_enabled is False and make_settings(migrated_database_url, redis_url).drift_enabled
@@ -310,7 +311,9 @@ def test_drift_checks_disabled_with_registry_url_off(migrated_database_url, redi
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         assert state.latest(conn, "v1") == (None, [])
     health._cache.clear()
-    doc = health.document(settings)
+    resources = Resources(settings)
+    doc = health.document(resources)
+    resources.close()
     registry = next(c for c in doc["components"] if c["name"] == "registry")
     assert registry["state"] == "healthy" and registry["details"]["check"] == "disabled"
     assert "REGISTRY_URL=off" in registry["details"]["reason"]

@@ -27,11 +27,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def client(migrated_database_url, redis_url, monkeypatch):
     monkeypatch.setenv("STORE_DISABLE_SWEEPER", "1")
-    from app import create_app, db
+    from app import create_app, resources_of
 
     app = create_app(make_settings(migrated_database_url, redis_url))
     yield app.test_client()
-    db.close_pool()
+    resources_of(app).close()
 
 
 def insert(conn, job="migrate", status="success", at=T0, trigger="api", params=None, started=None, finished=None):
@@ -166,10 +166,10 @@ def test_duration_queue_position_and_what_a_queued_job_waits_for(client, conn, r
     # a worker registers (as `python -m worker` does through RQ): now the run ids ahead
     from rq import Worker
 
-    from app import queue as store_queue
+    from app.queue import JobQueue
 
     settings = make_settings("postgresql://x@127.0.0.1/x", redis_url)
-    worker = Worker([store_queue.queue(settings)], connection=redis.Redis.from_url(redis_url), name="busy-worker")
+    worker = Worker([JobQueue(settings).rq()], connection=redis.Redis.from_url(redis_url), name="busy-worker")
     worker.register_birth()
     try:
         assert doc(first)["waiting_for"] == [running]

@@ -13,7 +13,6 @@ import psycopg
 import pytest
 import redis
 
-import app.jobs  # noqa: F401 - the job kinds first: app.backfill imports app.jobs.base
 from app import metrics, migrator
 from app.backfill import bars
 from tests.support.common import ROOT, TOKEN
@@ -24,7 +23,7 @@ DB = "postgresql://nobody@127.0.0.1:1/none"
 
 @pytest.fixture
 def bound_metrics(redis_url):
-    metrics.bind(make_settings(DB, redis_url))
+    metrics.bind(redis.Redis.from_url(redis_url))
     yield redis.Redis.from_url(redis_url)
     metrics._redis = None
 
@@ -40,7 +39,7 @@ def sink_writes(r: redis.Redis, outcome: str) -> float:
 def test_a_batch_whose_session_was_ended_by_a_stop_counts_as_cancelled(bound_metrics, stop_reason, outcome):
     """The writers see a terminated session as a database error; only the job knows whether
     it was stopped (cancel, timeout, Ctrl-C) or the database refused the batch."""
-    job = SimpleNamespace(ctx=SimpleNamespace(stop_reason=stop_reason))
+    job = SimpleNamespace(task=SimpleNamespace(stopping=lambda: stop_reason is not None))
     slot = SimpleNamespace(
         error=psycopg.errors.AdminShutdown("terminating connection"), batch=SimpleNamespace(rows=700)
     )
@@ -66,16 +65,18 @@ def test_migrations_applied_by_the_start_up_command_are_counted_and_survive_rest
 ):
     monkeypatch.setenv("STORE_DISABLE_SWEEPER", "1")
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    from app import create_app, db
+    from app import create_app, resources_of
 
     settings = make_settings(database_url, redis_url)
-    assert scrape(create_app(settings).test_client())["migrations_applied_total"] == 0.0
-    db.close_pool()
+    app = create_app(settings)
+    assert scrape(app.test_client())["migrations_applied_total"] == 0.0
+    resources_of(app).close()
 
     # the start-up path of `make run` and of a container entry point: not a job, not the API
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "ADMIN_TOKEN": TOKEN}
     subprocess.run([sys.executable, "-m", "app.manage", "migrate"], cwd=ROOT, env=env, check=True, timeout=120)
     total = float(len(migrator.disk_ids()))
     for _ in range(2):  # a fresh API process (a restart) reads the same number from the database
-        assert scrape(create_app(settings).test_client())["migrations_applied_total"] == total
-        db.close_pool()
+        app = create_app(settings)
+        assert scrape(app.test_client())["migrations_applied_total"] == total
+        resources_of(app).close()

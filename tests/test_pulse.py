@@ -23,7 +23,7 @@ DB = "postgresql://nobody@127.0.0.1:1/none"  # never used: publishing needs no d
 @pytest.fixture
 def bound_metrics(redis_url):
     """Shared metrics recorded in the test Redis (as the worker does)."""
-    metrics.bind(make_settings(DB, redis_url))
+    metrics.bind(redis.Redis.from_url(redis_url))
     yield redis.Redis.from_url(redis_url)
     metrics._redis = None
 

@@ -15,63 +15,74 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-import time
 import uuid
+from types import FrameType
+from typing import Any
 
 import psycopg
 import redis
 from rq import SimpleWorker
 
-from app import config, db, logs, metrics, queue
-from app.jobs import ledger, runner
+from app import config, db, logs, retry
+from app.errors import first_line
+from app.jobs import KINDS, ledger
+from app.jobs.runner import Runner, job_class
+from app.resources import Resources
 from worker.scheduler import Scheduler
 
 
-def _wait_for_database(settings: config.Settings, log) -> None:
-    """The database may start after us (compose): wait, then make sure the ledger exists."""
-    delay = 0.5
-    while True:
-        try:
-            with db.connect(settings, application_name="store-worker", autocommit=True) as conn:
-                ledger.bootstrap(conn, settings.database_url)
-            return
-        except psycopg.OperationalError as exc:
-            log.warning("database not reachable yet; retrying", error=str(exc).splitlines()[0], retry_in_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10)
+def _wait_for_database(settings: config.Settings, log: Any) -> None:
+    """The database may start after us (compose): wait, then make sure the ledger exists
+    (the process's one ledger bootstrap)."""
+
+    def bootstrap() -> None:
+        with db.connect(settings, application_name="store-worker", autocommit=True) as conn:
+            ledger.bootstrap(conn)
+
+    def before_pause(_attempt: int, exc: BaseException, pause: float) -> None:
+        log.warning("database not reachable yet; retrying", error=first_line(exc), retry_in_s=round(pause, 2))
+
+    retry.call(bootstrap, on=psycopg.OperationalError, first_pause=0.5, max_pause=10, before_pause=before_pause)
 
 
-def _wait_for_redis(settings: config.Settings, log) -> None:
-    delay = 0.5
-    while True:
-        try:
-            queue.client(settings, blocking=True).ping()
-            return
-        except redis.exceptions.RedisError as exc:
-            log.warning("redis not reachable yet; retrying", error=str(exc), retry_in_s=delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10)
+def _wait_for_redis(resources: Resources, log: Any) -> None:
+    def before_pause(_attempt: int, exc: BaseException, pause: float) -> None:
+        log.warning("redis not reachable yet; retrying", error=str(exc), retry_in_s=round(pause, 2))
+
+    retry.call(
+        resources.queue.client(blocking=True).ping,
+        on=redis.exceptions.RedisError,
+        first_pause=0.5,
+        max_pause=10,
+        before_pause=before_pause,
+    )
 
 
-def _exit_while_starting(signum, _frame) -> None:
+def _exit_while_starting(signum: int, _frame: FrameType | None) -> None:
     """SIGTERM/SIGINT before the work loop started: nothing is running, exit cleanly."""
     raise SystemExit(0)
 
 
 class StoreWorker(SimpleWorker):
-    """RQ's SimpleWorker with the store's signal semantics (see the module docstring)."""
+    """RQ's SimpleWorker with the store's signal semantics (see the module docstring); its
+    jobs run on `runner` (through the job class `job_class(runner)`)."""
+
+    def __init__(self, runner: Runner, *args: Any, **kwargs: Any):
+        kwargs["job_class"] = job_class(runner)
+        super().__init__(*args, **kwargs)
+        self.runner = runner
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self._interrupt)
 
-    def _interrupt(self, signum, frame) -> None:
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
         log = logs.get("worker")
         if getattr(self, "_interrupted", False):
             log.info("already stopping (the running job is being cancelled)")
             return
         self._interrupted = True
-        cancelled = runner.interrupt(
+        cancelled = self.runner.interrupt(
             "cancelled: the worker was interrupted (Ctrl-C); trigger the job again to rerun it"
         )
         log.info("interrupted: stopping now", job_cancelled=cancelled)
@@ -91,17 +102,18 @@ def main() -> int:
         logs.fatal(str(exc))
     logs.configure(settings.log_level, settings.secrets(), settings.log_format)
     log = logs.get("worker")
-    runner.use_settings(settings)
-    metrics.bind(settings)
+    resources = Resources(settings)
     _wait_for_database(settings, log)
-    _wait_for_redis(settings, log)
+    _wait_for_redis(resources, log)
 
-    scheduler = Scheduler(settings)
-    scheduler.start()
+    runner = Runner(resources, KINDS)
+    resources.background.append(Scheduler(resources, KINDS))
+    resources.start()
     name = f"store-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     worker = StoreWorker(
-        [queue.queue(settings)],
-        connection=queue.client(settings, blocking=True),
+        runner,
+        [resources.queue.rq(blocking=True)],
+        connection=resources.queue.client(blocking=True),
         name=name,
         log_job_description=False,
     )
@@ -109,7 +121,8 @@ def main() -> int:
     try:
         worker.work(logging_level=settings.log_level, with_scheduler=False)
     finally:
-        scheduler.stop()
+        resources.close()
+        runner.close()
         log.info("worker stopped", name=name)
     return 0
 

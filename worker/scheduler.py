@@ -14,18 +14,22 @@ import threading
 
 import psycopg
 
-from app import db, logs
-from app.config import Settings
+from app import db, logs, migrator
+from app.errors import first_line
 from app.jobs import reaper, schedules, service
+from app.jobs.base import JobKind
+from app.resources import Resources
 
 LEADER_LOCK_KEY = 0x4D44_5353_5343  # 'MDSSSC'
 TICK_S = 5.0
 
 
 class Scheduler(threading.Thread):
-    def __init__(self, settings: Settings):
+    def __init__(self, resources: Resources, kinds: dict[str, JobKind]):
         super().__init__(name="scheduler", daemon=True)
-        self.settings = settings
+        self.resources = resources
+        self.settings = resources.settings
+        self.kinds = kinds
         self.stopped = threading.Event()
         self.conn: psycopg.Connection | None = None
         self.leader = False
@@ -39,9 +43,9 @@ class Scheduler(threading.Thread):
             try:
                 self.tick()
             except psycopg.Error as exc:
-                self.log.warning("scheduler tick failed", error=str(exc).splitlines()[0] if str(exc) else "")
+                self.log.warning("scheduler tick failed", error=first_line(exc))
                 self._reset()
-            except Exception:  # noqa: BLE001 - the scheduler must outlive any single failure
+            except Exception:  # the scheduler must outlive any single failure
                 self.log.exception("scheduler tick crashed")
                 self._reset()
         self._reset()
@@ -55,32 +59,29 @@ class Scheduler(threading.Thread):
         if self.conn is None or self.conn.closed:
             self.conn = db.connect(self.settings, application_name="store-scheduler", autocommit=True)
             self.leader = False
-        reaper.sweep(self.settings, self.conn)
+        conn = self.conn
+        reaper.sweep(self.resources, conn)
         if not self.leader:
-            self.leader = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()[0]
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+            self.leader = bool(row and row[0])
             if self.leader:
                 self.log.info("this worker runs the schedules")
         if self.leader:
-            self.enqueue_due()
+            self.enqueue_due(conn)
 
-    def enqueue_due(self) -> None:
+    def enqueue_due(self, conn: psycopg.Connection) -> None:
         """Submit every schedule that is due. The table is read on every tick, so a change
         made through PUT /schedules/<name> applies at the next tick, in whichever worker leads."""
-        from app import migrator
-        from app.jobs import KINDS
-
-        conn = self.conn
-        assert conn is not None  # tick() connected
         if migrator.status(conn)["pending"]:
             return  # scheduled jobs need the store's schema: wait for POST /migrate
 
         schedules.ensure(conn, self.settings)
         for due in schedules.claim_due(conn):
-            kind = KINDS.get(due["job"])
+            kind = self.kinds.get(due["job"])
             if kind is None:
                 self.log.warning("schedule names an unknown job kind; skipped", schedule=due["name"], job=due["job"])
                 continue
-            submitted = service.submit(self.settings, conn, kind, due["params"], trigger="schedule")
+            submitted = service.submit(self.resources, conn, kind, due["params"], trigger="schedule")
             schedules.record_run(conn, due["name"], submitted.run_id, reset_clock=False)
             self.log.info(
                 "scheduled job submitted", schedule=due["name"], run_id=submitted.run_id, new=submitted.created

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from flask import Blueprint
 
-def blueprints():
+
+def blueprints() -> list[Blueprint]:
     """Every blueprint the API serves, in registration order."""
     from app.api import aggregates, backfill, drift, jobs, openapi, probes, retention, schedules, schema, ui
 

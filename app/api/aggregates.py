@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
-from app import db
-from app.api.common import settings, trigger
+from app.api.common import connection, trigger
 from app.auth import admin_required
 from app.intervals import format_interval
 from app.jobs import aggregates as aggregates_job
@@ -16,7 +16,7 @@ from app.timeseries import rollups
 bp = Blueprint("aggregates", __name__)
 
 
-def _json(value):
+def _json(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -26,13 +26,13 @@ def _json(value):
 
 @bp.get("/aggregates")
 @admin_required
-def list_aggregates():
-    with db.connection(settings()) as conn:
+def list_aggregates() -> ResponseReturnValue:
+    with connection() as conn:
         docs = rollups.describe(conn)
     return jsonify({"aggregates": [{k: _json(v) for k, v in d.items()} for d in docs]})
 
 
 @bp.post("/refresh/aggregate")
 @admin_required
-def refresh_aggregate():
+def refresh_aggregate() -> ResponseReturnValue:
     return trigger(aggregates_job.KIND)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 
 from flask import Blueprint, g, jsonify, request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
@@ -32,19 +33,19 @@ def _register_converter(state) -> None:
 
 @bp.get("/backfill")
 @admin_required
-def list_backfill_jobs():
+def list_backfill_jobs() -> ResponseReturnValue:
     return jsonify({"jobs": backfill.catalogue(), "source_dir": fileset.resolved_root(settings().backfill_source_dir)})
 
 
 @bp.post("/backfill/<jobname:job>")
 @admin_required
-def trigger_backfill(job: str):
+def trigger_backfill(job: str) -> ResponseReturnValue:
     entry = backfill.CATALOGUE.get(job)
     if entry is None:
         known = sorted(backfill.CATALOGUE)
         raise NotFound(f"no backfill job {job[:80]!r}; known: {', '.join(known)}", known=known)
     kind = entry[0]
-    params = kind.parse(json_body())
+    params = kind.parse(json_body(), settings())
     if "files" not in params:
         return trigger(kind, params=params)
     timeout_s = service.timeout_for(settings(), kind)
@@ -70,7 +71,7 @@ def _source_error(exc: SourceError) -> BadRequest:
 
 @bp.put("/backfill/sources/<path:name>")
 @admin_required
-def upload_source(name: str):
+def upload_source(name: str) -> ResponseReturnValue:
     limit = settings().backfill_upload_max_bytes
     too_large = ApiError(f"upload larger than BACKFILL_UPLOAD_MAX_BYTES ({limit} bytes)", 413)
     if request.content_length is not None and request.content_length > limit:
@@ -92,7 +93,7 @@ def upload_source(name: str):
 
 @bp.get("/backfill/sources")
 @admin_required
-def list_sources():
+def list_sources() -> ResponseReturnValue:
     prefix = request.args.get("prefix", "")
     try:
         found = uploads.listing(settings().backfill_source_dir, prefix)
@@ -103,7 +104,7 @@ def list_sources():
 
 @bp.delete("/backfill/sources/<path:name>")
 @admin_required
-def delete_source(name: str):
+def delete_source(name: str) -> ResponseReturnValue:
     try:
         removed = uploads.delete(settings().backfill_source_dir, name)
     except SourceError as exc:

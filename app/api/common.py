@@ -4,19 +4,37 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import psycopg
 from flask import current_app, g, jsonify, request
+from flask.typing import ResponseReturnValue
 
-from app import db
+from app import resources_of
+from app.config import Settings
 from app.errors import ApiError, BadRequest
 from app.jobs import service
 from app.jobs.base import JobKind
+from app.resources import Resources
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
-def settings():
-    return current_app.config["SETTINGS"]
+def resources() -> Resources:
+    """The process-wide resources of the app handling this request."""
+    return resources_of(current_app)
+
+
+def settings() -> Settings:
+    return resources().settings
+
+
+@contextmanager
+def connection() -> Iterator[psycopg.Connection]:
+    """A pooled autocommit connection (DatabaseUnavailable -> 503 when none can be had)."""
+    with resources().pool.connection() as conn:
+        yield conn
 
 
 def _read_body() -> bytes:
@@ -52,17 +70,17 @@ def json_body() -> dict:
     return body
 
 
-def trigger(kind: JobKind, body: dict | None = None, params: dict | None = None, create=None):
+def trigger(kind: JobKind, body: dict | None = None, params: dict | None = None, create=None) -> ResponseReturnValue:
     """Validate, record and enqueue a job; answer 202 with its run id. `params` already
     parsed and `create` (see service.submit) serve runs that are more than one row."""
     if params is None:
-        params = kind.parse(json_body() if body is None else body)
+        params = kind.parse(json_body() if body is None else body, settings())
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _KEY.match(key):
         raise BadRequest("Idempotency-Key must be 1-200 printable ASCII characters")
-    with db.connection(settings()) as conn:
+    with connection() as conn:
         sub = service.submit(
-            settings(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key, create=create
+            resources(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key, create=create
         )
     body = {"status": "accepted", "run_id": sub.run_id, "job": kind.name, "new": sub.created}
     return jsonify(body), 202, {"Location": f"/jobs/{sub.run_id}"}

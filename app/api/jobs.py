@@ -8,13 +8,14 @@ import binascii
 import uuid
 from datetime import UTC, datetime
 
+import psycopg
 from flask import Blueprint, g, jsonify, request
+from flask.typing import ResponseReturnValue
 
-from app import db, queue
-from app.api.common import settings
+from app.api.common import connection, resources
 from app.auth import admin_required
 from app.errors import BadRequest, Conflict, NotFound
-from app.jobs import fanout, ledger, service
+from app.jobs import KINDS, fanout, ledger, service
 
 bp = Blueprint("jobs", __name__)
 MAX_LIMIT = 200
@@ -29,7 +30,7 @@ def _run_id(value: str) -> str:
         raise NotFound(f"no job with run_id {value[:80]!r} (run ids are UUIDs)") from None
 
 
-def _get(conn, run_id: str) -> dict:
+def _get(conn: psycopg.Connection, run_id: str) -> dict:
     row = ledger.get(conn, run_id)
     if row is None:
         raise NotFound(f"no job with run_id {run_id}")
@@ -38,17 +39,14 @@ def _get(conn, run_id: str) -> dict:
 
 @bp.get("/jobs/<run_id>")
 @admin_required
-def get_job(run_id: str):
+def get_job(run_id: str) -> ResponseReturnValue:
     run_id = _run_id(run_id)
-    with db.connection(settings()) as conn:
-        ledger.bootstrap(conn, settings().database_url)
-        return jsonify(fanout.decorate(conn, service.documents(settings(), conn, [_get(conn, run_id)])[0]))
+    with connection() as conn:
+        return jsonify(fanout.decorate(conn, service.documents(resources().queue, conn, [_get(conn, run_id)])[0]))
 
 
 def _kinds(value: str) -> tuple[str, ...]:
     """`job`: an exact kind, or a prefix of kinds (`backfill.`)."""
-    from app.jobs import KINDS
-
     if value in KINDS:
         return (value,)
     matching = tuple(sorted(k for k in KINDS if k.startswith(value)))
@@ -141,51 +139,49 @@ def _filter() -> tuple[ledger.JobFilter, int]:
     )
     if where.since and where.until and where.since >= where.until:
         raise BadRequest("since must be before until")
-    return where, _limit(args.get("limit", "50"))
+    return where, _limit(request.args.get("limit", "50"))  # an empty limit is a 400, not the default
 
 
 @bp.get("/jobs")
 @admin_required
-def list_jobs():
+def list_jobs() -> ResponseReturnValue:
     where, limit = _filter()
-    with db.connection(settings()) as conn:
-        ledger.bootstrap(conn, settings().database_url)
+    with connection() as conn:
         rows, total = ledger.list_jobs(conn, where, limit + 1)
         page = rows[:limit]
-        docs = service.documents(settings(), conn, page)
+        docs = service.documents(resources().queue, conn, page)
     next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
     return jsonify({"jobs": docs, "next_cursor": next_cursor, "total": total})
 
 
 @bp.post("/jobs/<run_id>/cancel")
 @admin_required
-def cancel_job(run_id: str):
+def cancel_job(run_id: str) -> ResponseReturnValue:
     run_id = _run_id(run_id)
-    with db.connection(settings()) as conn:
-        ledger.bootstrap(conn, settings().database_url)
+    with connection() as conn:
         before = ledger.request_cancel(conn, run_id)
         if before is None:
             raise NotFound(f"no job with run_id {run_id}")
         if before not in ledger.ACTIVE:
             raise Conflict(f"job already finished with status {before!r}", status_now=before)
-        if before == "queued":
+        if before == ledger.JobStatus.QUEUED:
             try:
-                queue.remove(settings(), run_id)
+                resources().queue.remove(run_id)
             except Exception:  # noqa: BLE001 - the runner skips non-queued jobs anyway
                 pass
         doc = ledger.document(_get(conn, run_id))
         if fanout.is_parent(doc["params"]):  # cancelling a parent cancels its children
-            fanout.cancel_children(settings(), conn, run_id)
+            fanout.cancel_children(resources().queue, conn, run_id)
             doc = fanout.decorate(conn, ledger.document(_get(conn, run_id)))
-    return jsonify(doc), 202 if before == "running" else 200
+    return jsonify(doc), 202 if before == ledger.JobStatus.RUNNING else 200
 
 
 @bp.post("/jobs/<run_id>/retry")
 @admin_required
-def retry_job(run_id: str):
+def retry_job(run_id: str) -> ResponseReturnValue:
     run_id = _run_id(run_id)
-    with db.connection(settings()) as conn:
-        sub = service.retry(settings(), conn, run_id, request_id=g.get("request_id"))
+    with connection() as conn:
+        sub = service.retry(resources(), conn, run_id, request_id=g.get("request_id"))
         job = _get(conn, sub.run_id)["job"]
     body = {"status": "accepted", "run_id": sub.run_id, "job": job, "new": sub.created, "retry_of": run_id}
     return jsonify(body), 202, {"Location": f"/jobs/{sub.run_id}"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
 from app.config import VERSION
 
@@ -26,5 +27,5 @@ def document() -> dict:
 
 
 @bp.get("/openapi.json")
-def openapi():
+def openapi() -> ResponseReturnValue:
     return jsonify(document())

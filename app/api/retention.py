@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
-from app import db, validation
-from app.api.common import json_body, settings, trigger
+from app import validation
+from app.api.common import connection, json_body, trigger
 from app.auth import admin_required
 from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
@@ -19,14 +20,14 @@ bp = Blueprint("retention", __name__)
 
 @bp.get("/retention/policies")
 @admin_required
-def list_policies():
-    with db.connection(settings()) as conn:
+def list_policies() -> ResponseReturnValue:
+    with connection() as conn:
         return jsonify({"policies": retention.policies(conn)})
 
 
 @bp.put("/retention/policies/<table>")
 @admin_required
-def put_policy(table: str):
+def put_policy(table: str) -> ResponseReturnValue:
     validation.one_of(table, catalog.TABLES, "table", "a time-series table")
     body = json_body()
     validation.only(body, ["retain", "enabled"])
@@ -39,11 +40,11 @@ def put_policy(table: str):
     if retain < catalog.MIN_RETAIN:
         raise BadRequest(f"retain must be at least {format_interval(catalog.MIN_RETAIN)}, got {body['retain']!r}")
     enabled = validation.flag(body, "enabled", default=None)
-    with db.connection(settings()) as conn:
+    with connection() as conn:
         return jsonify(retention.set_policy(conn, table, timedelta(seconds=int(retain.total_seconds())), enabled))
 
 
 @bp.post("/retention/apply")
 @admin_required
-def apply_retention():
+def apply_retention() -> ResponseReturnValue:
     return trigger(retention_job.KIND)

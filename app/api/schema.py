@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
-from app import db, migrator
-from app.api.common import settings, trigger
+from app import migrator
+from app.api.common import connection, trigger
 from app.auth import admin_required
 from app.jobs import migrate
 
@@ -13,12 +14,12 @@ bp = Blueprint("schema", __name__)
 
 
 @bp.get("/schema/version")
-def schema_version():
-    with db.connection(settings()) as conn:
+def schema_version() -> ResponseReturnValue:
+    with connection() as conn:
         return jsonify(migrator.status(conn))
 
 
 @bp.post("/migrate")
 @admin_required
-def trigger_migrate():
+def trigger_migrate() -> ResponseReturnValue:
     return trigger(migrate.KIND)

@@ -19,6 +19,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -30,8 +31,9 @@ from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
 from app.backfill.progress import Progress
 from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
-from app.jobs.base import JobContext, JobError
-from app.timeseries import catalog
+from app.backfill.task import BackfillError, Task
+from app.times import iso
+from app.timeseries import catalog, partitions
 
 JOB = "backfill.bars_ohlcv"
 TABLE = "bars_ohlcv"
@@ -50,6 +52,8 @@ class Params:
     batch_rows: int
     provider: str | None
     interval: str | None
+    source_dir: str  # BACKFILL_SOURCE_DIR
+    max_download_bytes: int  # BACKFILL_MAX_DOWNLOAD_BYTES
     layout: Layout = Layout()
     group: str | None = None  # the fan-out group of a child run (app/jobs/fanout.py)
 
@@ -97,7 +101,7 @@ def _resumable(cp: checkpoints.Checkpoint | None, params: Params, identity: dict
     return None
 
 
-def _already_loaded(ctx: JobContext, conn: psycopg.Connection, params: Params) -> dict | None:
+def _already_loaded(task: Task, conn: psycopg.Connection, params: Params) -> dict | None:
     """A child run of a fan-out triggered again: the file this group already loaded, unchanged
     since and with the same layout, is skipped (its result says so)."""
     if params.group is None:
@@ -105,12 +109,11 @@ def _already_loaded(ctx: JobContext, conn: psycopg.Connection, params: Params) -
     cp = checkpoints.load(conn, params.key)
     if cp is None or cp.status != "done" or cp.group != params.group or cp.fingerprint != params.fingerprint:
         return None
-    s = ctx.settings
-    with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+    with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
         if opened.identity != cp.identity:
             return None
     st = cp.state
-    ctx.progress(phase="skipped", rows_read=st.rows_read, rows_written=0, percent=100.0)
+    task.progress(phase="skipped", rows_read=st.rows_read, rows_written=0, percent=100.0)
     return {
         "source": params.source.location,
         "format": params.format,
@@ -128,16 +131,16 @@ def _already_loaded(ctx: JobContext, conn: psycopg.Connection, params: Params) -
     }
 
 
-def load(ctx: JobContext, params: Params) -> dict:
+def load(task: Task, params: Params) -> dict:
     """Run the load; the job's result. Closes the job_runs row whatever happens."""
     started = time.monotonic()
     state = State()
     job_run_id: int | None = None
     try:
-        with ctx.connect(autocommit=True) as conn:
+        with task.connect() as conn:
             if not checkpoints.try_lock(conn, params.key):
-                raise JobError(f"another run is loading {params.source.location} right now")
-            skipped = _already_loaded(ctx, conn, params)
+                raise BackfillError(f"another run is loading {params.source.location} right now")
+            skipped = _already_loaded(task, conn, params)
             if skipped is not None:
                 return skipped
             job_run_id = runs.start(
@@ -146,32 +149,27 @@ def load(ctx: JobContext, params: Params) -> dict:
                 dataset=TABLE,
                 provider=params.provider,
                 fingerprint=params.fingerprint,
-                metadata={"run_id": ctx.run_id, "source": params.source.location, "format": params.format},
+                metadata={"run_id": task.run_id, "source": params.source.location, "format": params.format},
             )
-            result = _load(ctx, conn, params, state, job_run_id, started)
-    except Exception as exc:  # JobError, JobCancelled, JobTimedOut, SourceError, database errors
+            result = _load(task, conn, params, state, job_run_id, started)
+    except Exception as exc:  # BackfillError, a stop raised by task.check, database errors
         if job_run_id is not None:
-            runs.close_on_error(ctx, job_run_id, state, params.provider, exc)
-        if isinstance(exc, sources.SourceError):
-            raise JobError(str(exc)) from None
+            runs.close_on_error(task, job_run_id, state, params.provider, exc)
         raise
     result["job_run_id"] = job_run_id
     return result
 
 
-def _load(
-    ctx: JobContext, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float
-) -> dict:
-    s = ctx.settings
+def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float) -> dict:
     cp = checkpoints.load(conn, params.key)
-    with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+    with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
         restart_reason = _resumable(cp, params, opened.identity)
-        resumed_from: dict | None = None
-        if restart_reason is None and cp is not None:
+        resumed_from: dict[str, Any] | None = None
+        if cp is not None and restart_reason is None:
             state.__dict__.update(cp.state.__dict__)
             opened.skip(state.byte_offset)
             resumed_from = {"line": state.line, "rows_read": state.rows_read, "run_id": cp.run_id}
-            checkpoints.adopt(conn, params.key, ctx.run_id, job_run_id)
+            checkpoints.adopt(conn, params.key, task.run_id, job_run_id)
         else:
             checkpoints.begin(
                 conn,
@@ -180,12 +178,12 @@ def _load(
                 source=params.source.location,
                 fingerprint=params.fingerprint,
                 identity=opened.identity,
-                run_id=ctx.run_id,
+                run_id=task.run_id,
                 job_run_id=job_run_id,
             )
         if cp is not None and cp.job_run_id and cp.job_run_id != job_run_id:
-            runs.close_interrupted(conn, cp.job_run_id, f"interrupted; taken over by run {ctx.run_id}")
-        ctx.log.info(
+            runs.close_interrupted(conn, cp.job_run_id, f"interrupted; taken over by run {task.run_id}")
+        task.log.info(
             "backfill starting",
             source=params.source.location,
             format=params.format,
@@ -194,11 +192,13 @@ def _load(
             restart_reason=restart_reason,
         )
         reader = params.reader(opened.stream, state, slot_width=SLOT_WIDTH)
-        job = _Job(ctx, conn, params, state, job_run_id, Progress(ctx, opened, reader, rows_before=state.rows_read))
+        job = _Job(
+            task, conn, params, state, job_run_id, Progress(task.progress, opened, reader, rows_before=state.rows_read)
+        )
         feed = _Feed(reader)
         feed.start()
 
-        def bookkeeping(session, before: State, batch: Batch, written: int) -> State:
+        def bookkeeping(session: psycopg.Connection, before: State, batch: Batch, written: int) -> State:
             after = _advance(before, batch, written)
             checkpoints.advance(session, params.key, after)
             runs.heartbeat(session, job_run_id, after, params.provider)
@@ -207,9 +207,7 @@ def _load(
         try:
             with ExitStack() as stack:
                 policy = MergePolicy()
-                loaders = [
-                    Loader(stack.enter_context(ctx.connect(autocommit=True)), TABLE, policy) for _ in range(WRITERS)
-                ]
+                loaders = [Loader(stack.enter_context(task.connect()), TABLE, policy) for _ in range(WRITERS)]
                 job.run(feed, Pipeline(loaders, bookkeeping, State(**state.__dict__)))
         finally:
             feed.stop.set()
@@ -236,8 +234,8 @@ def _load(
         "rows_unchanged": state.rows_read - state.rows_rejected - state.rows_written,
         "rows_rejected": state.rows_rejected,
         "bad_rows": state.bad_samples,
-        "min_ts": state.min_ts.isoformat() if state.min_ts else None,
-        "max_ts": state.max_ts.isoformat() if state.max_ts else None,
+        "min_ts": iso(state.min_ts),
+        "max_ts": iso(state.max_ts),
         "symbols": len(state.symbols),
         "providers": sorted(state.providers),
         "batches": state.batches,
@@ -278,7 +276,7 @@ class _Feed(threading.Thread):
         self.queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
         self.stop = threading.Event()
 
-    def _put(self, item) -> bool:
+    def _put(self, item: object) -> bool:
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=_POLL)
@@ -319,8 +317,10 @@ def _advance(before: State, batch: Batch, written: int) -> State:
 class _Job:
     """The job's thread: batches from the feed into the pipeline; committed ones into state."""
 
-    def __init__(self, ctx: JobContext, conn, params: Params, state: State, job_run_id: int, progress: Progress):
-        self.ctx, self.conn, self.params, self.state = ctx, conn, params, state
+    def __init__(
+        self, task: Task, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, progress: Progress
+    ):
+        self.task, self.conn, self.params, self.state = task, conn, params, state
         self.job_run_id = job_run_id
         self.progress = progress
         self.partitions_created = 0
@@ -353,12 +353,12 @@ class _Job:
             self.upserts = pipeline.upserts
 
     def _pump(self, feed: _Feed, pipeline: Pipeline) -> None:
-        ctx = self.ctx
-        beat = max(1.0, ctx.settings.heartbeat_interval)
+        task = self.task
+        beat = max(1.0, task.heartbeat_s)
         idle_since = time.monotonic()
 
         def wait() -> None:
-            ctx.check()
+            task.check()
             self._collect(pipeline, block=False)
             self.progress.update()
 
@@ -368,7 +368,7 @@ class _Job:
             except queue.Empty:
                 wait()
                 if not feed.is_alive():
-                    raise JobError("the source reader stopped unexpectedly") from None
+                    raise BackfillError("the source reader stopped unexpectedly") from None
                 if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
                     runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
                     idle_since = time.monotonic()
@@ -380,7 +380,7 @@ class _Job:
             if isinstance(item, TooManyBadRows):
                 self._settle(pipeline)
                 self.state.rows_rejected = item.count
-                raise JobError(str(item))
+                raise item
             if isinstance(item, BaseException):
                 self._settle(pipeline)
                 raise item
@@ -403,9 +403,9 @@ class _Job:
                 slot = pipeline.done.get(timeout=_POLL) if block else pipeline.done.get_nowait()
             except queue.Empty:
                 if block:
-                    self.ctx.check()
+                    self.task.check()
                     if not pipeline.alive() and pipeline.done.empty():
-                        raise JobError("the database writers stopped unexpectedly") from None
+                        raise BackfillError("the database writers stopped unexpectedly") from None
                     continue
                 return
             self._take(slot)
@@ -416,7 +416,7 @@ class _Job:
         if slot.error is not None:
             if isinstance(slot.error, psycopg.Error):
                 # a session we terminated (cancel, timeout, shutdown) is not a write error
-                outcome = "cancelled" if self.ctx.stop_reason is not None else "error"
+                outcome = "cancelled" if self.task.stopping() else "error"
                 metrics.SINK_WRITES.inc(slot.batch.rows, sink=TABLE, outcome=outcome)
             if not isinstance(slot.error, Stopped):
                 raise slot.error
@@ -451,13 +451,13 @@ class _Job:
         fresh = batch.slots - self._covered
         if not fresh:
             return
-        from app.timeseries import partitions
-
         width = SLOT_WIDTH
         for slot in sorted(fresh):
             start = epoch_to_datetime(slot * width)
             try:
-                self.partitions_created += partitions.ensure_range(self.conn, TABLE, start, start, check=self.ctx.check)
+                self.partitions_created += partitions.ensure_range(
+                    self.conn, TABLE, start, start, check=self.task.check
+                )
             except ValueError as exc:
-                raise JobError(f"cannot make the partition for {start.isoformat()}: {exc}") from None
+                raise BackfillError(f"cannot make the partition for {start.isoformat()}: {exc}") from None
         self._covered |= fresh

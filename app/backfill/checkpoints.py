@@ -16,6 +16,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from app.db import scalar
+
 LOCK_CLASS = 0x4D44_5342  # advisory lock namespace of backfill sources ('MDSB')
 
 
@@ -53,14 +55,14 @@ def source_key(job: str, kind: str, location: str) -> str:
     return f"{job}:{kind}:{location}"
 
 
-def fingerprint(**shape) -> str:
+def fingerprint(**shape: object) -> str:
     """Hash of the parameters that shape the rows (a resume needs the same ones)."""
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def try_lock(conn: psycopg.Connection, key: str) -> bool:
     """Session lock on the source; held until unlock or the session ends."""
-    return conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_CLASS, key)).fetchone()[0]
+    return scalar(conn, "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_CLASS, key))
 
 
 def unlock(conn: psycopg.Connection, key: str) -> None:

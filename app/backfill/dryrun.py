@@ -14,16 +14,15 @@ import time
 from app.backfill import sources
 from app.backfill.progress import Progress
 from app.backfill.rows import SAMPLE_LIMIT, epoch_to_datetime
-from app.jobs.base import JobContext, JobError
+from app.backfill.task import BackfillError, Task
 
 MAX_LISTED = 100  # symbols named in the result (all are counted)
 
 
-def run(ctx: JobContext, params) -> dict:
+def run(task: Task, params) -> dict:
     """params: app.backfill.bars.Params."""
     from app.timeseries import backend, catalog, partitions
 
-    s = ctx.settings
     width = catalog.table("bars_ohlcv").chunk
     started = time.monotonic()
     good = read = bad = 0
@@ -34,11 +33,11 @@ def run(ctx: JobContext, params) -> dict:
     slots: set[int] = set()
     lo = hi = None
     try:
-        with sources.open_source(params.source, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+        with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
             reader = params.reader(opened.stream, max_bad_rows=2**62, slot_width=width.total_seconds())
-            progress = Progress(ctx, opened, reader, phase="validating")
+            progress = Progress(task.progress, opened, reader, phase="validating")
             for batch in reader.batches():
-                ctx.check()
+                task.check()
                 good += batch.rows
                 read += batch.read
                 bad += batch.rejected
@@ -53,8 +52,8 @@ def run(ctx: JobContext, params) -> dict:
                 progress.update(rows_read=read, rows_rejected=bad)
             compressed = opened.compressed
     except sources.SourceError as exc:
-        raise JobError(str(exc)) from None
-    with ctx.connect(autocommit=True) as conn:
+        raise BackfillError(str(exc)) from None
+    with task.connect() as conn:
         if backend.is_hypertable(conn, "bars_ohlcv"):
             to_create, note = [], "TimescaleDB creates chunks as rows arrive"
         else:

@@ -256,7 +256,7 @@ def _compile(index: dict[str, int], decimal_comma: bool):
         else:
             parts.append(f"(r[{int(i)}] or None)")
     code = f"lambda r: ({', '.join(parts)})"
-    return eval(code, {"_dc": _decimal_comma})  # noqa: S307 - built from integers above, once per file
+    return eval(code, {"_dc": _decimal_comma})
 
 
 def _decimal_comma(value: str):

@@ -21,7 +21,7 @@ Time arrives as epoch seconds (double) and becomes timestamptz through `to_times
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import psycopg
 from psycopg import sql
@@ -45,7 +45,7 @@ _COPY = (
 )
 
 
-def _ids(names) -> sql.Composable:
+def _ids(names: Iterable[str]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
@@ -89,7 +89,7 @@ class MergePolicy:
     """Whether the next merge tries the plain INSERT first (shared by a job's connections;
     merges run one at a time)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._upsert_only = 0
         self.upserts = 0  # batches that needed the upsert
 

@@ -13,8 +13,9 @@ import time
 
 
 class Progress:
-    def __init__(self, ctx, opened, reader, phase: str = "reading", rows_before: int = 0):
-        self.ctx = ctx
+    def __init__(self, publish, opened, reader, phase: str = "reading", rows_before: int = 0):
+        """`publish(**fields)`: where the progress goes (the job's progress)."""
+        self.publish = publish
         self.opened = opened
         self.reader = reader
         self.phase = phase
@@ -54,4 +55,4 @@ class Progress:
             "line": self.reader.line,
         }
         doc.update({k: v for k, v in self._counts.items() if k != "rows_read"})
-        self.ctx.progress(**doc)
+        self.publish(**doc)

@@ -13,16 +13,20 @@ A bad row is skipped, counted and sampled (line number and reason); one more tha
 from __future__ import annotations
 
 import csv
+import io
 import math
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
+from typing import Any
 
 import orjson
 
 from app.backfill.csvlines import CsvLines
 from app.backfill.sources import SourceError
+from app.backfill.task import BackfillError
 
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -42,7 +46,7 @@ class BadRow(Exception):
     """One row is invalid; the message is the reason shown to the user."""
 
 
-class TooManyBadRows(Exception):
+class TooManyBadRows(BackfillError):
     def __init__(self, count: int, allowed: int, first: dict):
         self.count, self.allowed, self.first = count, allowed, first
         super().__init__(
@@ -158,14 +162,14 @@ class Validator:
         cache[value] = epoch
         return epoch
 
-    def _make_row(self):
+    def _make_row(self) -> Callable[[int, Sequence[Any]], list]:
         providers, symbols, intervals, times = (self._caches[k] for k in ("provider", "symbol", "interval", "ts"))
         text, epoch_of = self.text, self.epoch
         optional = self.volume_optional
         for name in ("provider", "symbol", "interval"):
             self._seed(name, self._caches[name])
 
-        def row(line: int, values) -> list:
+        def row(line: int, values: Sequence[Any]) -> list:
             p, s, i, ts, o, h, lo, c, v = values
             try:
                 p = providers[p]
@@ -242,7 +246,7 @@ def _number(name: str, value: object) -> float:
     raise BadRow(f"{name} is not a number: {_show(value)}")
 
 
-def _price_order(o, h, lo, c) -> str:
+def _price_order(o: float, h: float, lo: float, c: float) -> str:
     if lo > h:
         return f"low {lo!r} > high {h!r}"
     if o < lo:
@@ -269,7 +273,7 @@ class Reader:
 
     def __init__(
         self,
-        stream,
+        stream: io.BufferedIOBase,
         fmt: str,
         *,
         batch_rows: int,
@@ -360,7 +364,7 @@ class Reader:
         batch.end_line, batch.end_offset, batch.header = self.line, self.offset, self.header
         return batch
 
-    def batches(self):
+    def batches(self) -> Iterator[Batch]:
         """Yield `Batch`es until the stream ends (the last one may be empty of rows)."""
         try:
             if self.fmt == "ndjson":
@@ -372,7 +376,7 @@ class Reader:
         yield self._cut()
 
     # -- NDJSON ----------------------------------------------------------------------------
-    def _ndjson(self):
+    def _ndjson(self) -> Iterator[Batch]:
         """The hot loop: one JSON parse, one C-level field pick and one validation per line."""
         loads = orjson.loads
         fast = not self.validator.constants and not self.validator.volume_optional
@@ -445,7 +449,7 @@ class Reader:
         self.header = [n.strip().lower() for n in names]
         return self.header
 
-    def _csv(self):
+    def _csv(self) -> Iterator[Batch]:
         if self.header is None and self.layout.header:
             self.read_header()
         values, width = self.layout.csv_picker(self.header, self.validator.constants)

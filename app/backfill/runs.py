@@ -10,10 +10,11 @@ from __future__ import annotations
 import psycopg
 from psycopg.types.json import Jsonb
 
-from app import db
 from app.backfill.checkpoints import State
+from app.backfill.task import Task
 from app.config import SERVICE, VERSION
-from app.jobs.base import JobCancelled, JobContext, JobTimedOut
+from app.db import scalar
+from app.errors import first_line
 
 PIPELINE_VERSION = f"{SERVICE} {VERSION}"
 
@@ -33,35 +34,20 @@ def start(
     fingerprint: str,
     metadata: dict,
 ) -> int:
-    row = conn.execute(
+    return scalar(
+        conn,
         """INSERT INTO job_runs (job_name, dataset_name, provider, mode, status, config_fingerprint,
                                  pipeline_version, metadata)
            VALUES (%s, %s, %s, 'backfill', 'running', %s, %s,
                    %s || jsonb_build_object('last_heartbeat', now()))
            RETURNING id""",
         (job_name, dataset, provider, fingerprint, PIPELINE_VERSION, Jsonb(metadata)),
-    ).fetchone()
-    return row[0]
+    )
 
 
 def heartbeat(conn: psycopg.Connection, run_id: int, state: State, default_provider: str | None) -> None:
     """Counts so far and a fresh `metadata.last_heartbeat`."""
-    conn.execute(
-        """UPDATE job_runs SET rows_written = %s, rows_failed = %s, symbols = %s, min_ts = %s, max_ts = %s,
-                  provider = coalesce(%s, provider),
-                  metadata = metadata || jsonb_build_object('last_heartbeat', now(), 'rows_read', %s::bigint)
-           WHERE id = %s AND status = 'running'""",
-        (
-            state.rows_written,
-            state.rows_rejected,
-            sorted(state.symbols),
-            state.min_ts,
-            state.max_ts,
-            _provider(state, default_provider),
-            state.rows_read,
-            run_id,
-        ),
-    )
+    _update(conn, run_id, state, default_provider)
 
 
 def finish(
@@ -73,24 +59,43 @@ def finish(
     error: str | None = None,
     extra: dict | None = None,
 ) -> None:
+    """Close the row: its final status ('success', 'failure', 'cancelled') and counts."""
+    _update(conn, run_id, state, default_provider, status=status, error=error, extra=extra)
+
+
+def _update(
+    conn: psycopg.Connection,
+    run_id: int,
+    state: State,
+    default_provider: str | None,
+    *,
+    status: str | None = None,
+    error: str | None = None,
+    extra: dict | None = None,
+) -> None:
+    """The counts of a running row; with `status`, closed as well."""
     conn.execute(
-        """UPDATE job_runs SET status = %s, error_message = %s, completed_at = now(), rows_written = %s,
-                  rows_failed = %s, symbols = %s, min_ts = %s, max_ts = %s, provider = coalesce(%s, provider),
-                  metadata = metadata || %s || jsonb_build_object('last_heartbeat', now(), 'rows_read', %s::bigint)
-           WHERE id = %s AND status = 'running'""",
-        (
-            status,
-            error,
-            state.rows_written,
-            state.rows_rejected,
-            sorted(state.symbols),
-            state.min_ts,
-            state.max_ts,
-            _provider(state, default_provider),
-            Jsonb(extra or {}),
-            state.rows_read,
-            run_id,
-        ),
+        """UPDATE job_runs SET rows_written = %(written)s, rows_failed = %(rejected)s, symbols = %(symbols)s,
+                  min_ts = %(min)s, max_ts = %(max)s, provider = coalesce(%(provider)s, provider),
+                  status = coalesce(%(status)s, status),
+                  error_message = CASE WHEN %(status)s::text IS NULL THEN error_message ELSE %(error)s END,
+                  completed_at = CASE WHEN %(status)s::text IS NULL THEN completed_at ELSE now() END,
+                  metadata = metadata || %(extra)s
+                             || jsonb_build_object('last_heartbeat', now(), 'rows_read', %(read)s::bigint)
+           WHERE id = %(id)s AND status = 'running'""",
+        {
+            "written": state.rows_written,
+            "rejected": state.rows_rejected,
+            "symbols": sorted(state.symbols),
+            "min": state.min_ts,
+            "max": state.max_ts,
+            "provider": _provider(state, default_provider),
+            "status": status,
+            "error": error,
+            "extra": Jsonb(extra or {}),
+            "read": state.rows_read,
+            "id": run_id,
+        },
     )
 
 
@@ -103,18 +108,14 @@ def close_interrupted(conn: psycopg.Connection, run_id: int, note: str) -> None:
     )
 
 
-def close_on_error(ctx: JobContext, run_id: int, state: State, provider: str | None, exc: BaseException) -> None:
-    """Close the row of a run that failed or was stopped, on a connection of its own (the
-    job's sessions may have been terminated by a cancel or timeout)."""
-    reason = ctx.stop_reason
-    if isinstance(exc, JobCancelled) or reason == "cancelled":
-        status, message = "cancelled", "cancelled on request"
-    elif isinstance(exc, JobTimedOut) or reason == "timeout":
-        status, message = "failure", "timed out"
-    else:
-        status, message = "failure", str(exc) or type(exc).__name__
+def close_on_error(task: Task, run_id: int, state: State, provider: str | None, exc: BaseException) -> None:
+    """Close the row of a run that failed or was stopped, on a session of its own (the
+    run's sessions may have been terminated by a cancel or timeout)."""
+    status, message = task.outcome(exc)
     try:
-        with db.connect(ctx.settings, application_name="store-backfill-close", autocommit=True) as conn:
-            finish(conn, run_id, status, state, provider, error=message[:2000])
+        with task.connect_aside() as conn:
+            finish(
+                conn, run_id, "cancelled" if status == "cancelled" else "failure", state, provider, error=message[:2000]
+            )
     except psycopg.Error as err:
-        ctx.log.warning("could not close the job_runs row", job_run_id=run_id, error=str(err).splitlines()[0])
+        task.log.warning("could not close the job_runs row", job_run_id=run_id, error=first_line(err))

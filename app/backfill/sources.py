@@ -12,12 +12,16 @@ import gzip
 import io
 import os
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
+from app.backfill.task import BackfillError
 
 FORMATS = ("ndjson", "csv")
 _SUFFIX_FORMAT = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
@@ -28,7 +32,7 @@ READ_CHUNK = 1 << 20
 MAX_URL_LENGTH = 2048
 
 
-class SourceError(Exception):
+class SourceError(BackfillError):
     """The source cannot be used; the message says why and names it."""
 
 
@@ -124,7 +128,7 @@ def detect_format(source: Source, given: object) -> str:
 class _Counted(io.RawIOBase):
     """A raw reader that counts bytes and stops past a limit; seekable over a local file."""
 
-    def __init__(self, read, limit: int | None, what: str, file=None):
+    def __init__(self, read: Callable[[int], bytes], limit: int | None, what: str, file: io.RawIOBase | None = None):
         self._read = read
         self.limit = limit
         self.what = what
@@ -146,7 +150,7 @@ class _Counted(io.RawIOBase):
     def tell(self) -> int:
         return self.count
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         try:
             data = self._read(len(buffer))
         except (requests.RequestException, OSError) as exc:
@@ -203,7 +207,7 @@ def _decompressing(counter: _Counted) -> tuple[io.BufferedIOBase, bool]:
 
 
 @contextmanager
-def open_source(source: Source, root: str, max_download_bytes: int):
+def open_source(source: Source, root: str, max_download_bytes: int) -> Iterator[Opened]:
     """Open a source for reading; yields an `Opened`. SourceError for anything unusable."""
     opener = _open_file(source, root) if source.kind == "file" else _open_http(source, max_download_bytes)
     with opener as opened:
@@ -211,7 +215,7 @@ def open_source(source: Source, root: str, max_download_bytes: int):
 
 
 @contextmanager
-def _open_file(source: Source, root: str):
+def _open_file(source: Source, root: str) -> Iterator[Opened]:
     path = resolve_file(root, source.location)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
@@ -232,7 +236,7 @@ def _open_file(source: Source, root: str):
 
 
 @contextmanager
-def _open_http(source: Source, max_download_bytes: int):
+def _open_http(source: Source, max_download_bytes: int) -> Iterator[Opened]:
     url = source.location
     try:
         resp = requests.get(

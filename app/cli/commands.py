@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import click
 from rich.console import Console
 from rich.json import JSON
+from rich.table import Table
 from rich.text import Text
 
 from app.cli import render
 from app.cli.client import Client, CliError, NotOffered, target
 from app.cli.watch import Watcher, phase_text
 from app.config import VERSION
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 INTERRUPTED = 130
 UPLOAD_TIMEOUT_S = 600.0
@@ -34,7 +39,7 @@ class App:
     json: bool = False
     poll: float = 1.0
 
-    def emit(self, data) -> None:
+    def emit(self, data: object) -> None:
         """--json: the API's JSON document as it came."""
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -52,10 +57,10 @@ def _app(ctx: click.Context) -> App:
     return app
 
 
-def json_option(f):
+def json_option(f: F) -> F:
     """`--json` on every command (the group's `mds --json ...` works too)."""
 
-    def set_json(ctx: click.Context, _param, value: bool) -> bool:
+    def set_json(ctx: click.Context, _param: object, value: bool) -> bool:
         if value:
             _app(ctx).json = True
         return value
@@ -65,7 +70,7 @@ def json_option(f):
     )(f)
 
 
-def wait_options(f):
+def wait_options(f: F) -> F:
     f = click.option(
         "--cancel-on-interrupt", is_flag=True, help="On Ctrl-C, cancel the job without asking (exit 130)."
     )(f)
@@ -228,11 +233,11 @@ def status(app: App, failed_limit: int) -> int:
     return 0 if ready.status_code == 200 else 1
 
 
-def _state_style(state) -> str:
+def _state_style(state: str) -> str:
     return {"healthy": "green", "degraded": "yellow", "unhealthy": "red"}.get(state, "")
 
 
-def _details(details) -> str:
+def _details(details: object) -> str:
     if not isinstance(details, dict):
         return ""
     return ", ".join(f"{k}={v}" for k, v in details.items())
@@ -249,7 +254,7 @@ def migrate(app: App, dry_run: bool, wait: bool, cancel_on_interrupt: bool) -> i
 
 
 # -- jobs ----------------------------------------------------------------------------------------
-def _jobs_table(title: str | None, jobs: list[dict]):
+def _jobs_table(title: str | None, jobs: list[dict]) -> Table:
     rows = []
     for doc in jobs:
         progress = render.percent(doc) or (phase_text(doc, 40) if doc.get("status") == "running" else "")
@@ -278,13 +283,22 @@ def _jobs_table(title: str | None, jobs: list[dict]):
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @click.option("--cursor", help="The next page, as printed after a full page.")
 @click.pass_context
-def jobs(ctx: click.Context, status, job, since, until, trigger_, limit, cursor) -> int | None:
+def jobs(
+    ctx: click.Context,
+    status: str | None,
+    job: str | None,
+    since: str | None,
+    until: str | None,
+    trigger_: str | None,
+    limit: int,
+    cursor: str | None,
+) -> int | None:
     """List jobs, newest first (subcommands: show, watch, cancel, retry)."""
     if ctx.invoked_subcommand is not None:
         return None
     app: App = ctx.obj
-    params = {"status": status, "job": job, "since": since, "until": until, "trigger": trigger_}
-    params = {k: v for k, v in params.items() if v}
+    given = {"status": status, "job": job, "since": since, "until": until, "trigger": trigger_}
+    params: dict[str, object] = {k: v for k, v in given.items() if v}
     params["limit"] = limit
     if cursor:
         params["cursor"] = cursor
@@ -475,14 +489,16 @@ def aggregates(app: App) -> int:
 @click.option("--end", metavar="TIME", help="ISO 8601 end of the window.")
 @wait_options
 @click.pass_obj
-def refresh(app: App, name: str | None, start: str | None, end: str | None, wait: bool, cancel_on_interrupt: bool):
+def refresh(
+    app: App, name: str | None, start: str | None, end: str | None, wait: bool, cancel_on_interrupt: bool
+) -> int:
     """Refresh the continuous aggregates (or only NAME) (job `refresh_aggregate`)."""
     body = {k: v for k, v in {"name": name, "start": start, "end": end}.items() if v}
     return _trigger(app, "/refresh/aggregate", body, wait, cancel_on_interrupt)
 
 
 # -- backfill ------------------------------------------------------------------------------------
-def _typed(value: str, kind: str, name: str):
+def _typed(value: str, kind: str, name: str) -> object:
     if kind == "integer":
         try:
             return int(value)
@@ -529,7 +545,15 @@ def _upload(app: App, path: Path, name: str) -> dict:
 @click.option("--upload", type=click.Path(dir_okay=False, path_type=Path), help="Upload this file, then load it.")
 @wait_options
 @click.pass_obj
-def backfill(app: App, job, source, params, upload, wait, cancel_on_interrupt) -> int:
+def backfill(
+    app: App,
+    job: str,
+    source: str | None,
+    params: tuple[str, ...],
+    upload: Path | None,
+    wait: bool,
+    cancel_on_interrupt: bool,
+) -> int:
     """Load history: `mds backfill bars_ohlcv SOURCE [-p key=value ...]` (job `backfill.JOB`).
 
     Without JOB, lists the backfill jobs with their parameters (and uploaded sources)."""

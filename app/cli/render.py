@@ -15,7 +15,7 @@ STYLES = {"success": "green", "failed": "red", "cancelled": "yellow", "running":
 SUMMARY_LINES = 18
 
 
-def text(value, style: str | None = None) -> Text:
+def text(value: object, style: str | None = None) -> Text:
     if value is None:
         return Text("–", style="dim")
     if isinstance(value, bool):

@@ -1,26 +1,24 @@
 """Following a job to its end: a live rich bar on a terminal, plain lines otherwise.
 
 The job document (GET /jobs/<run_id>) is polled every `interval` seconds. A job that
-reports `bytes_read`/`bytes_total` (a backfill) gets a bar with percent, bytes, rows,
-rate and ETA; any other job a spinner with its phase and counters. Progress goes to
+reports `bytes_read`/`bytes_total` and `rows_read` (a backfill) gets a bar with percent,
+rows, bytes, rate and ETA (see `Measure`); any other job a spinner with its phase and
+counters. Progress goes to
 stderr, so stdout stays the summary (or the API's JSON with --json).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
     SpinnerColumn,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from app.cli.client import Client
@@ -29,7 +27,7 @@ FINAL = ("success", "failed", "cancelled")
 PLAIN_EVERY_S = 2.0  # plain mode: at most one progress line this often (status changes always print)
 
 
-def _num(value) -> str:
+def _num(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     return f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.2f}"
@@ -52,20 +50,56 @@ def phase_text(doc: dict, limit: int = 70) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-@dataclass
-class Eta:
-    """Seconds left from the bytes rate seen since watching began (None until it is known)."""
+class Measure:
+    """How far a load is, in rows, and when it will end.
 
-    first: tuple[float, int] | None = None
+    A backfill reports the source bytes its reader has read (`bytes_read` of
+    `bytes_total`) and the rows committed (`rows_read`). The reader runs ahead of the
+    database by the batches in its pipeline (one being read, one queued, two being
+    written: about `PIPELINE_BATCHES` x `batch_rows` rows), so bytes alone reach 100% while the last
+    batches are still being written. The total is therefore estimated in rows: the rows
+    the reader has passed (committed + the pipeline) scaled from the bytes read to the
+    whole source, held once the source is fully read. The ETA is the rows left over the
+    committed-rows rate seen since watching began. Jobs without these fields get no
+    measure (a spinner with their phase instead).
+    """
 
-    def update(self, now: float, done: int, total: int) -> float | None:
-        if self.first is None or done < self.first[1]:
-            self.first = (now, done)
+    PIPELINE_BATCHES = 4  # app/backfill/bars.py: QUEUE_BATCHES (1) + WRITERS (2) + the one being read
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.held = False  # the source is fully read: the estimate no longer moves
+        self.first: tuple[float, int] | None = None  # (time, rows) when watching began
+
+    def update(self, now: float, doc: dict) -> tuple[int, int] | None:
+        """(rows done, rows total estimate), or None when the job reports no sizes."""
+        raw = doc.get("progress")
+        progress: dict = raw if isinstance(raw, dict) else {}
+        sized, rows = _bytes(progress), progress.get("rows_read")
+        if sized is None or not isinstance(rows, int):
             return None
-        seconds, moved = now - self.first[0], done - self.first[1]
+        if self.first is None or rows < self.first[1]:
+            self.first = (now, rows)
+        if doc.get("status") == "success":
+            self.total, self.held = rows, True
+        elif not self.held and sized[0] > 0:
+            params = doc.get("params")
+            batch = params.get("batch_rows") if isinstance(params, dict) else None
+            batch = batch if isinstance(batch, int) else 0
+            passed = rows + self.PIPELINE_BATCHES * batch
+            self.total = int(passed * sized[1] / sized[0])
+            self.held = sized[0] >= sized[1]
+        if self.total is None:
+            return None
+        return rows, max(self.total, rows)
+
+    def eta(self, now: float, rows: int, total: int) -> float | None:
+        if self.first is None:
+            return None
+        seconds, moved = now - self.first[0], rows - self.first[1]
         if seconds <= 0 or moved <= 0:
             return None
-        return max(0.0, (total - done) / (moved / seconds))
+        return max(0.0, (total - rows) / (moved / seconds))
 
 
 def _bytes(progress: dict) -> tuple[int, int] | None:
@@ -82,21 +116,28 @@ def _clock(seconds: float | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def plain_line(doc: dict, eta: Eta, now: float) -> str:
-    progress = doc.get("progress") or {}
+def _read(progress: dict) -> str:
+    sized = _bytes(progress)
+    return f"{sized[0] / 1e6:,.1f}/{sized[1] / 1e6:,.1f} MB read" if sized else ""
+
+
+def plain_line(doc: dict, measure: Measure, now: float) -> str:
+    raw = doc.get("progress")
+    progress: dict = raw if isinstance(raw, dict) else {}
     parts = [doc["status"]]
-    if isinstance(progress, dict):
-        if "rows_read" in progress:
-            parts.append(f"rows {_num(progress['rows_read'])}")
-        sized = _bytes(progress)
-        if sized:
-            done, total = sized
-            parts.append(f"{done / 1e6:,.1f}/{total / 1e6:,.1f} MB {100 * done / total:.0f}%")
-            parts.append(f"ETA {_clock(eta.update(now, done, total))}")
-        if isinstance(progress.get("rate"), int | float):
-            parts.append(f"{_num(progress['rate'])} rows/s")
-        if not sized and "rows_read" not in progress and progress:
-            parts.append(phase_text(doc))
+    measured = measure.update(now, doc)
+    if measured:
+        rows, total = measured
+        parts.append(f"{100 * rows / total if total else 100:.0f}%  rows {_num(rows)} of ~{_num(total)}")
+        parts.append(_read(progress))
+        if doc["status"] == "running":
+            parts.append(f"ETA {_clock(measure.eta(now, rows, total))}")
+    elif "rows_read" in progress:
+        parts.append(f"rows {_num(progress['rows_read'])}")
+    if isinstance(progress.get("rate"), int | float):
+        parts.append(f"{_num(progress['rate'])} rows/s")
+    if not measured and "rows_read" not in progress and progress:
+        parts.append(phase_text(doc))
     return "  ".join(p for p in parts if p)
 
 
@@ -115,11 +156,11 @@ class Watcher:
         return self._plain(run_id)
 
     def _plain(self, run_id: str) -> dict:
-        eta, last_status, last_line, last_at = Eta(), None, None, 0.0
+        measure, last_status, last_line, last_at = Measure(), None, None, 0.0
         while True:
             doc = self.fetch(run_id)
             now = time.monotonic()
-            line = plain_line(doc, eta, now)
+            line = plain_line(doc, measure, now)
             changed = doc["status"] != last_status
             if changed or (line != last_line and now - last_at >= PLAIN_EVERY_S):
                 self.err.print(f"{time.strftime('%H:%M:%S')} {doc['job']} {line}", markup=False, highlight=False)
@@ -134,29 +175,34 @@ class Watcher:
             TextColumn("{task.description}"),
             BarColumn(bar_width=30),
             TaskProgressColumn(),
-            DownloadColumn(),
-            TextColumn("{task.fields[rows]}"),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TextColumn("{task.fields[eta]}"),
             TimeElapsedColumn(),
         )
+        measure = Measure()
         with Progress(*columns, console=self.err, transient=False, refresh_per_second=8) as bar:
-            task = bar.add_task("queued", total=None, rows="", rate="")
+            task = bar.add_task(run_id, total=None, detail="", eta="")
             while True:
                 doc = self.fetch(run_id)
                 raw = doc.get("progress")
                 progress: dict = raw if isinstance(raw, dict) else {}
-                sized = _bytes(progress)
-                rows = f"{_num(progress['rows_read'])} rows" if "rows_read" in progress else ""
-                rate = f"{_num(progress['rate'])} rows/s" if isinstance(progress.get("rate"), int | float) else ""
-                label = " ".join(p for p in (doc["job"], doc["status"], "" if sized or rows else phase_text(doc)) if p)
-                if doc["status"] == "success" and sized:
-                    sized = (sized[1], sized[1])
-                if sized:
-                    bar.update(task, description=label, total=sized[1], completed=sized[0], rows=rows, rate=rate)
+                now = time.monotonic()
+                measured = measure.update(now, doc)
+                detail = [_read(progress)]
+                if "rows_read" in progress:
+                    total = f" of ~{_num(measured[1])}" if measured and doc["status"] != "success" else ""
+                    detail.append(f"{_num(progress['rows_read'])}{total} rows")
+                if isinstance(progress.get("rate"), int | float):
+                    detail.append(f"{_num(progress['rate'])} rows/s")
+                text = " · ".join(d for d in detail if d)
+                label = " ".join(p for p in (doc["job"], doc["status"], "" if text else phase_text(doc)) if p)
+                eta = ""
+                if measured and doc["status"] == "running":
+                    eta = f"ETA {_clock(measure.eta(now, *measured))}"
+                if measured:
+                    bar.update(task, description=label, total=measured[1], completed=measured[0], detail=text, eta=eta)
                 else:
-                    bar.update(task, description=label, rows=rows, rate=rate)
+                    bar.update(task, description=label, detail=text, eta=eta)
                 if doc["status"] in FINAL:
                     bar.stop_task(task)
                     return doc

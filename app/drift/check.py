@@ -63,10 +63,11 @@ class Check:
 
 def compare(pin: Pin, doc: dict | None) -> Result:
     """The finding for one pin given the registry's document (None: the registry said 404)."""
-    base = {"schema": pin.schema, "local_sha256": pin.sha256, "local_version": pin.version}
     if doc is None:
         return Result(
-            **base,
+            schema=pin.schema,
+            local_sha256=pin.sha256,
+            local_version=pin.version,
             status="missing_in_registry",
             drift_type="missing_in_registry",
             registry_sha256=None,
@@ -82,11 +83,17 @@ def compare(pin: Pin, doc: dict | None) -> Result:
     else:
         status, drift_type = "synced", None
     return Result(
-        **base, status=status, drift_type=drift_type, registry_sha256=registry_sha, registry_version=registry_version
+        schema=pin.schema,
+        local_sha256=pin.sha256,
+        local_version=pin.version,
+        status=status,
+        drift_type=drift_type,
+        registry_sha256=registry_sha,
+        registry_version=registry_version,
     )
 
 
-def _unknown(pin: Pin, error: str) -> Result:
+def _unknown(pin: Pin, error: str | None) -> Result:
     return Result(
         schema=pin.schema,
         status="unknown",

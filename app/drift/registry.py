@@ -11,12 +11,12 @@ Only the drift job calls the registry; health probes read the last persisted che
 
 from __future__ import annotations
 
-import time
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
-from app import logs
+from app import logs, retry
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
@@ -35,6 +35,14 @@ class RegistryUnreachable(RegistryUnavailable):
 
 class RegistryBadResponse(RegistryError):
     """The registry answered, but not in the shape docs/contracts.md describes."""
+
+
+class _Failed(Exception):
+    """One attempt failed in a way worth another try (`reached`: the registry answered)."""
+
+    def __init__(self, message: str, reached: bool = False):
+        super().__init__(message)
+        self.reached = reached
 
 
 def safe_url(url: str) -> str:
@@ -69,7 +77,7 @@ class Registry:
     def __enter__(self) -> Registry:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- transport ------------------------------------------------------------------------
@@ -77,28 +85,33 @@ class Registry:
         """GET with bounded retries; returns the final response (2xx or a non-retried 4xx)."""
         url = self.base_url + path
         shown = safe_url(url)
-        last, reached = "", False
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+
+        def attempt() -> requests.Response:
             try:
                 resp = self.session.get(url, params=params, timeout=self.timeout, allow_redirects=False)
             except requests.Timeout:
-                last = f"timed out after {self.timeout[0]:g}s connect / {self.timeout[1]:g}s read"
+                raise _Failed(f"timed out after {self.timeout[0]:g}s connect / {self.timeout[1]:g}s read") from None
             except requests.ConnectionError as exc:
-                last = f"connection failed: {type(exc).__name__}"
+                raise _Failed(f"connection failed: {type(exc).__name__}") from None
             except requests.RequestException as exc:
-                last = f"request failed: {type(exc).__name__}: {str(exc)[:120]}"
-            else:
-                if resp.status_code not in RETRY_STATUSES:
-                    return resp
-                last, reached = f"HTTP {resp.status_code}", True
+                raise _Failed(f"request failed: {type(exc).__name__}: {str(exc)[:120]}") from None
+            if resp.status_code in RETRY_STATUSES:
                 resp.close()
-            self.log.debug("registry request failed", url=shown, attempt=attempt + 1, error=last)
-        error = RegistryUnavailable if reached else RegistryUnreachable
-        raise error(f"registry {shown} failed {self.retries + 1} attempts: {last}")
+                raise _Failed(f"HTTP {resp.status_code}", reached=True)
+            return resp
 
-    def _json(self, resp: requests.Response, what: str):
+        def before_pause(n: int, exc: BaseException, pause: float) -> None:
+            self.log.debug("registry request failed", url=shown, attempt=n, error=str(exc))
+
+        try:
+            return retry.call(
+                attempt, on=_Failed, attempts=self.retries + 1, first_pause=self.backoff, before_pause=before_pause
+            )
+        except _Failed as failed:
+            error = RegistryUnavailable if failed.reached else RegistryUnreachable
+            raise error(f"registry {shown} failed {self.retries + 1} attempts: {failed}") from None
+
+    def _json(self, resp: requests.Response, what: str) -> Any:
         if resp.status_code != 200:
             raise RegistryBadResponse(f"{what}: unexpected HTTP {resp.status_code}")
         try:

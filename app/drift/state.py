@@ -8,7 +8,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from app.db import scalar
 from app.drift.check import Check
+from app.errors import first_line
 
 HISTORY_DAYS = 30
 HEALTH_TIMEOUT_MS = 1000
@@ -32,7 +34,8 @@ ON CONFLICT (track, schema) DO UPDATE SET
 def record(conn: psycopg.Connection, check: Check, run_id: str | None) -> int:
     """Persist one check (history row + latest state per schema); prune old history."""
     with conn.transaction():
-        check_id = conn.execute(
+        check_id = scalar(
+            conn,
             """INSERT INTO store_drift_checks (run_id, track, checked_at, registry_reachable, error, results)
                VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
             (
@@ -43,7 +46,7 @@ def record(conn: psycopg.Connection, check: Check, run_id: str | None) -> int:
                 check.error,
                 Jsonb([r.as_dict() for r in check.results]),
             ),
-        ).fetchone()[0]
+        )
         rows = []
         for r in check.results:
             drifted = r.drifted
@@ -67,7 +70,7 @@ def record(conn: psycopg.Connection, check: Check, run_id: str | None) -> int:
 
 
 def _exists(conn: psycopg.Connection) -> bool:
-    return conn.execute("SELECT to_regclass('store_drift_checks') IS NOT NULL").fetchone()[0]
+    return scalar(conn, "SELECT to_regclass('store_drift_checks') IS NOT NULL")
 
 
 def latest(conn: psycopg.Connection, track: str) -> tuple[dict | None, list[dict]]:
@@ -119,7 +122,7 @@ def health_component(conn: psycopg.Connection) -> dict | None:
                    FROM store_drift_checks ORDER BY checked_at DESC, id DESC LIMIT 1"""
             ).fetchone()
     except psycopg.Error as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        reason = first_line(exc, 200)
         return {"name": "registry", "state": "degraded", "details": {"error": f"last drift check unreadable: {reason}"}}
     if row is None:
         return None

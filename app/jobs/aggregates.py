@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-
-from app import validation
+from app import times, validation
+from app.config import Settings
 from app.errors import BadRequest
-from app.jobs.base import JobContext, JobError, JobKind
+from app.jobs.base import JobContext, JobError, JobKind, locks_or_job_error
 from app.timeseries import rollups
-
-_MIN = datetime(1000, 1, 1, tzinfo=UTC)
-_MAX = datetime(9000, 1, 1, tzinfo=UTC)
-
 
 MAX_WINDOW = timedelta(days=20_000)  # refreshes run one day per transaction: bound the slices
 
@@ -27,15 +23,15 @@ def parse_time(field: str, value: object) -> datetime:
     except ValueError:
         raise BadRequest(f"{field} is not an ISO 8601 time: {value[:80]!r}") from None
     try:
-        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        ts = times.utc(ts)
     except OverflowError:  # year 1 or 9999 shifted by its offset past datetime's range
         raise BadRequest(f"{field} is out of range (years 1000 to 8999)") from None
-    if not _MIN <= ts < _MAX:
+    if not times.in_range(ts):
         raise BadRequest(f"{field} is out of range (years 1000 to 8999)")
     return ts
 
 
-def parse(body: dict) -> dict:
+def parse(body: dict, settings: Settings) -> dict:
     validation.only(body, ["name", "start", "end"])
     name = validation.one_of(body.get("name"), rollups.NAMES, "name", "an aggregate")
     start = parse_time("start", body["start"]) if body.get("start") is not None else None
@@ -48,31 +44,54 @@ def parse(body: dict) -> dict:
         raise BadRequest(f"the window from start to end may span at most {MAX_WINDOW.days} days")
     return {
         "name": name,
-        "start": start.isoformat() if start else None,
-        "end": end.isoformat() if end else None,
+        "start": times.iso(start),
+        "end": times.iso(end),
     }
 
 
-def run(ctx: JobContext, params: dict) -> dict:
-    names = [params["name"]] if params["name"] else list(rollups.NAMES)
+def names(params: dict) -> list[str]:
+    """The aggregates a job's parameters ask for (`name`, or all of them)."""
+    return [params["name"]] if params["name"] else list(rollups.NAMES)
+
+
+def refresh_each(
+    ctx: JobContext,
+    names: list[str],
+    refresh: Callable[[str], dict],
+    after: Callable[[str, dict], None] | None = None,
+) -> dict[str, dict]:
+    """Refresh aggregates one after the other: `refresh(name)` -> its result, a check
+    before each, locks lost after the retries fail the job, progress after each (then
+    `after(name, result)`). Shared by refresh_aggregate and backfill.aggregates."""
     results: dict[str, dict] = {}
+    for name in names:
+        ctx.check()
+        with locks_or_job_error(f"refresh of {name}"):
+            results[name] = refresh(name)
+        ctx.progress(aggregates=results)
+        ctx.log.info("aggregate refreshed", aggregate=name, result=results[name])
+        if after is not None:
+            after(name, results[name])
+    return results
+
+
+def run(ctx: JobContext, params: dict) -> dict:
     with ctx.connect(autocommit=True) as conn:
-        for name in names:
-            ctx.check()
-            try:
-                if params["start"]:
-                    start = datetime.fromisoformat(params["start"])
-                    end = datetime.fromisoformat(params["end"]) if params["end"] else datetime.now(UTC)
-                    if start >= end:
-                        raise JobError(f"start {params['start']} is not before now")
-                    results[name] = rollups.refresh(conn, name, start, end, check=ctx.check)
-                else:
-                    results[name] = rollups.refresh_pending(conn, name, check=ctx.check)
-            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-                raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") from None
-            ctx.progress(aggregates=results)
-            ctx.log.info("aggregate refreshed", aggregate=name, result=results[name])
-    return {"aggregates": results}
+        if params["start"]:
+            start = datetime.fromisoformat(params["start"])
+            end = datetime.fromisoformat(params["end"]) if params["end"] else datetime.now(UTC)
+            if start >= end:
+                raise JobError(f"start {params['start']} is not before now")
+
+            def refresh(name: str) -> dict:
+                return rollups.refresh(conn, name, start, end, check=ctx.check)
+
+        else:
+
+            def refresh(name: str) -> dict:
+                return rollups.refresh_pending(conn, name, check=ctx.check)
+
+        return {"aggregates": refresh_each(ctx, names(params), refresh)}
 
 
 def _key(params: dict) -> str:

@@ -8,23 +8,30 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
-from app import validation
+from app import db, validation
 from app.backfill import bars, dryrun, fileset, layout, runs, sources
 from app.backfill.checkpoints import State
+from app.backfill.task import BackfillError, Task
+from app.config import Settings
 from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
+from app.jobs import aggregates
 from app.jobs.base import JobContext, JobError, JobKind
+from app.timeseries import rollups
 
 MAX_BATCH_ROWS = 1_000_000
 DEFAULT_BATCH_ROWS = 100_000
 DEFAULT_SLICE = timedelta(days=1)
 MAX_SLICES = 20_000
+AGGREGATES_JOB = "backfill.aggregates"
 
 
 @dataclass(frozen=True)
@@ -45,15 +52,29 @@ class Param:
         }
 
 
-def _settings():
-    """The API's settings while handling a request; the process environment otherwise."""
-    from flask import current_app, has_app_context
+def task(ctx: JobContext) -> Task:
+    """What the backfill code gets from this job: its sessions, checks, progress, outcome."""
 
-    if has_app_context():
-        return current_app.config["SETTINGS"]
-    from app.jobs import runner
+    @contextmanager
+    def connect() -> Iterator[psycopg.Connection]:
+        with ctx.connect(autocommit=True) as conn:
+            yield conn
 
-    return runner.settings()
+    def outcome(exc: BaseException) -> tuple[str, str]:
+        status, message = ctx.outcome(exc)
+        return str(status), message
+
+    return Task(
+        run_id=ctx.run_id,
+        connect=connect,
+        connect_aside=lambda: db.connect(ctx.settings, application_name="store-backfill-close", autocommit=True),
+        check=ctx.check,
+        progress=ctx.progress,
+        outcome=outcome,
+        stopping=lambda: ctx.stop_reason is not None,
+        log=ctx.log,
+        heartbeat_s=ctx.settings.heartbeat_interval,
+    )
 
 
 def _check_fields(body: dict, params: tuple[Param, ...]) -> None:
@@ -141,11 +162,11 @@ BARS_PARAMS = (
 )
 
 
-def parse_bars(body: dict) -> dict:
+def parse_bars(body: dict, settings: Settings) -> dict:
     """The job's parameters. A single file: the child-shaped params. A glob or `sources`:
     {"files": [child params...], "parent": parent params} (app/jobs/fanout.py submits them)."""
     _check_fields(body, BARS_PARAMS)
-    s = _settings()
+    s = settings
     if (body.get("source") is None) == (body.get("sources") is None):
         raise BadRequest("give either source (a path, glob or URL) or sources (a list of them)")
     try:
@@ -230,14 +251,16 @@ def run_bars(ctx: JobContext, params: dict) -> dict:
         batch_rows=params["batch_rows"],
         provider=params["provider"],
         interval=params["interval"],
+        source_dir=root,
+        max_download_bytes=ctx.settings.backfill_max_download_bytes,
         layout=layout.Layout.from_params(params.get("layout") or {}),
         group=params.get("group"),
     )
     try:
         if params.get("dry_run"):
-            return dryrun.run(ctx, bars_params)
-        return bars.load(ctx, bars_params)
-    except JobError as exc:
+            return dryrun.run(task(ctx), bars_params)
+        return bars.load(task(ctx), bars_params)
+    except BackfillError as exc:
         raise JobError(_with_root(str(exc), root)) from None
 
 
@@ -272,12 +295,9 @@ AGG_PARAMS = (
 )
 
 
-def parse_aggregates(body: dict) -> dict:
-    from app.jobs.aggregates import parse_time
-    from app.timeseries import rollups
-
+def parse_aggregates(body: dict, settings: Settings) -> dict:
     _check_fields(body, AGG_PARAMS)
-    start, end = parse_time("start", body["start"]), parse_time("end", body["end"])
+    start, end = aggregates.parse_time("start", body["start"]), aggregates.parse_time("end", body["end"])
     if start >= end:
         raise BadRequest("start must be before end")
     name = body.get("name")
@@ -304,9 +324,7 @@ def parse_aggregates(body: dict) -> dict:
 
 
 def run_aggregates(ctx: JobContext, params: dict) -> dict:
-    from app.timeseries import rollups
-
-    names = [params["name"]] if params["name"] else list(rollups.NAMES)
+    names = aggregates.names(params)
     start, end = datetime.fromisoformat(params["start"]), datetime.fromisoformat(params["end"])
     width = timedelta(seconds=params["slice_seconds"])
     done = {"slices": 0}
@@ -317,28 +335,27 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
         done["slices"] += 1
         ctx.progress(slices_started=done["slices"])
 
-    results: dict[str, dict] = {}
     with ctx.connect(autocommit=True) as conn:
         job_run_id = runs.start(
             conn,
-            job_name="backfill.aggregates",
+            job_name=AGGREGATES_JOB,
             dataset=",".join(names),
             provider=None,
             fingerprint="",
             metadata={"run_id": ctx.run_id, **params},
         )
+
+        def refresh(name: str) -> dict:
+            return rollups.refresh(conn, name, start, end, check=check, slice_width=width)
+
+        def after(name: str, result: dict) -> None:
+            state.rows_written += int(result.get("rows_written") or 0)
+            runs.heartbeat(conn, job_run_id, state, None)
+
         try:
-            for name in names:
-                ctx.check()
-                try:
-                    results[name] = rollups.refresh(conn, name, start, end, check=check, slice_width=width)
-                except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-                    raise JobError(f"refresh of {name} gave up waiting for locks: {str(exc).splitlines()[0]}") from None
-                state.rows_written += int(results[name].get("rows_written") or 0)
-                runs.heartbeat(conn, job_run_id, state, None)
-                ctx.progress(aggregates=results, slices_started=done["slices"])
+            results = aggregates.refresh_each(ctx, names, refresh, after)
         except BaseException as exc:
-            runs.close_on_error(ctx, job_run_id, state, None, exc)
+            runs.close_on_error(task(ctx), job_run_id, state, None, exc)
             raise
         runs.finish(conn, job_run_id, "success", state, None)
     return {
@@ -350,10 +367,10 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
 
 
 AGGREGATES = JobKind(
-    name="backfill.aggregates",
+    name=AGGREGATES_JOB,
     run=run_aggregates,
     parse=parse_aggregates,
-    single_flight=lambda p: f"backfill.aggregates:{p['name'] or '*'}:{p['start']}..{p['end']}:{p['slice_seconds']}",
+    single_flight=lambda p: f"{AGGREGATES_JOB}:{p['name'] or '*'}:{p['start']}..{p['end']}:{p['slice_seconds']}",
     description="Recompute the continuous aggregates over a historical window, one short transaction per slice.",
 )
 

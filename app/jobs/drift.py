@@ -33,7 +33,7 @@ def run(ctx: JobContext, params: dict) -> dict:
     ctx.check()
     with ctx.connect(autocommit=True) as conn:
         check_id = state.record(conn, found, ctx.run_id)
-    events = report.report(s, found)
+    events = report.report(s, found, redis=ctx.redis)
     if not found.registry_reachable:
         ctx.log.warning("registry unreachable during drift check", error=found.error)
     for r in found.results:

@@ -29,7 +29,6 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from app import queue
 from app.errors import Conflict
 from app.jobs import ledger
 
@@ -203,7 +202,7 @@ def settle(conn: psycopg.Connection, parent_id: str) -> str | None:
         return status
 
 
-def cancel_children(settings, conn: psycopg.Connection, parent_id: str) -> int:
+def cancel_children(jobs_queue, conn: psycopg.Connection, parent_id: str) -> int:
     """Cancel every active child (queued ones never run; running ones are stopped)."""
     ids = [
         r[0]
@@ -215,7 +214,7 @@ def cancel_children(settings, conn: psycopg.Connection, parent_id: str) -> int:
     for run_id in ids:
         if ledger.request_cancel(conn, run_id) == "queued":
             try:
-                queue.remove(settings, run_id)
+                jobs_queue.remove(run_id)
             except Exception:  # noqa: BLE001 - the runner skips non-queued jobs anyway
                 pass
     settle(conn, parent_id)

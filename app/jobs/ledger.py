@@ -6,19 +6,32 @@ if it loses them, `reaper` re-enqueues from here.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from app.config import PROJECT_ROOT
+from app.db import scalar
+from app.times import iso
 
-STATUSES = ("queued", "running", "success", "failed", "cancelled")
-ACTIVE = ("queued", "running")
+
+class JobStatus(StrEnum):
+    """A job's status in the ledger (and in the API's job documents)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+STATUSES = tuple(JobStatus)
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 # The ledger's migrations, executed in this order by `bootstrap` (each is idempotent).
 LEDGER_SQL = (
     PROJECT_ROOT / "migrations" / "0001_job_ledger.sql",
@@ -26,36 +39,27 @@ LEDGER_SQL = (
 )
 _BOOTSTRAP_LOCK_KEY = 0x5354_4F52_4500  # pg advisory lock key: serialises concurrent bootstraps
 
-_bootstrapped: set[str] = set()
-_bootstrap_lock = threading.Lock()
-
 _COLUMNS = """run_id::text AS run_id, job, status, params, progress, result, error, request_id,
     trigger, requested_at, started_at, finished_at, heartbeat_at, cancel_requested_at, worker, attempts,
     retry_of::text AS retry_of, timeout_s, now() AS now"""
 
 
-def bootstrap(conn: psycopg.Connection, key: str = "") -> None:
-    """Create the ledger tables if missing (idempotent; the same SQL as migrations 0001 and 0030)."""
-    if key and key in _bootstrapped:
-        return
-    with _bootstrap_lock:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
-            found = conn.execute(
-                """SELECT EXISTS (SELECT 1 FROM pg_attribute
-                                  WHERE attrelid = to_regclass('store_schedules') AND attname = 'paused')
-                          AND EXISTS (SELECT 1 FROM pg_attribute
-                                      WHERE attrelid = to_regclass('store_jobs') AND attname = 'retry_of')"""
-            ).fetchone()
-            if not (found and found[0]):
-                for path in LEDGER_SQL:
-                    conn.execute(path.read_text())
-        if key:
-            _bootstrapped.add(key)
+def bootstrap(conn: psycopg.Connection) -> None:
+    """Create the ledger tables if missing (idempotent; the same SQL as migrations 0001 and 0030).
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    Called once at process start: by the worker's main, and by the API's sweeper when
+    gunicorn starts it (app/jobs/reaper.py)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK_KEY,))
+        found = conn.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_attribute
+                              WHERE attrelid = to_regclass('store_schedules') AND attname = 'paused')
+                      AND EXISTS (SELECT 1 FROM pg_attribute
+                                  WHERE attrelid = to_regclass('store_jobs') AND attname = 'retry_of')"""
+        ).fetchone()
+        if not (found and found[0]):
+            for path in LEDGER_SQL:
+                conn.execute(path.read_text())
 
 
 def document(row: dict) -> dict:
@@ -76,9 +80,9 @@ def document(row: dict) -> dict:
         "progress": row["progress"],
         "result": row["result"],
         "error": row["error"],
-        "requested_at": _iso(row["requested_at"]),
-        "started_at": _iso(started),
-        "finished_at": _iso(finished),
+        "requested_at": iso(row["requested_at"]),
+        "started_at": iso(started),
+        "finished_at": iso(finished),
         "duration_s": duration,
         "trigger": row["trigger"],
         "request_id": row["request_id"],
@@ -255,6 +259,19 @@ def fail_lost(conn: psycopg.Connection, lost_after_s: float) -> list[dict]:
                RETURNING run_id::text AS run_id, job, worker, started_at""",
             (lost_after_s,),
         ).fetchall()
+
+
+def active_counts(conn: psycopg.Connection) -> tuple[list[tuple[str, str, int]], float]:
+    """[(job, status, count)] of queued and running jobs, and how many seconds the oldest
+    queued job has waited (0 when none waits; nothing before the ledger exists)."""
+    if not scalar(conn, "SELECT to_regclass('store_jobs') IS NOT NULL"):
+        return [], 0.0
+    rows = conn.execute(
+        """SELECT job, status, count(*), EXTRACT(EPOCH FROM now() - min(requested_at))
+           FROM store_jobs WHERE status IN ('queued', 'running') GROUP BY job, status"""
+    ).fetchall()
+    oldest = max((float(age or 0) for _job, status, _n, age in rows if status == JobStatus.QUEUED), default=0.0)
+    return [(job, status, int(count)) for job, status, count, _age in rows], oldest
 
 
 def queued_before(conn: psycopg.Connection, age_s: float) -> list[dict]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from app import migrator, validation
+from app.config import Settings
 from app.jobs.base import JobContext, JobError, JobKind
 
 
-def parse(body: dict) -> dict:
+def parse(body: dict, settings: Settings) -> dict:
     validation.only(body, ["dry_run"])
     return {"dry_run": validation.flag(body, "dry_run")}
 

@@ -5,8 +5,8 @@
 - A queued job whose RQ entry vanished (Redis restarted empty, enqueue failed) is
   enqueued again from the ledger.
 
-`sweep` is cheap and idempotent; it runs in every API process and in the worker's
-scheduler, so it works even when no worker is alive.
+`sweep` is cheap and idempotent; it runs in every API process (`Sweeper`) and in the
+worker's scheduler, so it works even when no worker is alive.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import threading
 import psycopg
 import redis
 
-from app import db, logs, queue
-from app.config import Settings
+from app import logs
 from app.jobs import fanout, ledger, service
+from app.resources import Resources
 
 
-def sweep(settings: Settings, conn: psycopg.Connection) -> dict:
+def sweep(resources: Resources, conn: psycopg.Connection) -> dict:
+    settings = resources.settings
     log = logs.get("reaper")
     lost = ledger.fail_lost(conn, settings.lost_after)
     for job in lost:
@@ -30,8 +31,8 @@ def sweep(settings: Settings, conn: psycopg.Connection) -> dict:
     requeued = 0
     try:
         for job in ledger.queued_before(conn, settings.requeue_after):
-            if not queue.exists(settings, job["run_id"]):
-                if service.enqueue(settings, conn, job["run_id"], job["timeout_s"]):
+            if not resources.queue.exists(job["run_id"]):
+                if service.enqueue(resources.queue, conn, job["run_id"], job["timeout_s"]):
                     requeued += 1
                     log.warning("queued job was missing from Redis; enqueued again", run_id=job["run_id"])
     except redis.exceptions.RedisError as exc:
@@ -40,18 +41,34 @@ def sweep(settings: Settings, conn: psycopg.Connection) -> dict:
 
 
 class Sweeper(threading.Thread):
-    """Background sweep every few seconds (one per API process)."""
+    """The API process's background sweep, every few seconds.
 
-    def __init__(self, settings: Settings, every: float = 5.0):
+    Its first step is the ledger's bootstrap (once per process; retried each round
+    until the database answers), so the API never touches a ledger that is not there."""
+
+    def __init__(self, resources: Resources, every: float = 5.0):
         super().__init__(name="reaper", daemon=True)
-        self.settings, self.every = settings, every
+        self.resources, self.every = resources, every
         self.stopped = threading.Event()
+        self.bootstrapped = threading.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def start(self) -> None:
+        self.round()  # the ledger exists before the process serves its first request
+        super().start()
+
+    def round(self) -> None:
+        try:
+            with self.resources.pool.connection(timeout=2) as conn:
+                if not self.bootstrapped.is_set():
+                    ledger.bootstrap(conn)
+                    self.bootstrapped.set()
+                sweep(self.resources, conn)
+        except Exception as exc:  # noqa: BLE001 - keep sweeping whatever happens
+            logs.get("reaper").debug("sweep skipped", error=str(exc))
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
-            try:
-                with db.connection(self.settings, timeout=2) as conn:
-                    ledger.bootstrap(conn, self.settings.database_url)
-                    sweep(self.settings, conn)
-            except Exception as exc:  # noqa: BLE001 - keep sweeping whatever happens
-                logs.get("reaper").debug("sweep skipped", error=str(exc))
+            self.round()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import psycopg
-
 from app import validation
-from app.jobs.base import JobContext, JobError, JobKind
+from app.config import Settings
+from app.jobs.base import LOCK_ERRORS, JobContext, JobError, JobKind, gave_up_on_locks
 from app.timeseries import catalog, retention
 
 
-def parse(body: dict) -> dict:
+def parse(body: dict, settings: Settings) -> dict:
     validation.only(body, ["table", "dry_run"])
     table = validation.one_of(body.get("table"), catalog.TABLES, "table", "a time-series table")
     return {"table": table, "dry_run": validation.flag(body, "dry_run")}
@@ -26,8 +25,8 @@ def run(ctx: JobContext, params: dict) -> dict:
                 results[table] = retention.apply_table(
                     conn, table, dry_run=params["dry_run"], check=ctx.check, progress=ctx.progress
                 )
-            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-                failed[table] = f"gave up waiting for locks: {str(exc).splitlines()[0]}"
+            except LOCK_ERRORS as exc:
+                failed[table] = gave_up_on_locks(exc)
             ctx.progress(tables=results, failed=failed)
             ctx.log.info("retention applied", table=table, result=results.get(table), error=failed.get(table))
     if failed:

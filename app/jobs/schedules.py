@@ -11,7 +11,7 @@ is resumed); so does the drift check while drift checks are disabled (`REGISTRY_
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from app.config import Settings
 from app.intervals import IntervalError, format_interval, parse_interval
+from app.times import iso
 
 MIN_EVERY = timedelta(seconds=10)
 
@@ -69,7 +70,10 @@ def ensure(conn: psycopg.Connection, settings: Settings) -> None:
                ON CONFLICT (name) DO UPDATE SET job = EXCLUDED.job, params = EXCLUDED.params,
                    every = EXCLUDED.every, paused = EXCLUDED.paused, updated_at = now()
                WHERE store_schedules.every IS NULL""",
-            [(d.name, d.job, Jsonb(KINDS[d.job].parse({})), d.every, d.paused) for d in definitions(settings)],
+            [
+                (d.name, d.job, Jsonb(KINDS[d.job].parse({}, settings)), d.every, d.paused)
+                for d in definitions(settings)
+            ],
         )
 
 
@@ -82,9 +86,6 @@ _SELECT = """SELECT s.name, s.job, s.params, s.every, s.paused, s.last_run_id::t
 
 
 def _document(row: dict) -> dict:
-    def iso(v: datetime | None) -> str | None:
-        return v.isoformat() if v else None
-
     return {
         "name": row["name"],
         "job": row["job"],

@@ -14,11 +14,14 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
-from app import logs, queue
+from app import logs
 from app.config import Settings
-from app.errors import Conflict
+from app.errors import Conflict, NotFound
 from app.jobs import fanout, ledger
 from app.jobs.base import JobKind
+from app.jobs.ledger import JobStatus
+from app.queue import JobQueue
+from app.resources import Resources
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ def timeout_for(settings: Settings, kind: JobKind) -> float:
 
 
 def submit(
-    settings: Settings,
+    resources: Resources,
     conn: psycopg.Connection,
     kind: JobKind,
     params: dict,
@@ -59,7 +62,7 @@ def submit(
     `create(conn) -> (run_id, created, run ids to enqueue)` replaces the single ledger row
     (a parent run with its children: app/jobs/fanout.py); it runs in the same transaction
     as the idempotency record."""
-    ledger.bootstrap(conn, settings.database_url)
+    settings = resources.settings
     digest = request_hash(kind.name, params)
     while True:
         with conn.transaction() as tx:
@@ -100,14 +103,14 @@ def submit(
         break
     if created:
         for queued in to_enqueue:
-            enqueue(settings, conn, queued, timeout_for(settings, kind))
+            enqueue(resources.queue, conn, queued, timeout_for(settings, kind))
     return Submitted(run_id, created)
 
 
-def enqueue(settings: Settings, conn: psycopg.Connection, run_id: str, timeout_s: float) -> bool:
+def enqueue(queue: JobQueue, conn: psycopg.Connection, run_id: str, timeout_s: float) -> bool:
     """Hand a recorded job to RQ. False (job left queued for the reaper) if Redis is down."""
     try:
-        queue.enqueue(settings, run_id, timeout_s)
+        queue.enqueue(run_id, timeout_s)
     except redis.exceptions.RedisError as exc:
         logs.get("jobs").warning("enqueue failed; the reaper will retry", run_id=run_id, error=str(exc))
         return False
@@ -115,17 +118,15 @@ def enqueue(settings: Settings, conn: psycopg.Connection, run_id: str, timeout_s
     return True
 
 
-RETRYABLE = ("failed", "cancelled")
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
 MAX_WAITING_FOR = 20  # run ids listed in `waiting_for`
 
 
-def retry(settings: Settings, conn: psycopg.Connection, run_id: str, *, request_id: str | None = None) -> Submitted:
+def retry(resources: Resources, conn: psycopg.Connection, run_id: str, *, request_id: str | None = None) -> Submitted:
     """Run a failed or cancelled job again with its parameters, as a new run recording
     `retry_of`. Single flight applies: an active run of the same target answers instead."""
-    from app.errors import NotFound
     from app.jobs import KINDS
 
-    ledger.bootstrap(conn, settings.database_url)
     row = ledger.get(conn, run_id)
     if row is None:
         raise NotFound(f"no job with run_id {run_id}")
@@ -138,9 +139,9 @@ def retry(settings: Settings, conn: psycopg.Connection, run_id: str, *, request_
         raise Conflict(f"job kind {row['job']!r} no longer exists in this version of the store")
     if fanout.is_parent(row["params"]):  # a backfill of many files: a new parent, the same files
         parent, files = fanout.retry_params(conn, row)
-        timeout_s = timeout_for(settings, kind)
+        timeout_s = timeout_for(resources.settings, kind)
 
-        def create(c):
+        def create(c: psycopg.Connection):
             return fanout.create(
                 c,
                 kind.name,
@@ -152,24 +153,24 @@ def retry(settings: Settings, conn: psycopg.Connection, run_id: str, *, request_
                 retry_of=run_id,
             )
 
-        return submit(settings, conn, kind, parent, request_id=request_id, retry_of=run_id, create=create)
-    return submit(settings, conn, kind, row["params"], request_id=request_id, retry_of=run_id)
+        return submit(resources, conn, kind, parent, request_id=request_id, retry_of=run_id, create=create)
+    return submit(resources, conn, kind, row["params"], request_id=request_id, retry_of=run_id)
 
 
-def documents(settings: Settings, conn: psycopg.Connection, rows: list[dict]) -> list[dict]:
+def documents(queue: JobQueue, conn: psycopg.Connection, rows: list[dict]) -> list[dict]:
     """Job documents, with `queue_position` and `waiting_for` filled in for queued jobs:
     the position (1 = next to be taken) and the run ids ahead of it (running ones first),
     or "no worker alive" when no worker is registered to take it."""
     docs = [ledger.document(r) for r in rows]
-    if not any(d["status"] == "queued" for d in docs):
+    if not any(d["status"] == JobStatus.QUEUED for d in docs):
         return docs
     running, queued = ledger.queue_order(conn)
     try:
-        workers = queue.workers_alive(settings)
+        workers = queue.workers_alive()
     except redis.exceptions.RedisError:
         workers = None
     for doc in docs:
-        if doc["status"] != "queued":
+        if doc["status"] != JobStatus.QUEUED:
             continue
         position = queued.index(doc["run_id"]) if doc["run_id"] in queued else len(queued)
         doc["queue_position"] = position + 1

@@ -16,9 +16,12 @@ from __future__ import annotations
 import time
 import uuid
 
+import redis
+
 from app import logs, metrics
 from app.config import SERVICE, VERSION, Settings
 from app.drift.canonical import sha256
+from app.drift.check import Result
 from app.pulse.inmem import BUS
 
 DRIFT_STREAM = "telemetry.schema_drift"
@@ -49,22 +52,36 @@ def envelope(
     }
 
 
-def _bus(settings: Settings):
-    if settings.event_bus_backend == "redis":
-        from app.pulse.redis_streams import RedisStreamsBus
+def _send(settings: Settings, client: redis.Redis | None, stream: str, envelope: dict) -> None:
+    if settings.event_bus_backend != "redis":
+        BUS.send(stream, envelope)
+        return
+    from app.pulse.redis_streams import RedisStreamsBus
 
-        return RedisStreamsBus(settings)
-    return BUS
+    if client is not None:
+        RedisStreamsBus(settings, client).send(stream, envelope)
+        return
+    with redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0) as own:
+        RedisStreamsBus(settings, own).send(stream, envelope)
 
 
-def publish(settings: Settings, stream: str, payload: dict, schema_id: str, key: str | None = None) -> bool:
-    """Publish one event; True when the bus took it. Never raises."""
+def publish(
+    settings: Settings,
+    stream: str,
+    payload: dict,
+    schema_id: str,
+    key: str | None = None,
+    redis: redis.Redis | None = None,
+) -> bool:
+    """Publish one event; True when the bus took it. Never raises.
+
+    `redis`: the process's client for the Redis Streams bus (one of its own when None)."""
     if not settings.pulse_enabled:
         return False
     track = settings.registry_track
     started = time.perf_counter()
     try:
-        _bus(settings).send(stream, envelope(payload, schema_id, track, key))
+        _send(settings, redis, stream, envelope(payload, schema_id, track, key))
         outcome = "success"
     except Exception as exc:  # noqa: BLE001 - fail-open: the bus never fails the caller
         outcome = "error"
@@ -79,7 +96,9 @@ def publish(settings: Settings, stream: str, payload: dict, schema_id: str, key:
     return outcome == "success"
 
 
-def publish_drift(settings: Settings, result, track: str, detected_at: float) -> bool:
+def publish_drift(
+    settings: Settings, result: Result, track: str, detected_at: float, redis: redis.Redis | None = None
+) -> bool:
     """The schema-drift event for one drifted schema (`app.drift.check.Result`).
 
     The platform's model requires every SHA and version field as a string: a value the
@@ -102,11 +121,18 @@ def publish_drift(settings: Settings, result, track: str, detected_at: float) ->
         "local_version": result.local_version or "",
         "registry_version": result.registry_version or "",
     }
-    return publish(settings, DRIFT_STREAM, payload, DRIFT_SCHEMA, key=result.schema)
+    return publish(settings, DRIFT_STREAM, payload, DRIFT_SCHEMA, key=result.schema, redis=redis)
 
 
 def publish_job_end(
-    settings: Settings, *, run_id: str, job: str, status: str, duration_s: float, error: str | None = None
+    settings: Settings,
+    *,
+    run_id: str,
+    job: str,
+    status: str,
+    duration_s: float,
+    error: str | None = None,
+    redis: redis.Redis | None = None,
 ) -> bool:
     """The end of one job (called by app/jobs/runner.py for every job)."""
     payload = {
@@ -118,4 +144,4 @@ def publish_job_end(
         "error": error,
         "finished_at": time.time(),
     }
-    return publish(settings, JOBS_STREAM, payload, JOBS_SCHEMA, key=run_id)
+    return publish(settings, JOBS_STREAM, payload, JOBS_SCHEMA, key=run_id, redis=redis)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from app import queue
+import redis
+
 from app.config import Settings
 
 MAXLEN = 10_000
@@ -20,12 +21,12 @@ def stream_key(settings: Settings, stream: str) -> str:
 
 
 class RedisStreamsBus:
-    def __init__(self, settings: Settings, maxlen: int = MAXLEN):
+    def __init__(self, settings: Settings, client: redis.Redis | None = None, maxlen: int = MAXLEN):
+        """`client`: the process's Redis client; without one the bus opens its own."""
         self.settings = settings
+        self.client = client if client is not None else redis.Redis.from_url(settings.redis_url)
         self.maxlen = maxlen
 
     def send(self, stream: str, envelope: dict) -> None:
         data = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-        queue.client(self.settings).xadd(
-            stream_key(self.settings, stream), {"data": data}, maxlen=self.maxlen, approximate=True
-        )
+        self.client.xadd(stream_key(self.settings, stream), {"data": data}, maxlen=self.maxlen, approximate=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import psycopg
 
+from app.db import scalar
+
 TIMESCALEDB = "timescaledb"
 POSTGRES = "postgres"
 
@@ -25,12 +27,14 @@ def timescaledb_version(conn: psycopg.Connection) -> str | None:
 def is_hypertable(conn: psycopg.Connection, table: str) -> bool:
     if not timescaledb_version(conn):
         return False
-    row = conn.execute(
-        """SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+    return bool(
+        scalar(
+            conn,
+            """SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
                           WHERE hypertable_schema = current_schema() AND hypertable_name = %s)""",
-        (table,),
-    ).fetchone()
-    return bool(row and row[0])
+            (table,),
+        )
+    )
 
 
 def is_partitioned(conn: psycopg.Connection, table: str) -> bool:

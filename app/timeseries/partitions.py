@@ -26,19 +26,18 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import psycopg
 from psycopg import sql
 
+from app.times import EARLIEST, EPOCH, LATEST, align, utc
 from app.timeseries import backend, catalog
 from app.timeseries.retry import retrying, short_lock_timeout
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LOCK_CLASS = 0x4D44_5350  # advisory lock namespace of partition DDL ('MDSP'), object = parent oid
 PREMAKE_CHUNKS = 4  # partitions kept ready ahead of now
 MAX_PER_CALL = 5000  # refuse absurd ranges (e.g. a typo of year 1000)
-_MIN = datetime(1000, 1, 1, tzinfo=UTC)
-_MAX = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -46,16 +45,6 @@ class Partition:
     name: str
     lo: datetime
     hi: datetime
-
-
-def utc(ts: datetime) -> datetime:
-    """Aware UTC datetime; a naive one is taken as UTC."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
-def align(ts: datetime, width: timedelta) -> datetime:
-    """Start of the epoch-aligned slot of `width` that contains `ts`."""
-    return EPOCH + ((utc(ts) - EPOCH) // width) * width
 
 
 def partition_name(table: str, lo: datetime) -> str:
@@ -192,7 +181,7 @@ def ensure_range(
         raise ValueError("start must not be after end")
     if table not in catalog.TABLES:
         raise ValueError(f"{table} is not a time-series table")
-    if start < _MIN or end >= _MAX:
+    if start < EARLIEST or end >= LATEST:
         raise ValueError(f"range {start.isoformat()} .. {end.isoformat()} is outside the supported years")
     if backend.is_hypertable(conn, table):
         return 0
@@ -211,9 +200,7 @@ def ensure_range(
     for lo in slots:
         if check is not None:
             check()
-        created += retrying(
-            lambda lo=lo: _create(conn, table, lo, lo + width), f"create partition of {table}", check=check
-        )
+        created += retrying(partial(_create, conn, table, lo, lo + width), f"create partition of {table}", check=check)
     return created
 
 
@@ -242,13 +229,13 @@ def sweep_default(
     info = catalog.table(table)
     col = sql.Identifier(info.time_column)
     width_s = int(info.chunk.total_seconds())
-    lower = max(_MIN, utc(not_before)) if not_before else _MIN
+    lower = max(EARLIEST, utc(not_before)) if not_before else EARLIEST
     rows = conn.execute(
         sql.SQL(
             "SELECT floor(extract(epoch FROM {c}) / %s)::bigint AS slot, count(*) FROM {d} "
             "WHERE {c} >= %s AND {c} < %s GROUP BY 1 ORDER BY 1"
         ).format(c=col, d=sql.Identifier(default)),
-        (width_s, lower, _MAX),
+        (width_s, lower, LATEST),
     ).fetchall()
     created = 0
     for slot, _count in rows:

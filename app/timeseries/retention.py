@@ -26,9 +26,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from app.db import scalar
 from app.intervals import format_interval
+from app.times import iso, utc
 from app.timeseries import backend, catalog, partitions, rollups
-from app.timeseries.partitions import utc
 from app.timeseries.retry import retrying, short_lock_timeout
 
 RUN_LOCK = 0x4D44_5352  # advisory namespace: one retention run per table ('MDSR'), object = table oid
@@ -37,15 +38,11 @@ BATCH_ROWS = 20_000
 Check = Callable[[], None]
 
 
-def _iso(ts: datetime | None) -> str | None:
-    return utc(ts).isoformat() if ts else None
-
-
 # -- policies ------------------------------------------------------------------------------
 _POLICY_COLUMNS = "table_name, retain, enabled, updated_at, last_applied_at, last_cutoff, last_result"
 
 
-def _policy_doc(row) -> dict:
+def _policy_doc(row: tuple) -> dict:
     name, retain, enabled, updated, applied, cutoff, last = row
     info = catalog.TABLES.get(name)
     return {
@@ -56,9 +53,9 @@ def _policy_doc(row) -> dict:
         "time_column": info.time_column if info else None,
         "chunk_interval": format_interval(info.chunk) if info else None,
         "default_retain": format_interval(info.default_retain) if info else None,
-        "updated_at": _iso(updated),
-        "last_applied_at": _iso(applied),
-        "watermark": _iso(cutoff),
+        "updated_at": iso(updated),
+        "last_applied_at": iso(applied),
+        "watermark": iso(cutoff),
         "last_result": last,
     }
 
@@ -96,6 +93,7 @@ def set_policy(conn: psycopg.Connection, table: str, retain: timedelta, enabled:
             RETURNING {_POLICY_COLUMNS}""",
         (table, retain, enabled, enabled),
     ).fetchone()
+    assert row is not None  # an upsert with RETURNING always returns its row
     return _policy_doc(row)
 
 
@@ -103,7 +101,16 @@ def set_policy(conn: psycopg.Connection, table: str, retain: timedelta, enabled:
 class _Run:
     """State of one table's retention pass."""
 
-    def __init__(self, conn, table, dry_run, check, progress, batch_rows, now=None):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        table: str,
+        dry_run: bool,
+        check: Check | None,
+        progress: Callable[..., None] | None,
+        batch_rows: int,
+        now: datetime | None = None,
+    ):
         self.conn, self.table, self.dry_run, self.now = conn, table, dry_run, now
         self.info = catalog.table(table)
         self.check = check or (lambda: None)
@@ -118,9 +125,9 @@ class _Run:
     def count(self, relation: str, cutoff: datetime | None = None) -> int:
         q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(relation))
         if cutoff is None:
-            return self.conn.execute(q).fetchone()[0]
+            return scalar(self.conn, q)
         q += sql.SQL(" WHERE {} < %s").format(sql.Identifier(self.info.time_column))
-        return self.conn.execute(q, (cutoff,)).fetchone()[0]
+        return scalar(self.conn, q, (cutoff,))
 
     def _delete_loop(self, stmt: sql.Composed, params: tuple, what: str) -> int:
         """Run a bounded DELETE (one transaction each) until it deletes nothing."""
@@ -228,9 +235,7 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
     for schema, name, _lo, hi in chunks:
         if hi <= cutoff:
             run.check()
-            run.rows_removed += conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
-            ).fetchone()[0]
+            run.rows_removed += scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name)))
     if whole and not run.dry_run:
         run.note("dropping chunks")
 
@@ -249,12 +254,13 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
         if hi > cutoff:
             if run.dry_run:
                 col = sql.Identifier(run.info.time_column)
-                run.rows_removed += conn.execute(
+                run.rows_removed += scalar(
+                    conn,
                     sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s AND {} < %s").format(
                         sql.Identifier(table), col, col
                     ),
                     (lo, cutoff),
-                ).fetchone()[0]
+                )
             else:
                 run.delete_batches_by_key(lo, cutoff)
     return {}
@@ -286,7 +292,7 @@ def apply_table(
     if policy is None:
         raise ValueError(f"no retention policy for {table}")
     use = backend.table_backend(conn, table)
-    got = conn.execute("SELECT pg_try_advisory_lock(%s, %s::regclass::oid::int)", (RUN_LOCK, table)).fetchone()[0]
+    got = scalar(conn, "SELECT pg_try_advisory_lock(%s, %s::regclass::oid::int)", (RUN_LOCK, table))
     if not got:
         return {"table": table, "skipped": "another retention run is working on this table"}
     try:
@@ -301,7 +307,7 @@ def apply_table(
             return out
         retain = timedelta(seconds=policy["retain_seconds"])
         if now is None:
-            cutoff = utc(conn.execute("SELECT now() - %s::interval", (retain,)).fetchone()[0])
+            cutoff = utc(scalar(conn, "SELECT now() - %s::interval", (retain,)))
         else:
             cutoff = utc(now) - retain
         run = _Run(conn, table, dry_run, check, progress, batch_rows, now)

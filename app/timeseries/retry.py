@@ -7,14 +7,13 @@ with a growing, jittered pause.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
 
-from app import logs
+from app import logs, retry
+from app.db import scalar
 
 T = TypeVar("T")
 DDL_LOCK_TIMEOUT_MS = 1000  # cap for locks that make ingest queue behind us (ACCESS EXCLUSIVE)
@@ -23,25 +22,19 @@ ATTEMPTS = 8
 
 
 def retrying(fn: Callable[[], T], what: str, attempts: int = ATTEMPTS, check: Callable[[], None] | None = None) -> T:
-    """Call `fn` (one whole transaction) until it gets its locks; re-raise after `attempts`."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except RETRYABLE as exc:
-            if attempt == attempts:
-                raise
-            pause = min(0.1 * 2**attempt, 5.0) * random.uniform(0.5, 1.0)
-            logs.get("timeseries").info(
-                "lock not granted, retrying",
-                what=what,
-                attempt=attempt,
-                pause_s=round(pause, 2),
-                error=type(exc).__name__,
-            )
-            if check is not None:
-                check()
-            time.sleep(pause)
-    raise AssertionError("unreachable")
+    """Call `fn` (one whole transaction) until it gets its locks; re-raise after `attempts`.
+    `check` runs before each pause (a cancelled job stops instead of waiting)."""
+
+    def before_pause(attempt: int, exc: BaseException, pause: float) -> None:
+        logs.get("timeseries").info(
+            "lock not granted, retrying", what=what, attempt=attempt, pause_s=round(pause, 2), error=type(exc).__name__
+        )
+        if check is not None:
+            check()
+
+    return retry.call(
+        fn, on=RETRYABLE, attempts=attempts, first_pause=0.2, max_pause=5.0, jitter=True, before_pause=before_pause
+    )
 
 
 def short_lock_timeout(conn: psycopg.Connection) -> None:
@@ -50,6 +43,6 @@ def short_lock_timeout(conn: psycopg.Connection) -> None:
     While we wait for an ACCESS EXCLUSIVE lock, every new INSERT queues behind our
     request; this bounds that wait (the session's own lock_timeout applies if lower).
     """
-    current = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'").fetchone()[0])
+    current = int(scalar(conn, "SELECT setting FROM pg_settings WHERE name = 'lock_timeout'"))
     value = DDL_LOCK_TIMEOUT_MS if current == 0 else min(current, DDL_LOCK_TIMEOUT_MS)
     conn.execute("SELECT set_config('lock_timeout', %s, true)", (str(value),))

@@ -24,15 +24,17 @@ moves the watermark, so no refresh straddles a watermark move.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from app.db import scalar
+from app.times import align, iso, utc
 from app.timeseries import backend, catalog
-from app.timeseries.partitions import align, utc
 from app.timeseries.retry import retrying
 
 NAMES: tuple[str, ...] = catalog.AGGREGATE_NAMES
@@ -121,7 +123,7 @@ def _recompute_slice(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datet
     return {"buckets": int((hi - lo) / agg.bucket), "rows_written": written, "invalidations_cleared": cleared}
 
 
-def _slices(lo: datetime, hi: datetime, width: timedelta):
+def _slices(lo: datetime, hi: datetime, width: timedelta) -> Iterator[tuple[datetime, datetime]]:
     cur = lo
     while cur < hi:
         nxt = min(hi, align(cur, width) + width)
@@ -134,16 +136,20 @@ def _add(total: dict, part: dict) -> None:
         total[key] = total.get(key, 0) + value
 
 
-def _pg_window(conn, agg, lo, hi, check, slice_width) -> dict:
+def _pg_window(
+    conn: psycopg.Connection,
+    agg: catalog.Aggregate,
+    lo: datetime,
+    hi: datetime,
+    check: Callable[[], None] | None,
+    slice_width: timedelta,
+) -> dict:
     total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
     width = max(slice_width, agg.bucket)
     for s_lo, s_hi in _slices(lo, hi, width):
         if check is not None:
             check()
-        _add(
-            total,
-            retrying(lambda a=s_lo, b=s_hi: _recompute_slice(conn, agg, a, b), f"refresh {agg.name}", check=check),
-        )
+        _add(total, retrying(partial(_recompute_slice, conn, agg, s_lo, s_hi), f"refresh {agg.name}", check=check))
     return total
 
 
@@ -159,7 +165,9 @@ def _pending_runs(conn: psycopg.Connection, agg: catalog.Aggregate) -> list[tupl
     return [(utc(lo), utc(hi) + agg.bucket) for lo, hi in rows]
 
 
-def _pg_pending(conn, agg, check, slice_width) -> dict:
+def _pg_pending(
+    conn: psycopg.Connection, agg: catalog.Aggregate, check: Callable[[], None] | None, slice_width: timedelta
+) -> dict:
     frozen = watermark(conn, agg.source)
     dropped = 0
     if frozen is not None:
@@ -185,7 +193,7 @@ def _require_autocommit(conn: psycopg.Connection) -> None:
         )
 
 
-def _ts_refresh(conn, agg, lo: datetime | None, hi: datetime | None) -> dict:
+def _ts_refresh(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime | None, hi: datetime | None) -> dict:
     """CALL refresh_continuous_aggregate over [lo, hi) (None: open end), under the shared watermark lock."""
     _require_autocommit(conn)
 
@@ -208,13 +216,14 @@ def _ts_refresh(conn, agg, lo: datetime | None, hi: datetime | None) -> dict:
                 (agg.name, start, hi),
             )
             conn.execute("UPDATE store_aggregates SET last_refresh_at = now() WHERE name = %s", (agg.name,))
-            written = conn.execute(
+            written = scalar(
+                conn,
                 sql.SQL(
                     "SELECT count(*) FROM {} WHERE (%s::timestamptz IS NULL OR bucket >= %s) "
                     "AND (%s::timestamptz IS NULL OR bucket < %s)"
                 ).format(sql.Identifier(agg.name)),
                 (start, start, hi, hi),
-            ).fetchone()[0]
+            )
             buckets = int((hi - start) / agg.bucket) if start and hi else None
             return {"buckets": buckets, "rows_written": written, "start": start, "end": hi}
         finally:
@@ -258,7 +267,7 @@ def refresh(
     return {
         "aggregate": name,
         "window": {"start": min(eff_lo, hi).isoformat(), "end": hi.isoformat()},
-        "frozen_before": frozen.isoformat() if frozen else None,
+        "frozen_before": iso(frozen),
         **result,
     }
 
@@ -281,7 +290,7 @@ def refresh_pending(
         pending = pending_invalidations(conn, name)
         out = _ts_refresh(conn, agg, None, None)
         result = {
-            "window": {"start": out["start"].isoformat() if out["start"] else None, "end": None},
+            "window": {"start": iso(out["start"]), "end": None},
             "buckets": None,
             "rows_written": out["rows_written"],
             "invalidations_cleared": pending,
@@ -289,7 +298,7 @@ def refresh_pending(
     else:
         result = _pg_pending(conn, agg, check, slice_width)
     _record(conn, agg, {"mode": "pending", **result})
-    return {"aggregate": name, "frozen_before": frozen.isoformat() if frozen else None, **result}
+    return {"aggregate": name, "frozen_before": iso(frozen), **result}
 
 
 def _record(conn: psycopg.Connection, agg: catalog.Aggregate, result: dict) -> None:
@@ -305,8 +314,10 @@ def pending_invalidations(conn: psycopg.Connection, name: str) -> int | None:
     agg = aggregate(name)
     if backend.is_hypertable(conn, agg.source):
         # Finite ranges only: TimescaleDB keeps open-ended sentinel ranges in the log.
-        row = conn.execute(
-            """SELECT (SELECT count(*) FROM _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l
+        return int(
+            scalar(
+                conn,
+                """SELECT (SELECT count(*) FROM _timescaledb_catalog.continuous_aggs_materialization_invalidation_log l
                        WHERE l.materialization_id = c.mat_hypertable_id
                          AND l.lowest_modified_value > -9223372036854775808
                          AND l.greatest_modified_value < 9223372036854775807)
@@ -314,13 +325,12 @@ def pending_invalidations(conn: psycopg.Connection, name: str) -> int | None:
                        WHERE h.hypertable_id = c.raw_hypertable_id)
                FROM _timescaledb_catalog.continuous_agg c
                WHERE c.user_view_name = %s AND c.user_view_schema = current_schema()""",
-            (name,),
-        ).fetchone()
-        return int(row[0])
-    row = conn.execute(
-        "SELECT count(DISTINCT bucket) FROM store_rollup_invalidations WHERE aggregate = %s", (name,)
-    ).fetchone()
-    return int(row[0])
+                (name,),
+            )
+        )
+    return int(
+        scalar(conn, "SELECT count(DISTINCT bucket) FROM store_rollup_invalidations WHERE aggregate = %s", (name,))
+    )
 
 
 def describe(conn: psycopg.Connection) -> list[dict]:
@@ -333,13 +343,14 @@ def describe(conn: psycopg.Connection) -> list[dict]:
         ts = backend.is_hypertable(conn, source)
         if ts:
             # Never refreshed: the watermark is TimescaleDB's minimum time (4714 BC); report null.
-            mark = conn.execute(
+            mark = scalar(
+                conn,
                 """SELECT CASE WHEN w > -210866803200000000 THEN _timescaledb_functions.to_timestamp(w) END
                    FROM (SELECT _timescaledb_functions.cagg_watermark(mat_hypertable_id) AS w
                          FROM _timescaledb_catalog.continuous_agg
                          WHERE user_view_name = %s AND user_view_schema = current_schema()) c""",
                 (name,),
-            ).fetchone()[0]
+            )
         frozen = watermark(conn, source)
         out.append(
             {

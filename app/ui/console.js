@@ -137,7 +137,7 @@
 
   function progressBar(doc) {
     const p = doc.progress && typeof doc.progress === "object" ? doc.progress : {};
-    const bar = el("progress", { class: "job-progress", max: 1 });
+    let bar = el("progress", { class: "job-progress", max: 1 });
     const parts = [];
     if (doc.status === "success") {
       bar.value = 1;
@@ -149,7 +149,7 @@
     } else if (doc.status === "queued" || doc.status === "running") {
       bar.removeAttribute("value"); // indeterminate
     } else {
-      bar.value = 0;
+      bar = null; // ended without a measure of how far it got
     }
     if (typeof p.rows_read === "number") parts.push(fmt(p.rows_read) + " rows");
     if (typeof p.rate === "number" && doc.status === "running") parts.push(fmt(p.rate) + " rows/s");
@@ -501,11 +501,11 @@
           el("td", {}, s.name), el("td", {}, s.job),
           el("td", {}, el("form", { class: "inline", onsubmit: (ev) => { ev.preventDefault(); change({ every: every.value.trim() }); } },
             every, el("button", { type: "submit" }, "Save"))),
-          el("td", {}, s.paused ? "paused" : "active"),
-          el("td", {}, s.last_status ? statusBadge(s.last_status) : "–", " ", when(s.last_started_at)),
+          el("td", { class: "schedule-state" }, s.paused ? "paused" : "active"),
+          el("td", {}, s.last_status ? [statusBadge(s.last_status), " ", when(s.last_started_at)] : "–"),
           el("td", {}, when(s.next_run_at)),
           el("td", {},
-            el("button", { type: "button", onclick: () => change({ paused: !s.paused }) }, s.paused ? "Resume" : "Pause"), " ",
+            el("button", { type: "button", class: "pause", onclick: () => change({ paused: !s.paused }) }, s.paused ? "Resume" : "Pause"), " ",
             el("button", { type: "button", onclick: () => startJob(`/schedules/${encodeURIComponent(s.name)}/run`, {}, panel) }, "Run now")));
       })));
     };

@@ -23,7 +23,7 @@ class _Handler(SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.startswith("/slow/"):
             self._slow(Path(self.directory) / self.path[len("/slow/") :])
             return

@@ -197,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         s = self.standin
         parts = urlsplit(self.path)
         path = unquote(parts.path)

@@ -5,12 +5,22 @@ sends the first `split_at` bytes, then waits until the test calls `release()` be
 sends the rest. A backfill reading it stays `running` with the first part's progress for
 as long as the test needs (a live bar, a cancel from the page or the CLI), with no timing
 involved. `release()` at exit lets the handler finish.
+
+Cancelling such a job: the worker terminates the job's database sessions at once, but
+the reader thread stays inside the blocked socket read until bytes arrive or the read
+timeout (60 s) passes, and closing the source waits for it. Tests that cancel therefore
+call `release_when_stopped`: once the job's sessions are gone (it can write nothing more),
+the rest of the file is sent and the job ends `cancelled` without waiting for the timeout.
 """
 
 from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psycopg
+
+from tests.support.common import wait_for
 
 HOLD_LIMIT_S = 120.0  # the handler never waits longer than this, whatever the test does
 
@@ -23,7 +33,7 @@ class GatedSource:
         source = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Content-Length", str(len(source.body)))
@@ -50,6 +60,19 @@ class GatedSource:
 
     def release(self) -> None:
         self.gate.set()
+
+    def release_when_stopped(self, database_url: str, run_id: str) -> None:
+        """Release once the worker has terminated the job's sessions (a cancel took hold)."""
+
+        def sessions() -> int:
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (f"store-job:{run_id}",)
+                ).fetchone()
+            return row[0] if row else 0
+
+        wait_for(lambda: sessions() == 0, 60, message=f"the sessions of job {run_id} to be terminated")
+        self.release()
 
     def __enter__(self) -> GatedSource:
         self.thread.start()
