@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 
+import psycopg
 from flask import Blueprint, g, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
@@ -27,7 +29,7 @@ class _JobName(BaseConverter):
 
 
 @bp.record_once
-def _register_converter(state) -> None:
+def _register_converter(state: BlueprintSetupState) -> None:
     state.app.url_map.converters.setdefault("jobname", _JobName)
 
 
@@ -50,7 +52,7 @@ def trigger_backfill(job: str) -> ResponseReturnValue:
         return trigger(kind, params=params)
     timeout_s = service.timeout_for(settings(), kind)
 
-    def create(conn):
+    def create(conn: psycopg.Connection) -> tuple[str, bool, list[str]]:
         return fanout.create(
             conn,
             kind.name,

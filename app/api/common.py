@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -70,7 +70,12 @@ def json_body() -> dict:
     return body
 
 
-def trigger(kind: JobKind, body: dict | None = None, params: dict | None = None, create=None) -> ResponseReturnValue:
+def trigger(
+    kind: JobKind,
+    body: dict | None = None,
+    params: dict | None = None,
+    create: Callable[[psycopg.Connection], tuple[str, bool, list[str]]] | None = None,
+) -> ResponseReturnValue:
     """Validate, record and enqueue a job; answer 202 with its run id. `params` already
     parsed and `create` (see service.submit) serve runs that are more than one row."""
     if params is None:

@@ -68,7 +68,7 @@ class Params:
             shape["layout"] = self.layout.params()
         return checkpoints.fingerprint(**shape)
 
-    def reader(self, stream, state: State | None = None, **kw) -> Reader:
+    def reader(self, stream: Any, state: State | None = None, **kw: Any) -> Reader:
         """The row reader of this source's layout, from the start or from a checkpoint."""
         state = state or State()
         return Reader(

@@ -12,7 +12,9 @@ newline in sight) is an error instead of an unbounded read.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from itertools import accumulate, chain
+from typing import Any
 
 from app.backfill.sources import SourceError
 
@@ -21,7 +23,7 @@ MAX_LINE = 16 << 20  # bytes of one physical line
 
 
 class CsvLines:
-    def __init__(self, stream, line: int, offset: int, delimiter: str, max_line: int = MAX_LINE):
+    def __init__(self, stream: Any, line: int, offset: int, delimiter: str, max_line: int = MAX_LINE):
         self.stream = stream
         self.max_line = max_line
         self._line0 = line  # lines before the first one read here
@@ -36,7 +38,7 @@ class CsvLines:
     def offset(self) -> int:
         return self._start + self._ends[self.reader.line_num - self._first]
 
-    def _blocks(self):
+    def _blocks(self) -> Iterator[list[str]]:
         leftover = b""
         consumed = 0  # lines handed out before the current block
         while True:

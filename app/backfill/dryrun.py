@@ -10,16 +10,20 @@ last time, and the partitions a load would create.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from app.backfill import sources
 from app.backfill.progress import Progress
 from app.backfill.rows import SAMPLE_LIMIT, epoch_to_datetime
 from app.backfill.task import BackfillError, Task
 
+if TYPE_CHECKING:
+    from app.backfill.bars import Params
+
 MAX_LISTED = 100  # symbols named in the result (all are counted)
 
 
-def run(task: Task, params) -> dict:
+def run(task: Task, params: Params) -> dict:
     """params: app.backfill.bars.Params."""
     from app.timeseries import backend, catalog, partitions
 

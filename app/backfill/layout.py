@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from app.backfill.rows import FIELDS, BadRow
@@ -104,7 +106,7 @@ class Layout:
     volume_optional: bool = False
     symbol: str | None = None
     preset: str | None = None
-    _zone: object = field(default=None, compare=False, repr=False)
+    _zone: Any = field(default=None, compare=False, repr=False)
 
     # -- parameters ---------------------------------------------------------------------
     def params(self) -> dict:
@@ -140,12 +142,12 @@ class Layout:
 
     # -- times ----------------------------------------------------------------------------
     @property
-    def zone(self):
+    def zone(self) -> tzinfo:
         if self._zone is None:
             object.__setattr__(self, "_zone", UTC if self.timezone == "UTC" else ZoneInfo(self.timezone))
         return self._zone
 
-    def ts_parser(self):
+    def ts_parser(self) -> Callable[[object], float]:
         """value -> epoch seconds (float), BadRow when it is not a time of this format."""
         fmt = self.ts_format
         if fmt in EPOCH_FORMATS:
@@ -157,7 +159,7 @@ class Layout:
         if fmt == "iso":
             fromiso = datetime.fromisoformat
 
-            def iso(value):
+            def iso(value: object) -> float:
                 if not isinstance(value, str):
                     raise BadRow(f"ts must be an ISO 8601 string, got {_show(value)}")
                 try:
@@ -170,7 +172,7 @@ class Layout:
         pattern = fmt
         strptime = datetime.strptime
 
-        def pattern_time(value):
+        def pattern_time(value: object) -> float:
             if not isinstance(value, str):
                 raise BadRow(f"ts must be a string in the format {pattern!r}, got {_show(value)}")
             try:
@@ -182,7 +184,7 @@ class Layout:
         return pattern_time
 
     # -- CSV ------------------------------------------------------------------------------
-    def csv_picker(self, header: list[str] | None, constants: dict) -> tuple[object, int | None]:
+    def csv_picker(self, header: list[str] | None, constants: dict) -> tuple[Callable[[list[str]], tuple], int | None]:
         """(record -> FIELDS values, expected width or None) for this file's header.
 
         `constants` are the fields given as parameters (a missing column is fine for them).
@@ -222,7 +224,7 @@ class Layout:
     def split_header(self, line: str) -> list[str]:
         return next(csv.reader([line], delimiter=self.delimiter), [])
 
-    def check_header(self, stream, constants: dict) -> None:
+    def check_header(self, stream: Any, constants: dict) -> None:
         """SourceError when the first line of a CSV stream does not fit this layout (the
         API calls it at trigger time for local files: a 400 instead of a failed job)."""
         if not self.header or isinstance(self.columns, list):
@@ -244,7 +246,7 @@ def _json_char(c: str) -> str:
     return '"\\t"' if c == "\t" else f'"{c}"'
 
 
-def _compile(index: dict[str, int], decimal_comma: bool):
+def _compile(index: dict[str, int], decimal_comma: bool) -> Callable[[list[str]], tuple]:
     """One function per file: record -> the nine values ('' becomes None; ',' -> '.' in numbers)."""
     parts = []
     for f in FIELDS:
@@ -259,7 +261,7 @@ def _compile(index: dict[str, int], decimal_comma: bool):
     return eval(code, {"_dc": _decimal_comma})
 
 
-def _decimal_comma(value: str):
+def _decimal_comma(value: str) -> str | None:
     return value.replace(",", ".") if value else None
 
 
@@ -268,7 +270,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _aware(parsed: datetime, zone, raw: object) -> datetime:
+def _aware(parsed: datetime, zone: tzinfo, raw: object) -> datetime:
     """A naive time placed in `zone`; ambiguous or non-existent local times are bad rows."""
     if parsed.tzinfo is not None or zone is UTC:
         return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

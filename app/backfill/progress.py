@@ -10,10 +10,18 @@ every committed batch, so a slow source or a long first batch still shows moveme
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.backfill.rows import Reader
+    from app.backfill.sources import Opened
 
 
 class Progress:
-    def __init__(self, publish, opened, reader, phase: str = "reading", rows_before: int = 0):
+    def __init__(
+        self, publish: Callable[..., None], opened: Opened, reader: Reader, phase: str = "reading", rows_before: int = 0
+    ):
         """`publish(**fields)`: where the progress goes (the job's progress)."""
         self.publish = publish
         self.opened = opened
@@ -26,7 +34,7 @@ class Progress:
         self._counts: dict = {}
         self.update()
 
-    def update(self, phase: str | None = None, **counts) -> None:
+    def update(self, phase: str | None = None, **counts: Any) -> None:
         """Merge `counts` (rows_read, rows_written, rows_unchanged, rows_rejected, ...) and publish."""
         if phase is not None:
             self.phase = phase

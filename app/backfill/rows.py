@@ -20,13 +20,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.backfill.csvlines import CsvLines
 from app.backfill.sources import SourceError
 from app.backfill.task import BackfillError
+
+if TYPE_CHECKING:
+    from app.backfill.layout import Layout
 
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -97,9 +100,9 @@ class Validator:
         interval: str | None = None,
         *,
         symbol: str | None = None,
-        ts_parser=None,
+        ts_parser: Callable[[object], float] | None = None,
         volume_optional: bool = False,
-    ):
+    ) -> None:
         """`provider`/`interval`/`symbol`: constants for every row (a row with its own value
         must agree); `ts_parser(value) -> epoch seconds` (default ISO 8601, naive = UTC)."""
         self.default_provider = provider
@@ -204,7 +207,7 @@ def _iso_epoch(value: object) -> float:
     return parsed.timestamp()
 
 
-def _prices(o, h, lo, c) -> tuple:
+def _prices(o: object, h: object, lo: object, c: object) -> tuple:
     """The four prices as numbers: one call per row, C-level float() for text (CSV); the
     careful per-field check only when that fails."""
     if type(o) is str and type(h) is str and type(lo) is str and type(c) is str:
@@ -218,7 +221,7 @@ def _prices(o, h, lo, c) -> tuple:
     return _number("open", o), _number("high", h), _number("low", lo), _number("close", c)
 
 
-def _volume(v):
+def _volume(v: object) -> float:
     if type(v) is str:
         try:
             f = float(v)
@@ -285,9 +288,9 @@ class Reader:
         header: list[str] | None = None,
         bad_before: int = 0,
         samples: list[dict] | None = None,
-        layout=None,
+        layout: Layout | None = None,
         slot_width: float | None = None,
-    ):
+    ) -> None:
         """`layout`: an `app.backfill.layout.Layout` (default: our own columns, ISO times);
         `slot_width`: seconds; when set, each batch collects the slots (epoch // width)
         its rows fall in (a dry run's partitions)."""
@@ -382,7 +385,7 @@ class Reader:
         fast = not self.validator.constants and not self.validator.volume_optional
         pick = self._picker(fast) if self.layout.columns is None else None
 
-        def first(doc):  # a mapping is resolved on the file's first object
+        def first(doc: Any) -> tuple:  # a mapping is resolved on the file's first object
             nonlocal pick
             if type(doc) is not dict:
                 raise TypeError
@@ -430,7 +433,7 @@ class Reader:
         except BadRow as exc:
             self._reject(self.line, str(exc))
 
-    def _picker(self, fast: bool):
+    def _picker(self, fast: bool) -> Callable[[dict], tuple]:
         """Fields out of a JSON object: one C-level itemgetter when every field must be
         there, else `dict.get` per field (absent fields come from the parameters)."""
         keys = self._keys

@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def _inside(base: Path, path: Path, name: str) -> Path:
     return real
 
 
-def save(root: str, name: str, read, limit: int, expected: int | None = None) -> dict:
+def save(root: str, name: str, read: Callable[[int], bytes], limit: int, expected: int | None = None) -> dict:
     """Stream `read(n)` to uploads/<name>; TooLarge past `limit` bytes, Interrupted when it
     ends short of `expected` (the announced length); in both cases nothing is kept."""
     parts = check_name(name)

@@ -221,7 +221,7 @@ def parse_bars(body: dict, settings: Settings) -> dict:
 HEADER_CHECKS = 20  # local CSV files whose header is checked at trigger time (the rest: by their run)
 
 
-def _check_header(s, src, lay, constants: dict) -> None:
+def _check_header(s: Settings, src: sources.Source, lay: layout.Layout, constants: dict) -> None:
     with sources.open_source(src, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
         try:
             lay.check_header(opened.stream, constants)

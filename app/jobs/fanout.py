@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 
 import psycopg
 from psycopg.rows import dict_row
@@ -31,6 +32,7 @@ from psycopg.types.json import Jsonb
 
 from app.errors import Conflict
 from app.jobs import ledger
+from app.queue import JobQueue
 
 MAX_NAMED = 20  # failed files named in the parent's error and result
 _SUMMED = ("rows_read", "rows_written", "rows_unchanged", "rows_rejected", "bytes_read", "bytes_total")
@@ -50,12 +52,12 @@ def create(
     kind: str,
     parent: dict,
     children: list[dict],
-    child_key,
+    child_key: Callable[[dict], str | None],
     *,
-    request_id,
-    timeout_s,
+    request_id: str | None,
+    timeout_s: float,
     retry_of: str | None = None,
-):
+) -> tuple[str, bool, list[str]]:
     """Insert the parent (running) and its children (queued) in the caller's transaction.
 
     Returns (parent run id, created, child run ids to enqueue). An active parent with the
@@ -202,7 +204,7 @@ def settle(conn: psycopg.Connection, parent_id: str) -> str | None:
         return status
 
 
-def cancel_children(jobs_queue, conn: psycopg.Connection, parent_id: str) -> int:
+def cancel_children(jobs_queue: JobQueue, conn: psycopg.Connection, parent_id: str) -> int:
     """Cancel every active child (queued ones never run; running ones are stopped)."""
     ids = [
         r[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -54,7 +55,7 @@ def submit(
     idempotency_key: str | None = None,
     trigger: str = "api",
     retry_of: str | None = None,
-    create=None,
+    create: Callable[[psycopg.Connection], tuple[str, bool, list[str]]] | None = None,
 ) -> Submitted:
     """Record and enqueue a job. `conn` must be an autocommit connection. `retry_of`: the
     run this one repeats (POST /jobs/<run_id>/retry).
@@ -141,7 +142,7 @@ def retry(resources: Resources, conn: psycopg.Connection, run_id: str, *, reques
         parent, files = fanout.retry_params(conn, row)
         timeout_s = timeout_for(resources.settings, kind)
 
-        def create(c: psycopg.Connection):
+        def create(c: psycopg.Connection) -> tuple[str, bool, list[str]]:
             return fanout.create(
                 c,
                 kind.name,
