@@ -31,7 +31,7 @@ def source_dir(tmp_path):
 
 @pytest.fixture
 def settings(migrated_database_url, redis_url, source_dir):
-    s = make_settings(migrated_database_url, redis_url, BACKFILL_SOURCE_DIR=source_dir)
+    s = make_settings(migrated_database_url, redis_url, BACKFILL_SOURCE_DIR=source_dir, BACKFILL_URL_ALLOW="127.0.0.1")
     SETTINGS[:] = [s]  # what parse() validates against, as the API does
     yield s
     SETTINGS.clear()
@@ -110,8 +110,9 @@ def test_stooq_preset_with_and_without_volume(settings, source_dir):
     )
     assert rows(settings.database_url) == [
         ("stooq", "AAPL.US", "1d", t("1984-09-07T00:00:00Z"), 0.100763, 0.101999, 0.0995237, 0.100763, 97676041.0),
+        ("stooq", "^SPX", "1d", t("1950-01-03T00:00:00Z"), 16.66, 16.66, 16.66, 16.66, None),
         ("stooq", "^SPX", "1d", t("2024-03-01T00:00:00Z"), 5098.51, 5140.33, 5094.16, 5137.08, None),
-    ]  # 1950 is before the store's 1970..2099 range: a bad row
+    ]
 
 
 def test_polygon_flat_file_aggregates_with_epoch_nanoseconds(settings, source_dir):

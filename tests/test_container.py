@@ -373,6 +373,7 @@ def test_worker_service_is_the_same_image_running_the_worker():
         "LOG_LEVEL",
         "PULSE_ENABLED",
         "EVENT_BUS_BACKEND",
+        "BACKFILL_URL_ALLOW",
     ):
         assert worker["environment"][key] == store["environment"].get(key), f"worker and API must agree on {key}"
 

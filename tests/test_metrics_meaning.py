@@ -17,6 +17,7 @@ from app import metrics, migrator
 from app.backfill import bars
 from tests.support.common import ROOT, TOKEN
 from tests.support.db import make_settings
+from tests.support.service import scrape
 
 DB = "postgresql://nobody@127.0.0.1:1/none"
 
@@ -48,15 +49,6 @@ def test_a_batch_whose_session_was_ended_by_a_stop_counts_as_cancelled(bound_met
     assert sink_writes(bound_metrics, outcome) == 700
     other = "error" if outcome == "cancelled" else "cancelled"
     assert sink_writes(bound_metrics, other) == 0
-
-
-def scrape(client) -> dict[str, float]:
-    out = {}
-    for line in client.get("/metrics").get_data(as_text=True).splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 @pytest.mark.slow

@@ -10,141 +10,25 @@ when the signal comes.
 from __future__ import annotations
 
 import os
-import pty
 import shutil
-import signal
+import socket
+import subprocess
 import tempfile
-import threading
-import time
-from functools import partial
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import redis
-import requests
+from rq import Worker
 
 from tests.support.backfill import bars, write_ndjson
 from tests.support.common import ROOT, TOKEN, free_port, wait_for
-from tests.support.file_server import _Handler
+from tests.support.local_run import LocalRun, Trickle, Vendor, leftovers, listening
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 STOP_LIMIT = 10.0  # seconds from Ctrl-C until every process is gone
 
 if shutil.which("redis-server") is None or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
     pytest.skip("needs the Postgres and Redis binaries", allow_module_level=True)
-
-
-class Trickle(_Handler):
-    """The slow vendor: the file in 300 pieces, PAUSE seconds apart (resumable: it sends
-    Content-Length and Last-Modified)."""
-
-    SLOW_PIECES = 300
-    SLOW_PAUSE = 0.1
-
-
-class Vendor:
-    def __init__(self, directory: Path):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Trickle, directory=str(directory)))
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/slow"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class LocalRun:
-    """One `scripts/run-local.sh` in a pseudo-terminal."""
-
-    def __init__(self, state: Path, env: dict[str, str]):
-        self.state, self.env = state, env
-        self.port = int(env["PORT"])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.output = bytearray()
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: session leader of the pty, like a shell's foreground job
-            os.chdir(ROOT)
-            os.execvpe("bash", ["bash", "scripts/run-local.sh"], env)
-        self.reader = threading.Thread(target=self._drain, daemon=True)
-        self.reader.start()
-        self.status: int | None = None
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {TOKEN}"
-
-    def _drain(self) -> None:  # keep the terminal's buffer empty, or the processes block on writes
-        while True:
-            try:
-                chunk = os.read(self.fd, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.output += chunk
-
-    def text(self) -> str:
-        return self.output.decode(errors="replace")
-
-    def wait_ready(self) -> None:
-        wait_for(lambda: "run-local: ready" in self.text() or self.exited(), 180, 0.2, message="the local run to start")
-        assert not self.exited(), self.text()[-5000:]
-
-    def exited(self) -> bool:
-        if self.status is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = status
-        return self.status is not None
-
-    def ctrl_c(self, times: int = 1) -> float:
-        """SIGINT to the process group (what the terminal does); seconds until the script exited."""
-        started = time.monotonic()
-        for i in range(times):
-            if i:  # the second one lands while the script is stopping, as an impatient user's does
-                wait_for(lambda: "run-local: stopping" in self.text() or self.exited(), 10, 0.02, message="stopping")
-            os.killpg(self.pid, signal.SIGINT)
-        wait_for(self.exited, 30, 0.05, message="the script to exit\n" + self.text()[-5000:])
-        return time.monotonic() - started
-
-    def get(self, path: str, **kw):
-        return self.session.get(self.url + path, timeout=10, **kw)
-
-    def post(self, path: str, json=None):
-        return self.session.post(self.url + path, json=json, timeout=10)
-
-    def kill(self) -> None:
-        if not self.exited():
-            os.killpg(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-
-
-def listening(port: int) -> list[str]:
-    """Local addresses listening on `port` (IPv4, from /proc/net/tcp)."""
-    out = []
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        address, hex_port = local.split(":")
-        if int(hex_port, 16) == port and state == "0A":
-            out.append(".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))
-    return out
-
-
-def leftovers(state: Path, ports: list[int]) -> list[str]:
-    """Processes still running from this run (their command line names the state directory or
-    one of its ports), and ports still listening."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(state) in cmdline or any(f"port={p}" in cmdline or f"--port {p}" in cmdline for p in ports):
-            found.append(f"{proc.name}: {cmdline[:200]}")
-    found += [f"port {p} listening" for p in ports if listening(p)]
-    return found
 
 
 @pytest.fixture
@@ -226,6 +110,7 @@ def test_ctrl_c_mid_backfill_stops_everything_and_a_restart_resumes(local, tmp_p
         assert not leftovers(local.state, local.ports), leftovers(local.state, local.ports)
         assert not (local.state / "pg" / "postmaster.pid").exists()
         assert "Traceback" not in run.text(), run.text()[-5000:]
+        assert "rq.worker" not in run.text(), "at INFO, RQ's own lines (no run_id) must stay quiet"
 
         # restart: the job was recorded cancelled, no ghost worker, the backfill resumes
         Trickle.SLOW_PAUSE = 0.0
@@ -233,8 +118,6 @@ def test_ctrl_c_mid_backfill_stops_everything_and_a_restart_resumes(local, tmp_p
         doc = again.get(f"/jobs/{run_id}").json()
         assert doc["status"] == "cancelled" and "interrupted" in doc["error"], doc
         r = redis.Redis(port=local.ports[2])
-        from rq import Worker
-
         assert Worker.count(connection=r) == 1, [w.name for w in Worker.all(connection=r)]
         metrics = again.get("/metrics").text
         assert "store_workers 1.0" in metrics
@@ -269,9 +152,6 @@ def test_ctrl_c_mid_backfill_stops_everything_and_a_restart_resumes(local, tmp_p
 def test_a_failed_start_names_the_log_to_read_and_leaves_nothing_running(local):
     """Postgres cannot bind its port (something else listens there): the script says which
     log explains it, exits non-zero, and nothing it started keeps running."""
-    import socket
-    import subprocess
-
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", local.ports[1]))

@@ -119,7 +119,10 @@ def main() -> int:
     )
     log.info("worker started", name=name, queue=settings.queue_name)
     try:
-        worker.work(logging_level=settings.log_level, with_scheduler=False)
+        # RQ sets its logger to this level: at INFO its own lines (a job id without run_id,
+        # "warm shut down requested") would repeat ours; they show from DEBUG on.
+        rq_level = "WARNING" if settings.log_level == "INFO" else settings.log_level
+        worker.work(logging_level=rq_level, with_scheduler=False)
     finally:
         resources.close()
         runner.close()

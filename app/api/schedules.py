@@ -48,8 +48,11 @@ def put_schedule(name: str) -> ResponseReturnValue:
     validation.only(body, ["every", "paused"])
     if not body:
         raise BadRequest('nothing to change: give every and/or paused, e.g. {"every": "1 day", "paused": true}')
+    for field in ("every", "paused"):
+        if field in body and body[field] is None:
+            raise BadRequest(f"{field} must not be null; leave it out to keep the current value")
     every = None
-    if body.get("every") is not None:
+    if "every" in body:
         try:
             every = schedules.parse_every(body["every"])
         except ValueError as exc:

@@ -30,7 +30,7 @@ from app.backfill.layout import Layout
 from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
 from app.backfill.progress import Progress
-from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
+from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, RowLimits, TooManyBadRows, epoch_to_datetime
 from app.backfill.task import BackfillError, Task
 from app.times import iso
 from app.timeseries import catalog, partitions
@@ -40,7 +40,6 @@ TABLE = "bars_ohlcv"
 QUEUE_BATCHES = 1
 WRITERS = 2
 _END = object()
-SLOT_WIDTH = catalog.table(TABLE).chunk.total_seconds()  # the partition width of bars_ohlcv
 _POLL = 0.2
 
 
@@ -53,7 +52,9 @@ class Params:
     provider: str | None
     interval: str | None
     source_dir: str  # BACKFILL_SOURCE_DIR
-    max_download_bytes: int  # BACKFILL_MAX_DOWNLOAD_BYTES
+    limits: sources.Limits  # bounds on reading the source (BACKFILL_MAX_*, URL allow list, rates)
+    row_limits: RowLimits  # line bounds, the time window, how errors show values
+    max_partitions_per_batch: int  # BACKFILL_MAX_PARTITIONS_PER_BATCH
     layout: Layout = Layout()
     group: str | None = None  # the fan-out group of a child run (app/jobs/fanout.py)
 
@@ -83,6 +84,7 @@ class Params:
             header=state.header,
             bad_before=state.rows_rejected,
             samples=state.bad_samples,
+            limits=self.row_limits,
             layout=self.layout,
             **kw,
         )
@@ -109,7 +111,7 @@ def _already_loaded(task: Task, conn: psycopg.Connection, params: Params) -> dic
     cp = checkpoints.load(conn, params.key)
     if cp is None or cp.status != "done" or cp.group != params.group or cp.fingerprint != params.fingerprint:
         return None
-    with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
+    with sources.open_source(params.source, params.source_dir, params.limits) as opened:
         if opened.identity != cp.identity:
             return None
     st = cp.state
@@ -162,7 +164,18 @@ def load(task: Task, params: Params) -> dict:
 
 def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float) -> dict:
     cp = checkpoints.load(conn, params.key)
-    with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
+    stop = threading.Event()  # set when the load ends, however it ends: the reader stops reading
+
+    def stopped() -> bool:
+        if stop.is_set() or task.stopping():
+            return True
+        try:
+            task.check()  # past the deadline too
+        except Exception:  # noqa: BLE001 - any stop the task reports
+            return True
+        return False
+
+    with sources.open_source(params.source, params.source_dir, params.limits, stopped) as opened:
         restart_reason = _resumable(cp, params, opened.identity)
         resumed_from: dict[str, Any] | None = None
         if cp is not None and restart_reason is None:
@@ -191,11 +204,10 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
             resumed_from_line=state.line if resumed_from else None,
             restart_reason=restart_reason,
         )
-        reader = params.reader(opened.stream, state, slot_width=SLOT_WIDTH)
-        job = _Job(
-            task, conn, params, state, job_run_id, Progress(task.progress, opened, reader, rows_before=state.rows_read)
-        )
-        feed = _Feed(reader)
+        reader = params.reader(opened.stream, state, stopped=stopped)
+        job = _Job(task, conn, params, state, job_run_id, opened)
+        job.progress = Progress(task.progress, opened, reader, rows_before=state.rows_read)
+        feed = _Feed(reader, stop)
         feed.start()
 
         def bookkeeping(session: psycopg.Connection, before: State, batch: Batch, written: int) -> State:
@@ -210,7 +222,7 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
                 loaders = [Loader(stack.enter_context(task.connect()), TABLE, policy) for _ in range(WRITERS)]
                 job.run(feed, Pipeline(loaders, bookkeeping, State(**state.__dict__)))
         finally:
-            feed.stop.set()
+            stop.set()
             feed.join(timeout=10)
         checkpoints.finish(conn, params.key, params.group)
         runs.finish(
@@ -270,11 +282,11 @@ def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
 class _Feed(threading.Thread):
     """Reads batches in the background; the job's thread takes them from `queue`."""
 
-    def __init__(self, reader: Reader):
+    def __init__(self, reader: Reader, stop: threading.Event):
         super().__init__(name="backfill-reader", daemon=True)
         self.reader = reader
         self.queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
-        self.stop = threading.Event()
+        self.stop = stop
 
     def _put(self, item: object) -> bool:
         while not self.stop.is_set():
@@ -318,14 +330,21 @@ class _Job:
     """The job's thread: batches from the feed into the pipeline; committed ones into state."""
 
     def __init__(
-        self, task: Task, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, progress: Progress
+        self,
+        task: Task,
+        conn: psycopg.Connection,
+        params: Params,
+        state: State,
+        job_run_id: int,
+        opened: sources.Opened,
     ):
         self.task, self.conn, self.params, self.state = task, conn, params, state
         self.job_run_id = job_run_id
-        self.progress = progress
+        self.opened = opened
+        self.progress: Progress | None = None  # set by the caller once the reader exists
         self.partitions_created = 0
         self.upserts = 0
-        self._covered: set[int] = set()  # slots (epoch // SLOT_WIDTH) known to have partitions
+        self._covered: set[int] = set()  # partition slots known to exist
         self._read_at_start = state.rows_read
         self._started = time.monotonic()
         self._committed: dict[int, Slot] = {}
@@ -360,22 +379,26 @@ class _Job:
         def wait() -> None:
             task.check()
             self._collect(pipeline, block=False)
-            self.progress.update()
 
         while True:
             try:
                 item = feed.queue.get(timeout=_POLL)
             except queue.Empty:
                 wait()
-                if not feed.is_alive():
+                if not feed.is_alive() and feed.queue.empty():
                     raise BackfillError("the source reader stopped unexpectedly") from None
+                reader = feed.reader  # reading without a batch yet: show how far it got
+                self.task.progress(blank_lines=reader.blank)
+                if self.progress is not None:
+                    self.progress.update()
                 if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
                     runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
                     idle_since = time.monotonic()
                 continue
             idle_since = time.monotonic()
             if item is _END:
-                self.progress.update(phase="finishing")
+                if self.progress is not None:
+                    self.progress.update(phase="finishing")
                 return
             if isinstance(item, TooManyBadRows):
                 self._settle(pipeline)
@@ -385,7 +408,8 @@ class _Job:
                 self._settle(pipeline)
                 raise item
             wait()
-            self.progress.phase = "loading"
+            if self.progress is not None:
+                self.progress.phase = "loading"
             if item.rows:
                 self._ensure_partitions(item)
             pipeline.submit(item, wait)
@@ -436,28 +460,40 @@ class _Job:
             metrics.SINK_WRITES.inc(batch.rejected, sink=TABLE, outcome="rejected")
         metrics.SINK_LATENCY.observe(slot.seconds, sink=TABLE)
         elapsed = time.monotonic() - self._started
-        self.progress.update(
-            rows_read=state.rows_read,
-            rows_written=state.rows_written,
-            rows_unchanged=state.rows_read - state.rows_rejected - state.rows_written,
-            rows_rejected=state.rows_rejected,
-            rate=round((state.rows_read - self._read_at_start) / elapsed, 1) if elapsed > 0 else None,
-            batches=state.batches,
-        )
+        counts: dict[str, Any] = {
+            "rows_read": state.rows_read,
+            "rows_written": state.rows_written,
+            "rows_unchanged": state.rows_read - state.rows_rejected - state.rows_written,
+            "rows_rejected": state.rows_rejected,
+            "rate": round((state.rows_read - self._read_at_start) / elapsed, 1) if elapsed > 0 else None,
+            "batches": state.batches,
+        }
+        if self.progress is not None:
+            self.progress.update(**counts)
+        else:
+            self.task.progress(
+                **counts, line=state.line, bytes_read=self.opened.bytes_read, bytes_total=self.opened.size
+            )
 
     def _ensure_partitions(self, batch: Batch) -> None:
-        """Partitions for the slots the batch's rows fall in, before writing (only those:
-        a daily file over decades makes no partitions for the years it has no rows in)."""
-        fresh = batch.slots - self._covered
-        if not fresh:
+        """Partitions for the slots the batch's rows fall in, and no others: a lone row far
+        away makes one partition, not every one in between. More new ones than
+        BACKFILL_MAX_PARTITIONS_PER_BATCH fail the load before any is made."""
+        missing = batch.slots - self._covered
+        if not missing:
             return
-        width = SLOT_WIDTH
-        for slot in sorted(fresh):
-            start = epoch_to_datetime(slot * width)
-            try:
-                self.partitions_created += partitions.ensure_range(
-                    self.conn, TABLE, start, start, check=self.task.check
-                )
-            except ValueError as exc:
-                raise BackfillError(f"cannot make the partition for {start.isoformat()}: {exc}") from None
-        self._covered |= fresh
+        width = catalog.table(TABLE).chunk
+        starts = [partitions.EPOCH + slot * width for slot in sorted(missing)]
+        limit = self.params.max_partitions_per_batch
+        try:
+            created = partitions.ensure_slots(self.conn, TABLE, starts, check=self.task.check, max_new=limit)
+        except partitions.TooManyPartitions as exc:
+            raise BackfillError(
+                f"batch {self.state.batches + 1} (lines up to {batch.end_line}) would create {exc.needed} partitions, "
+                f"more than BACKFILL_MAX_PARTITIONS_PER_BATCH ({limit}): its rows spread over {exc.needed} "
+                f"{width.days}-day periods without one; check the times, or load with smaller batch_rows"
+            ) from None
+        except ValueError as exc:
+            raise BackfillError(f"cannot make partitions for this batch: {exc}") from None
+        self.partitions_created += created
+        self._covered |= missing

@@ -37,8 +37,8 @@ def run(task: Task, params: Params) -> dict:
     slots: set[int] = set()
     lo = hi = None
     try:
-        with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
-            reader = params.reader(opened.stream, max_bad_rows=2**62, slot_width=width.total_seconds())
+        with sources.open_source(params.source, params.source_dir, params.limits, task.stopping) as opened:
+            reader = params.reader(opened.stream, max_bad_rows=2**62)
             progress = Progress(task.progress, opened, reader, phase="validating")
             for batch in reader.batches():
                 task.check()

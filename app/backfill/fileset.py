@@ -43,7 +43,9 @@ def check_visible(location: str) -> None:
         )
 
 
-def expand(raw_source: object, raw_sources: object, root: str, max_files: int) -> list[sources.Source]:
+def expand(
+    raw_source: object, raw_sources: object, root: str, max_files: int, allow: sources.AllowList | None = None
+) -> list[sources.Source]:
     """The files of a glob or a list; SourceError (a 400) names what is wrong."""
     if raw_sources is not None:
         if not isinstance(raw_sources, list) or not raw_sources:
@@ -56,7 +58,7 @@ def expand(raw_source: object, raw_sources: object, root: str, max_files: int) -
         for item in raw_sources:
             if is_glob(item):
                 raise sources.SourceError(f"sources: {str(item)[:200]!r} is a glob; give it as source instead")
-            src = sources.parse_source(item, root)
+            src = sources.parse_source(item, root, allow)
             if src.kind == "file":
                 check_visible(src.location)
             out.append(src)

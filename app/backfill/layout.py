@@ -184,7 +184,9 @@ class Layout:
         return pattern_time
 
     # -- CSV ------------------------------------------------------------------------------
-    def csv_picker(self, header: list[str] | None, constants: dict) -> tuple[Callable[[list[str]], tuple], int | None]:
+    def csv_picker(
+        self, header: list[str] | None, constants: dict, show_values: bool = True
+    ) -> tuple[Callable[[list[str]], tuple], int | None]:
         """(record -> FIELDS values, expected width or None) for this file's header.
 
         `constants` are the fields given as parameters (a missing column is fine for them).
@@ -206,10 +208,12 @@ class Layout:
                 if f not in index and f not in constants and not (f == "volume" and self.volume_optional)
             ]
             if missing:
-                raise SourceError(self._header_error(missing, header or []))
+                raise SourceError(self._header_error(missing, header or [], show_values))
         return _compile(index, self.decimal == ","), width
 
-    def _header_error(self, missing: list[str], header: list[str]) -> str:
+    def _header_error(self, missing: list[str], header: list[str], show_values: bool = True) -> str:
+        if not show_values:  # a URL source: errors never repeat its content
+            return f"the CSV header lacks column(s) {', '.join(missing)}; it has: (not shown for URL sources)"
         shown = ", ".join(repr(h) for h in header)[:300] or "nothing"
         text = f"the CSV header lacks column(s) {', '.join(missing)}; it has: {shown}"
         if len(header) <= 2:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +20,14 @@ import psycopg
 from app import db, validation
 from app.backfill import bars, dryrun, fileset, layout, runs, sources
 from app.backfill.checkpoints import State
+from app.backfill.rows import RowLimits
 from app.backfill.task import BackfillError, Task
 from app.config import Settings
 from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
 from app.jobs import aggregates
 from app.jobs.base import JobContext, JobError, JobKind
-from app.timeseries import rollups
+from app.timeseries import catalog, rollups
 
 MAX_BATCH_ROWS = 1_000_000
 DEFAULT_BATCH_ROWS = 100_000
@@ -113,7 +115,8 @@ BARS_PARAMS = (
         False,
         None,
         "a path inside BACKFILL_SOURCE_DIR, a glob there ('polygon/2024-*.csv.gz': one child run per file), "
-        "or an http(s) URL; gzip is detected by its content. source or sources is required",
+        "or an http(s) URL allowed by BACKFILL_URL_ALLOW; gzip is detected by its content. source or sources "
+        "is required",
     ),
     Param("sources", "array", False, None, "several paths or URLs: one parent run, one child run per file"),
     Param("format", "string", False, None, "ndjson or csv; taken from the file name when absent"),
@@ -189,9 +192,15 @@ def parse_bars(body: dict, settings: Settings) -> dict:
     fmt = preset.get("format", body.get("format"))
     try:
         if body.get("sources") is not None or fileset.is_glob(body.get("source")):
-            files = fileset.expand(body.get("source"), body.get("sources"), s.backfill_source_dir, s.backfill_max_files)
+            files = fileset.expand(
+                body.get("source"),
+                body.get("sources"),
+                s.backfill_source_dir,
+                s.backfill_max_files,
+                s.backfill_url_allow,
+            )
         else:
-            files = [sources.parse_source(body["source"], s.backfill_source_dir)]
+            files = [sources.parse_source(body["source"], s.backfill_source_dir, s.backfill_url_allow)]
             if files[0].kind == "file":
                 fileset.check_visible(files[0].location)
         children = []
@@ -222,7 +231,7 @@ HEADER_CHECKS = 20  # local CSV files whose header is checked at trigger time (t
 
 
 def _check_header(s: Settings, src: sources.Source, lay: layout.Layout, constants: dict) -> None:
-    with sources.open_source(src, s.backfill_source_dir, s.backfill_max_download_bytes) as opened:
+    with sources.open_source(src, s.backfill_source_dir, sources.Limits.from_settings(s)) as opened:
         try:
             lay.check_header(opened.stream, constants)
         except sources.SourceError as exc:
@@ -238,10 +247,24 @@ def _with_root(message: str, root: str) -> str:
     return message
 
 
+def row_limits(s: Settings, source: sources.Source, now: float) -> RowLimits:
+    """The row rules of one load: line bounds, the time window ending `now` + BACKFILL_TIME_AHEAD,
+    and whether errors may repeat values (not for URL sources: their content is the server's)."""
+    return RowLimits(
+        max_line_bytes=s.backfill_max_line_bytes,
+        max_blank_lines=s.backfill_max_blank_lines,
+        min_epoch=s.backfill_time_min.timestamp(),
+        max_epoch=now + s.backfill_time_ahead.total_seconds(),
+        show_values=source.kind == "file",
+        slot_seconds=catalog.table(bars.TABLE).chunk.total_seconds(),
+    )
+
+
 def run_bars(ctx: JobContext, params: dict) -> dict:
     root = ctx.settings.backfill_source_dir
     try:
-        source = sources.parse_source(params["source"], root)
+        s = ctx.settings
+        source = sources.parse_source(params["source"], root, s.backfill_url_allow)
     except sources.SourceError as exc:
         raise JobError(_with_root(str(exc), root)) from None
     bars_params = bars.Params(
@@ -252,7 +275,9 @@ def run_bars(ctx: JobContext, params: dict) -> dict:
         provider=params["provider"],
         interval=params["interval"],
         source_dir=root,
-        max_download_bytes=ctx.settings.backfill_max_download_bytes,
+        limits=sources.Limits.from_settings(s),
+        row_limits=row_limits(s, source, time.time()),
+        max_partitions_per_batch=s.backfill_max_partitions_per_batch,
         layout=layout.Layout.from_params(params.get("layout") or {}),
         group=params.get("group"),
     )

@@ -44,8 +44,13 @@ def _terminate(conn: psycopg.Connection, session_name: str) -> int:
     return int(row[0]) if row else 0
 
 
+STOP_POLL = 1.0  # seconds between two looks for a cancel request (a heartbeat is one too)
+FINISH_RETRY_FOR = 900.0  # seconds a finished job's outcome is retried while the database is away
+
+
 class _Heartbeat(threading.Thread):
-    """Writes heartbeat and progress; turns cancel requests and timeouts into stops."""
+    """Writes heartbeat and progress every JOB_HEARTBEAT_SECONDS, looks for a cancel
+    request every STOP_POLL seconds, and turns cancel requests and timeouts into stops."""
 
     def __init__(self, ctx: JobContext):
         super().__init__(name=f"heartbeat-{ctx.run_id}", daemon=True)
@@ -56,17 +61,21 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         s = self.ctx.settings
         conn = None
-        tick = min(s.heartbeat_interval, PROGRESS_EVERY)
-        last = time.monotonic()
+        tick = min(STOP_POLL, s.heartbeat_interval, PROGRESS_EVERY)
+        next_beat = time.monotonic() + s.heartbeat_interval
+        next_progress = time.monotonic() + PROGRESS_EVERY
         while not self.done.wait(tick):
-            progress = self.ctx.take_progress()
-            if progress is None and time.monotonic() - last < s.heartbeat_interval:
-                continue  # progress is written at least every PROGRESS_EVERY s, liveness every heartbeat
-            last = time.monotonic()
             try:
                 if conn is None or conn.closed:
                     conn = db.connect(s, application_name="store-heartbeat", autocommit=True)
-                state = ledger.heartbeat(conn, self.ctx.run_id, progress)
+                now = time.monotonic()
+                progress = self.ctx.take_progress() if now >= next_progress or now >= next_beat else None
+                if now >= next_beat or progress is not None:  # changed progress: at least every PROGRESS_EVERY s
+                    state = ledger.heartbeat(conn, self.ctx.run_id, progress)
+                    next_beat = now + s.heartbeat_interval
+                    next_progress = now + PROGRESS_EVERY
+                else:
+                    state = ledger.stop_requested(conn, self.ctx.run_id)
                 reason = None
                 if state and state[1]:
                     reason = "cancelled"
@@ -179,9 +188,7 @@ class Runner:
             beat.done.set()
             beat.join(timeout=5)
         duration = time.monotonic() - started
-        recorded = self._ledger_call(
-            ledger.finish, run_id, status, result=result, error=error, progress=ctx.snapshot_progress()
-        )
+        recorded = self._finish(run_id, status, result, error, ctx.snapshot_progress(), log)
         log.info("job finished", status=status, error=error, duration_s=round(duration, 3), recorded=recorded)
         if (row["params"] or {}).get("parent"):  # the last child to end ends its parent
             from app.jobs import fanout
@@ -198,6 +205,31 @@ class Runner:
             error=error,
             redis=self.resources.queue.client(),
         )
+
+    def _finish(
+        self, run_id: str, status: str, result: dict | None, error: str | None, progress: dict, log: Any
+    ) -> bool:
+        """Record the outcome, retrying while the database is away (an outage must end as
+        the job's own error, not as 'worker lost'); the reaper's 'worker lost' is
+        overwritten by the worker that was alive all along."""
+        give_up = time.monotonic() + FINISH_RETRY_FOR
+        delay = 0.5
+        while True:
+            try:
+                return self._ledger_call(
+                    ledger.finish, run_id, status, result=result, error=error, progress=progress, worker=WORKER_ID
+                )
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > give_up:
+                    raise
+                log.warning(
+                    "cannot record the job's outcome yet; retrying",
+                    status=status,
+                    error=first_line(exc),
+                    retry_in_s=delay,
+                )
+                time.sleep(delay)  # waiting for the database to come back, not synchronising
+                delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -8,6 +8,7 @@ built from these helpers.
 - `db`: fresh databases on the machine's Postgres, `make_settings`
 - `redis`: a throwaway `redis-server`
 - `service`: gunicorn + worker subprocesses and an HTTP client for them
+- `local_run`: `scripts/run-local.sh` in a pseudo-terminal, a slow vendor, what a run leaves behind
 - `pg_cluster`: a throwaway Postgres cluster a test may stop and start
 - `timescale`: a throwaway Postgres cluster with TimescaleDB preloaded
 - `faults`: the migration blocker, a job's database sessions, process probes

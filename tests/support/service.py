@@ -46,6 +46,7 @@ class Service:
             "RETENTION_SCHEDULE": "off",
             "REFRESH_SCHEDULE": "off",
             "DRIFT_CHECK_SCHEDULE": "off",
+            "HOUSEKEEPING_SCHEDULE": "off",
             "REGISTRY_URL": "http://127.0.0.1:9",
             "JOB_HEARTBEAT_SECONDS": "1",
             "JOB_LOST_AFTER_SECONDS": "30",
