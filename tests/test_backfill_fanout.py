@@ -139,8 +139,8 @@ def test_a_killed_worker_fails_its_child_and_the_parent_names_it_then_a_retrigge
         database_url, env={"BACKFILL_SOURCE_DIR": str(source_dir), "JOB_LOST_AFTER_SECONDS": "4"}, workers=1
     )
     svc.migrate()
-    total = make_days(source_dir, 3, symbols=40, minutes=390)
-    body = {**BODY, "batch_rows": 200}
+    total = make_days(source_dir, 3, symbols=40, minutes=780)  # long enough to be seen mid-file
+    body = {**BODY, "batch_rows": 100}
     parent = svc.trigger("/backfill/bars_ohlcv", body)
 
     def running_child():
