@@ -103,7 +103,7 @@ def _install_request_context(app: Flask) -> None:
     @app.after_request
     def _end(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule else "<unmatched>"
+        endpoint = request.url_rule.rule if request.url_rule else metrics.UNMATCHED
         metrics.observe_request(request.method, endpoint, elapsed)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         _log_request(log, response, elapsed)

@@ -11,11 +11,12 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from app.intervals import IntervalError, parse_interval
+from app.netpolicy import AllowList, PolicyError
 
 VERSION = "0.5.0"
 SERVICE = "market-data-store"
@@ -61,6 +62,22 @@ class Settings:
     # sources
     backfill_source_dir: str = "/data/backfill"
     backfill_max_download_bytes: int = 2 * 1024**3
+    backfill_max_file_bytes: int = 64 * 1024**3  # a local source file
+    backfill_max_decompressed_bytes: int = 64 * 1024**3  # what a gzip source may expand to
+    backfill_max_gzip_ratio: float = 200.0  # decompressed / compressed, checked past 16 MiB
+    backfill_max_line_bytes: int = 1024 * 1024  # one line (record) of a source
+    backfill_max_blank_lines: int = 100_000  # blank lines a source may hold
+    backfill_download_deadline: float = 3600.0  # seconds from connect to the last byte
+    backfill_min_rate: int = 1024  # bytes/s a download must average over each rate window
+    backfill_rate_window: float = 30.0  # seconds: the rate window, and the limit for headers
+    backfill_url_allow: AllowList = field(default_factory=AllowList)  # empty: URL sources off
+    backfill_time_min: datetime = datetime(1900, 1, 1, tzinfo=UTC)  # rows before it are refused
+    backfill_time_ahead: timedelta = timedelta(days=2)  # rows after now + this are refused
+    backfill_max_partitions_per_batch: int = 2000
+    # the job ledger
+    job_queue_max: int = 1000  # queued jobs at most; a trigger past it is 429
+    job_history_days: int = 90  # finished jobs older than this are pruned
+    housekeeping_every: timedelta | None = timedelta(hours=1)
     # http
     max_body_bytes: int = 1024 * 1024
     health_timeout: float = 1.0
@@ -260,8 +277,57 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         kw["backfill_max_download_bytes"] = _int(
             "BACKFILL_MAX_DOWNLOAD_BYTES", env["BACKFILL_MAX_DOWNLOAD_BYTES"], 1, 2**50
         )
+    kw.update(_backfill_limits(env))
+    if "JOB_QUEUE_MAX" in env:
+        kw["job_queue_max"] = _int("JOB_QUEUE_MAX", env["JOB_QUEUE_MAX"], 1, 10_000_000)
+    if "JOB_HISTORY_DAYS" in env:
+        kw["job_history_days"] = _int("JOB_HISTORY_DAYS", env["JOB_HISTORY_DAYS"], 1, 36_500)
+    if "HOUSEKEEPING_SCHEDULE" in env:
+        kw["housekeeping_every"] = _schedule("HOUSEKEEPING_SCHEDULE", env["HOUSEKEEPING_SCHEDULE"])
     if "PROMETHEUS_MULTIPROC_DIR" in env:
         kw["prometheus_multiproc_dir"] = env["PROMETHEUS_MULTIPROC_DIR"]
     if "HEALTH_TIMEOUT_SECONDS" in env:
         kw["health_timeout"] = _float("HEALTH_TIMEOUT_SECONDS", env["HEALTH_TIMEOUT_SECONDS"], 0.05)
     return Settings(**kw)
+
+
+def _backfill_limits(env: dict[str, str]) -> dict:
+    """The BACKFILL_* bounds on sources and rows (docs/backfill.md lists them)."""
+    kw: dict = {}
+    ints = {
+        "BACKFILL_MAX_FILE_BYTES": ("backfill_max_file_bytes", 1, 2**50),
+        "BACKFILL_MAX_DECOMPRESSED_BYTES": ("backfill_max_decompressed_bytes", 1, 2**50),
+        "BACKFILL_MAX_LINE_BYTES": ("backfill_max_line_bytes", 256, 256 * 1024**2),
+        "BACKFILL_MAX_BLANK_LINES": ("backfill_max_blank_lines", 0, 2**40),
+        "BACKFILL_MIN_RATE_BYTES": ("backfill_min_rate", 0, 2**40),
+        "BACKFILL_MAX_PARTITIONS_PER_BATCH": ("backfill_max_partitions_per_batch", 1, 100_000),
+    }
+    for name, (key, low, high) in ints.items():
+        if name in env:
+            kw[key] = _int(name, env[name], low, high)
+    floats = {
+        "BACKFILL_MAX_GZIP_RATIO": ("backfill_max_gzip_ratio", 2.0),
+        "BACKFILL_DOWNLOAD_DEADLINE_SECONDS": ("backfill_download_deadline", 1.0),
+        "BACKFILL_RATE_WINDOW_SECONDS": ("backfill_rate_window", 0.5),
+    }
+    for name, (key, least) in floats.items():
+        if name in env:
+            kw[key] = _float(name, env[name], least)
+    if "BACKFILL_URL_ALLOW" in env:
+        try:
+            kw["backfill_url_allow"] = AllowList.parse(env["BACKFILL_URL_ALLOW"])
+        except PolicyError as exc:
+            raise ConfigError(str(exc)) from None
+    if "BACKFILL_TIME_MIN" in env:
+        raw = env["BACKFILL_TIME_MIN"]
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ConfigError(f"BACKFILL_TIME_MIN must be an ISO 8601 date or time, got {raw!r}") from None
+        kw["backfill_time_min"] = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if "BACKFILL_TIME_AHEAD" in env:
+        try:
+            kw["backfill_time_ahead"] = parse_interval(env["BACKFILL_TIME_AHEAD"])
+        except IntervalError as exc:
+            raise ConfigError(f"BACKFILL_TIME_AHEAD: {exc}") from None
+    return kw

@@ -37,6 +37,15 @@ class Conflict(ApiError):
     status = 409
 
 
+class TooManyRequests(ApiError):
+    """The job queue is full; try again after Retry-After seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 30, **extra: object):
+        super().__init__(message, None, {"Retry-After": str(retry_after)}, **extra)
+
+
 def first_line(exc: BaseException, limit: int = 500) -> str:
     """An exception for a message or a log line: the first line of its text (at most
     `limit` characters), or its type's name when it has no text."""

@@ -16,7 +16,6 @@ import psycopg
 from app import migrator
 from app.config import SERVICE, VERSION, Settings
 from app.drift import health_component
-from app.errors import first_line
 from app.resources import Resources
 
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
@@ -42,7 +41,8 @@ def _database(resources: Resources) -> tuple[dict, dict]:
                 schema = migrator.status(conn)
             registry = _registry_state(conn)
     except Exception as exc:  # noqa: BLE001 - any failure is a finding, not a crash
-        reason = first_line(exc, 200)
+        # the class only: the message names hosts and ports, and this document is public
+        reason = type(exc).__name__
         unknown = _component("schema", "degraded", reason="database unavailable")
         return _component("database", "degraded", reachable="false", error=reason), {
             "schema": unknown,
@@ -67,7 +67,7 @@ def _redis(resources: Resources) -> dict:
     try:
         resources.queue.client().ping()
     except Exception as exc:  # noqa: BLE001
-        return _component("redis", "degraded", reachable="false", error=str(exc)[:200] or type(exc).__name__)
+        return _component("redis", "degraded", reachable="false", error=type(exc).__name__)
     return _component("redis", "healthy", latency_ms=f"{(time.perf_counter() - started) * 1000:.1f}")
 
 

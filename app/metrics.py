@@ -130,6 +130,16 @@ SINK_LATENCY = SharedHistogram(
     ("sink",),
     (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+BACKFILL_RETRIES = SharedCounter(
+    "store_backfill_batch_retries_total",
+    "Backfill batches written again after losing a deadlock or serialization conflict",
+    ("reason",),
+)
+ROLLUP_BUCKET_FAILURES = SharedCounter(
+    "store_rollup_bucket_failures_total",
+    "Rollup buckets a refresh could not compute (skipped and reported; the rest refreshed)",
+    ("aggregate",),
+)
 PULSE_PUBLISH = SharedCounter("pulse_publish_total", "Pulse events published", ("stream", "track", "outcome"))
 PULSE_LATENCY = SharedHistogram(
     "pulse_publish_latency_ms",
@@ -174,7 +184,7 @@ class LiveCollector:
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("store_queue_depth", "Jobs waiting in the RQ queue")
-        workers = GaugeMetricFamily("store_workers", "RQ workers registered and alive")
+        workers = GaugeMetricFamily("store_workers", "Job workers alive (heard from within 20 s)")
         try:
             depth.add_metric([], self.queue_depth())
             workers.add_metric([], self.workers())
@@ -229,6 +239,13 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == math.inf else str(bound)
 
 
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+UNMATCHED = "unmatched"
+
+
 def observe_request(method: str, endpoint: str, seconds: float) -> None:
+    """Count a request. Labels stay bounded whatever clients send: `method` is a standard
+    method or `other`, `endpoint` a route template or `unmatched`."""
+    method = method if method in STANDARD_METHODS else "other"
     HTTP_REQUESTS.labels(method=method, endpoint=endpoint).inc()
     HTTP_DURATION.labels(method=method, endpoint=endpoint).observe(seconds)

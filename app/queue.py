@@ -72,3 +72,21 @@ class JobQueue:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+
+    # -- live workers --------------------------------------------------------------------------
+    def announce_worker(self, name: str, now: float) -> None:
+        """The worker is alive (its scheduler thread calls this every few seconds)."""
+        self.client().zadd(WORKERS_KEY, {name: now})
+
+    def retire_worker(self, name: str) -> None:
+        self.client().zrem(WORKERS_KEY, name)
+
+    def live_workers(self, now: float) -> int:
+        """Workers heard from within WORKER_ALIVE_S (a SIGKILLed one drops out by itself)."""
+        c = self.client()
+        c.zremrangebyscore(WORKERS_KEY, "-inf", now - 10 * WORKER_ALIVE_S)
+        return int(c.zcount(WORKERS_KEY, now - WORKER_ALIVE_S, "+inf"))
+
+
+WORKERS_KEY = "store:workers"  # sorted set: worker name -> unix time it last said it is alive
+WORKER_ALIVE_S = 20.0  # a worker not heard from for this long is not counted

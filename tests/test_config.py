@@ -123,3 +123,52 @@ def test_dotenv_is_read_and_the_environment_wins(tmp_path):
     url, port, level = result.stdout.split()
     assert url == "postgresql://from-dotenv@db/md"
     assert port != "9999" and level == "WARNING"
+
+
+def test_backfill_bounds_and_ledger_limits_are_settings():
+    from datetime import UTC, datetime, timedelta
+
+    from app.netpolicy import AllowList
+
+    s = load_settings(
+        {
+            "DATABASE_URL": "postgresql://u@h/db",
+            "BACKFILL_MAX_LINE_BYTES": "4096",
+            "BACKFILL_MAX_FILE_BYTES": "1000",
+            "BACKFILL_MAX_DECOMPRESSED_BYTES": "2000",
+            "BACKFILL_MAX_GZIP_RATIO": "50",
+            "BACKFILL_MAX_BLANK_LINES": "0",
+            "BACKFILL_DOWNLOAD_DEADLINE_SECONDS": "60",
+            "BACKFILL_MIN_RATE_BYTES": "10",
+            "BACKFILL_RATE_WINDOW_SECONDS": "5",
+            "BACKFILL_URL_ALLOW": "vendor.example.com, 10.0.0.0/8",
+            "BACKFILL_TIME_MIN": "1950-01-01",
+            "BACKFILL_TIME_AHEAD": "1 day",
+            "BACKFILL_MAX_PARTITIONS_PER_BATCH": "10",
+            "JOB_QUEUE_MAX": "5",
+        },
+        dotenv=False,
+    )
+    assert (s.backfill_max_line_bytes, s.backfill_max_file_bytes, s.backfill_max_decompressed_bytes) == (
+        4096,
+        1000,
+        2000,
+    )
+    assert (s.backfill_max_gzip_ratio, s.backfill_max_blank_lines, s.backfill_min_rate) == (50.0, 0, 10)
+    assert (s.backfill_download_deadline, s.backfill_rate_window) == (60.0, 5.0)
+    assert s.backfill_url_allow == AllowList.parse("vendor.example.com,10.0.0.0/8")
+    assert s.backfill_time_min == datetime(1950, 1, 1, tzinfo=UTC) and s.backfill_time_ahead == timedelta(days=1)
+    assert (s.backfill_max_partitions_per_batch, s.job_queue_max) == (10, 5)
+    default = load_settings({"DATABASE_URL": "postgresql://u@h/db"}, dotenv=False)
+    assert not default.backfill_url_allow  # URL sources off
+    assert default.backfill_max_line_bytes == 1 << 20 and default.job_queue_max == 1000
+    for name, value in (
+        ("BACKFILL_URL_ALLOW", "127.1"),
+        ("BACKFILL_URL_ALLOW", "host:0"),
+        ("BACKFILL_MAX_LINE_BYTES", "10"),
+        ("BACKFILL_TIME_MIN", "yesterday"),
+        ("BACKFILL_TIME_AHEAD", "-1 day"),
+        ("JOB_QUEUE_MAX", "0"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            load_settings({"DATABASE_URL": "postgresql://u@h/db", name: value}, dotenv=False)

@@ -27,7 +27,7 @@ def test_pause_resume_change_and_run_now(database_url, service_factory):
     svc.migrate()
 
     listed = {s["name"]: s for s in svc.get("/schedules").json()["schedules"]}
-    assert set(listed) == {"retention", "refresh_aggregate", "drift_check"}
+    assert set(listed) == {"retention", "refresh_aggregate", "drift_check", "housekeeping"}
     assert all(set(s) == FIELDS for s in listed.values())
     assert (listed["refresh_aggregate"]["every"], listed["refresh_aggregate"]["paused"]) == ("10 seconds", False)
     assert (
@@ -84,7 +84,12 @@ def test_pause_resume_change_and_run_now(database_url, service_factory):
 
     # bad input
     for name, payload, status, needle in (
-        ("nope", {"paused": True}, 404, "no schedule 'nope'; known: drift_check, refresh_aggregate, retention"),
+        (
+            "nope",
+            {"paused": True},
+            404,
+            "no schedule 'nope'; known: drift_check, housekeeping, refresh_aggregate, retention",
+        ),
         ("retention", {"every": "1s"}, 400, "at least 10 seconds"),
         ("retention", {"every": "sometimes"}, 400, "every: not an interval"),
         ("retention", {"paused": "yes"}, 400, "paused must be true or false"),

@@ -11,11 +11,13 @@ holds and they appear in the ledger with `trigger = 'schedule'`.
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
+import redis
 
 from app import db, logs, migrator
-from app.errors import first_line
+from app.errors import ApiError, first_line
 from app.jobs import reaper, schedules, service
 from app.jobs.base import JobKind
 from app.resources import Resources
@@ -39,7 +41,9 @@ class Scheduler(threading.Thread):
         self.stopped.set()
 
     def run(self) -> None:
+        self.announce()
         while not self.stopped.wait(TICK_S):
+            self.announce()
             try:
                 self.tick()
             except psycopg.Error as exc:
@@ -49,6 +53,24 @@ class Scheduler(threading.Thread):
                 self.log.exception("scheduler tick crashed")
                 self._reset()
         self._reset()
+        self.retire()
+
+    def announce(self) -> None:
+        """Tell /metrics (store_workers) this worker is alive; a Redis hiccup is only logged."""
+        from app.jobs.runner import WORKER_ID
+
+        try:
+            self.resources.queue.announce_worker(WORKER_ID, time.time())
+        except redis.exceptions.RedisError as exc:
+            self.log.debug("could not announce the worker", error=first_line(exc))
+
+    def retire(self) -> None:
+        from app.jobs.runner import WORKER_ID
+
+        try:
+            self.resources.queue.retire_worker(WORKER_ID)
+        except redis.exceptions.RedisError:
+            pass
 
     def _reset(self) -> None:
         if self.conn is not None:
@@ -81,7 +103,11 @@ class Scheduler(threading.Thread):
             if kind is None:
                 self.log.warning("schedule names an unknown job kind; skipped", schedule=due["name"], job=due["job"])
                 continue
-            submitted = service.submit(self.resources, conn, kind, due["params"], trigger="schedule")
+            try:
+                submitted = service.submit(self.resources, conn, kind, due["params"], trigger="schedule")
+            except ApiError as exc:  # the queue is full (JOB_QUEUE_MAX): skipped until its next period
+                self.log.warning("scheduled job not submitted", schedule=due["name"], error=exc.message)
+                continue
             schedules.record_run(conn, due["name"], submitted.run_id, reset_clock=False)
             self.log.info(
                 "scheduled job submitted", schedule=due["name"], run_id=submitted.run_id, new=submitted.created

@@ -7,13 +7,13 @@ gauges (`app.metrics.LiveCollector`), fed here from the process's queue and the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from flask import Flask
 from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 from prometheus_client.core import Metric
 from prometheus_flask_exporter import PrometheusMetrics, choose_encoder
-from rq import Worker
 
 from app import migrator
 from app.jobs import ledger
@@ -39,7 +39,7 @@ def _live(resources: Resources) -> LiveCollector:
 
     return LiveCollector(
         queue_depth=resources.queue.depth,
-        workers=lambda: Worker.count(connection=resources.queue.client()),
+        workers=lambda: resources.queue.live_workers(time.time()),
         from_database=from_database,
     )
 

@@ -28,10 +28,10 @@ from app.backfill import checkpoints, runs, sources
 from app.backfill.checkpoints import State
 from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
-from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, TooManyBadRows, epoch_to_datetime
+from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, RowLimits, TooManyBadRows, epoch_to_datetime
 from app.backfill.task import BackfillError, Task
 from app.times import iso
-from app.timeseries import partitions
+from app.timeseries import catalog, partitions
 
 JOB = "backfill.bars_ohlcv"
 TABLE = "bars_ohlcv"
@@ -50,7 +50,9 @@ class Params:
     provider: str | None
     interval: str | None
     source_dir: str  # BACKFILL_SOURCE_DIR
-    max_download_bytes: int  # BACKFILL_MAX_DOWNLOAD_BYTES
+    limits: sources.Limits  # bounds on reading the source (BACKFILL_MAX_*, URL allow list, rates)
+    row_limits: RowLimits  # line bounds, the time window, how errors show values
+    max_partitions_per_batch: int  # BACKFILL_MAX_PARTITIONS_PER_BATCH
 
     @property
     def key(self) -> str:
@@ -102,7 +104,18 @@ def load(task: Task, params: Params) -> dict:
 
 def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, job_run_id: int, started: float) -> dict:
     cp = checkpoints.load(conn, params.key)
-    with sources.open_source(params.source, params.source_dir, params.max_download_bytes) as opened:
+    stop = threading.Event()  # set when the load ends, however it ends: the reader stops reading
+
+    def stopped() -> bool:
+        if stop.is_set() or task.stopping():
+            return True
+        try:
+            task.check()  # past the deadline too
+        except Exception:  # noqa: BLE001 - any stop the task reports
+            return True
+        return False
+
+    with sources.open_source(params.source, params.source_dir, params.limits, stopped) as opened:
         restart_reason = _resumable(cp, params, opened.identity)
         resumed_from: dict[str, Any] | None = None
         if cp is not None and restart_reason is None:
@@ -143,9 +156,11 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
             header=state.header,
             bad_before=state.rows_rejected,
             samples=state.bad_samples,
+            limits=params.row_limits,
+            stopped=stopped,
         )
         job = _Job(task, conn, params, state, job_run_id, opened)
-        feed = _Feed(reader)
+        feed = _Feed(reader, stop)
         feed.start()
 
         def bookkeeping(session: psycopg.Connection, before: State, batch: Batch, written: int) -> State:
@@ -160,7 +175,7 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
                 loaders = [Loader(stack.enter_context(task.connect()), TABLE, policy) for _ in range(WRITERS)]
                 job.run(feed, Pipeline(loaders, bookkeeping, State(**state.__dict__)))
         finally:
-            feed.stop.set()
+            stop.set()
             feed.join(timeout=10)
         checkpoints.finish(conn, params.key)
         runs.finish(
@@ -220,11 +235,11 @@ def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
 class _Feed(threading.Thread):
     """Reads batches in the background; the job's thread takes them from `queue`."""
 
-    def __init__(self, reader: Reader):
+    def __init__(self, reader: Reader, stop: threading.Event):
         super().__init__(name="backfill-reader", daemon=True)
         self.reader = reader
         self.queue: queue.Queue = queue.Queue(QUEUE_BATCHES)
-        self.stop = threading.Event()
+        self.stop = stop
 
     def _put(self, item: object) -> bool:
         while not self.stop.is_set():
@@ -281,7 +296,7 @@ class _Job:
         self.opened = opened
         self.partitions_created = 0
         self.upserts = 0
-        self._covered: tuple[float, float] | None = None  # epoch range known to have partitions
+        self._covered: set[int] = set()  # partition slots known to exist
         self._read_at_start = state.rows_read
         self._started = time.monotonic()
         self._committed: dict[int, Slot] = {}
@@ -322,8 +337,10 @@ class _Job:
                 item = feed.queue.get(timeout=_POLL)
             except queue.Empty:
                 wait()
-                if not feed.is_alive():
+                if not feed.is_alive() and feed.queue.empty():
                     raise BackfillError("the source reader stopped unexpectedly") from None
+                reader = feed.reader  # reading without a batch yet: show how far it got
+                self.task.progress(line=reader.line, bytes_read=self.opened.bytes_read, blank_lines=reader.blank)
                 if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
                     runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
                     idle_since = time.monotonic()
@@ -340,7 +357,7 @@ class _Job:
                 raise item
             wait()
             if item.rows:
-                self._ensure_partitions(item.min_epoch, item.max_epoch)
+                self._ensure_partitions(item)
             pipeline.submit(item, wait)
 
     def _settle(self, pipeline: Pipeline) -> None:
@@ -400,17 +417,25 @@ class _Job:
             batches=state.batches,
         )
 
-    def _ensure_partitions(self, lo: float, hi: float) -> None:
-        """Partitions for [lo, hi] (epoch seconds) before writing; remembers what it covered."""
-        covered = self._covered
-        if covered and covered[0] <= lo and hi <= covered[1]:
+    def _ensure_partitions(self, batch: Batch) -> None:
+        """Partitions for the slots the batch's rows fall in, and no others: a lone row far
+        away makes one partition, not every one in between. More new ones than
+        BACKFILL_MAX_PARTITIONS_PER_BATCH fail the load before any is made."""
+        missing = batch.slots - self._covered
+        if not missing:
             return
-        start, end = epoch_to_datetime(lo), epoch_to_datetime(hi)
+        width = catalog.table(TABLE).chunk
+        starts = [partitions.EPOCH + slot * width for slot in sorted(missing)]
+        limit = self.params.max_partitions_per_batch
         try:
-            self.partitions_created += partitions.ensure_range(self.conn, TABLE, start, end, check=self.task.check)
+            created = partitions.ensure_slots(self.conn, TABLE, starts, check=self.task.check, max_new=limit)
+        except partitions.TooManyPartitions as exc:
+            raise BackfillError(
+                f"batch {self.state.batches + 1} (lines up to {batch.end_line}) would create {exc.needed} partitions, "
+                f"more than BACKFILL_MAX_PARTITIONS_PER_BATCH ({limit}): its rows spread over {exc.needed} "
+                f"{width.days}-day periods without one; check the times, or load with smaller batch_rows"
+            ) from None
         except ValueError as exc:
-            raise BackfillError(f"cannot make partitions for {start.isoformat()} .. {end.isoformat()}: {exc}") from None
-        if covered and lo <= covered[1] and hi >= covered[0]:
-            self._covered = (min(lo, covered[0]), max(hi, covered[1]))
-        else:
-            self._covered = (lo, hi)
+            raise BackfillError(f"cannot make partitions for this batch: {exc}") from None
+        self.partitions_created += created
+        self._covered |= missing

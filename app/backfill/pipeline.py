@@ -11,11 +11,17 @@ the other's staging table. Order is kept where it matters:
   `bookkeeping` records (the checkpoint) always describes a prefix of the source.
 
 If a batch fails, every later one rolls back; the caller gets the error from `done`.
+
+Concurrent loads of overlapping keys (other jobs) take row locks in key order (both
+merges sort by the key), and a batch that still loses a deadlock (or a serialization
+failure) before it merged is rolled back and written again, up to `RETRIES` times with a
+short random pause, each retry counted in `store_backfill_batch_retries_total{reason}`.
 """
 
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +30,13 @@ from typing import Any
 
 import psycopg
 
+from app import metrics
 from app.backfill.loader import Loader
 from app.backfill.rows import Batch
 
 POLL = 0.2
+RETRIES = 5  # writes of one batch after a deadlock, at most
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 # bookkeeping(conn, state before the batch, batch, rows written) -> state after it; runs
 # inside the batch's transaction, batches in file order.
@@ -51,6 +60,7 @@ class Slot:
     written: int = 0
     seconds: float = 0.0
     after: Any = None  # what bookkeeping returned: the state once this batch committed
+    retries: int = 0  # writes repeated after a deadlock
     error: BaseException | None = None
 
 
@@ -134,7 +144,7 @@ class Pipeline:
             if slot is None or self.stopping.is_set():
                 return
             try:
-                self._write(loader, slot)
+                self._write_retrying(loader, slot)
                 slot.ok = True
             except BaseException as exc:  # noqa: BLE001 - reported through `done`
                 slot.error = exc
@@ -147,6 +157,21 @@ class Pipeline:
                 self.done.put(slot)
             if slot.error is not None:
                 return
+
+    def _write_retrying(self, loader: Loader, slot: Slot) -> None:
+        for attempt in range(1, RETRIES + 2):
+            try:
+                self._write(loader, slot)
+                return
+            except _RETRYABLE as exc:
+                # once merged, the next batch may have merged on top of it: no rewrite then
+                if attempt > RETRIES or slot.merged.is_set() or self.stopping.is_set():
+                    raise
+                reason = "deadlock" if isinstance(exc, psycopg.errors.DeadlockDetected) else "serialization"
+                metrics.BACKFILL_RETRIES.inc(reason=reason)
+                slot.retries += 1
+                # a pause that differs between the sessions that collided (not synchronisation)
+                time.sleep(random.uniform(0.05, 0.25) * attempt)
 
     def _write(self, loader: Loader, slot: Slot) -> None:
         prev, batch = slot.prev, slot.batch

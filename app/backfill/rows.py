@@ -8,6 +8,20 @@ of 1970..2100 exactly enough for `to_timestamp` to round back to it).
 
 A bad row is skipped, counted and sampled (line number and reason); one more than
 `max_bad_rows` stops the read with `TooManyBadRows`.
+
+Rows that cannot hurt the store (docs/backfill.md, "Row rules"):
+
+- numbers: ASCII syntax only (`[+-]digits[.digits][e[+-]digits]`: no `_`, no other
+  digits, no `inf`/`nan`); prices 0 <= p < 1e15 and volume 0 <= v < 1e15, so sums
+  over any bucket stay far from a double's range;
+- time: ISO 8601 in ASCII, inside the window [`time_min`, now + `time_ahead`); digits
+  past the microsecond must be zeros (the store keeps microseconds; truncating would
+  merge distinct rows);
+- symbol: `SYMBOL_CHARS` (letters, digits and `. - _ / : ^ =`), starting with a letter,
+  a digit, `^`, `.` or `_` (so never `= + - @`, which spreadsheets run as formulas);
+- a line longer than `max_line_bytes` is a bad row, read past without being held
+  whole; blank lines count toward progress and toward `max_blank_lines`;
+- CSV is parsed line by line: an unterminated quote fails its own line only.
 """
 
 from __future__ import annotations
@@ -15,10 +29,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from operator import itemgetter
 from typing import Any
 
@@ -31,8 +47,15 @@ FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close"
 PRICES = ("open", "high", "low", "close")
 SAMPLE_LIMIT = 20
 CHUNK_ROWS = 5000  # rows per orjson.dumps call
-MIN_EPOCH = 0.0  # 1970-01-01
-MAX_EPOCH = 4102444800.0  # 2100-01-01
+READ_PIECE = 1 << 16  # bytes per read while skipping an over-long line
+MAX_VALUE = 1e15  # prices and volume must stay below it (and not be negative)
+MIN_EPOCH = -2208988800.0  # 1900-01-01: the default lower bound of the time window
+MAX_EPOCH = 4102444800.0  # 2100-01-01: a default upper bound (the job passes now + 2 days)
+SYMBOL_CHARS = "A-Z a-z 0-9 . - _ / : ^ ="
+_SYMBOL_RE = re.compile(r"^[A-Za-z0-9^._][A-Za-z0-9._/:^=-]*$")
+_NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+_FRACTION_RE = re.compile(r"T?[0-9:]+[.,]([0-9]{7,})")
+_FORMULA_START = "=+-@"
 _MAX_LEN = {"provider": 64, "symbol": 32, "interval": 16}
 _CACHE_LIMIT = 100_000
 _UTC = UTC
@@ -53,6 +76,18 @@ class TooManyBadRows(BackfillError):
         )
 
 
+@dataclass(frozen=True)
+class RowLimits:
+    """Bounds on lines and rows (settings BACKFILL_*)."""
+
+    max_line_bytes: int = 1024 * 1024
+    max_blank_lines: int = 100_000
+    min_epoch: float = MIN_EPOCH
+    max_epoch: float = MAX_EPOCH
+    show_values: bool = True  # False for URL sources: errors never repeat their content
+    slot_seconds: float = 7 * 86400.0  # partition width: Batch.slots counts the partitions a batch needs
+
+
 @dataclass
 class Batch:
     """Valid rows as CSV chunks, and where in the source the batch ends."""
@@ -69,6 +104,7 @@ class Batch:
     max_epoch: float = -math.inf
     symbols: set = field(default_factory=set)
     providers: set = field(default_factory=set)
+    slots: set = field(default_factory=set)  # partition slots (epoch // width) the rows fall in
 
 
 def epoch_to_datetime(value: float) -> datetime:
@@ -88,9 +124,19 @@ class Validator:
     the careful checks only for values not seen before.
     """
 
-    def __init__(self, provider: str | None = None, interval: str | None = None):
+    def __init__(
+        self,
+        provider: str | None = None,
+        interval: str | None = None,
+        *,
+        min_epoch: float = MIN_EPOCH,
+        max_epoch: float = MAX_EPOCH,
+        show_values: bool = True,
+    ):
         self.default_provider = provider
         self.default_interval = interval
+        self.min_epoch, self.max_epoch = min_epoch, max_epoch
+        self.show = _show if show_values else _hidden
         self._caches: dict[str, dict] = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
         if provider is not None:
             self._caches["provider"][None] = self.text("provider", provider)
@@ -106,18 +152,29 @@ class Validator:
             pass
         if value is None:
             raise BadRow(f"{name} is missing")
+        show = self.show
         if not isinstance(value, str):
-            raise BadRow(f"{name} must be a string, got {_show(value)}")
+            raise BadRow(f"{name} must be a string, got {show(value)}")
         clean = value.strip()
         limit = _MAX_LEN[name]
         if not clean:
             raise BadRow(f"{name} is empty")
         if len(clean) > limit:
             raise BadRow(f"{name} is longer than {limit} characters")
-        if not clean.isascii() or not clean.isprintable() or any(c in clean for c in '"\\[],'):
-            raise BadRow(f'{name} {_show(value)} has characters outside printable ASCII or one of " \\ [ ] ,')
         if name == "symbol":
+            if not _SYMBOL_RE.match(clean):
+                raise BadRow(f"symbol {show(value)} must use {SYMBOL_CHARS} and start with a letter, a digit, ^ . or _")
             clean = clean.upper()
+        elif (
+            not clean.isascii()
+            or not clean.isprintable()
+            or any(c in clean for c in '"\\[],')
+            or clean[0] in _FORMULA_START
+        ):
+            raise BadRow(
+                f'{name} {show(value)} has characters outside printable ASCII or one of " \\ [ ] , '
+                "or starts with one of = + - @"
+            )
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[value] = clean
@@ -129,17 +186,29 @@ class Validator:
             return cache[value]
         except (KeyError, TypeError):
             pass
+        show = self.show
         if not isinstance(value, str):
-            raise BadRow("ts is missing" if value is None else f"ts must be an ISO 8601 string, got {_show(value)}")
+            raise BadRow("ts is missing" if value is None else f"ts must be an ISO 8601 string, got {show(value)}")
+        if not value.isascii() or len(value) > 64:
+            raise BadRow(f"ts is not an ISO 8601 time in ASCII: {show(value)}")
         try:
             parsed = _fromiso(value)
         except ValueError:
-            raise BadRow(f"ts is not an ISO 8601 time: {_show(value)}") from None
+            raise BadRow(f"ts is not an ISO 8601 time: {show(value)}") from None
+        fraction = _FRACTION_RE.search(value)
+        if fraction and fraction.group(1)[6:].strip("0"):
+            raise BadRow(
+                f"ts {show(value)} has digits past the microsecond; the store keeps microseconds "
+                "(round the times, or two rows could become one)"
+            )
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=_UTC)
         epoch = parsed.timestamp()
-        if not MIN_EPOCH <= epoch < MAX_EPOCH:
-            raise BadRow(f"ts {_show(value)} is outside 1970..2099")
+        if not self.min_epoch <= epoch < self.max_epoch:
+            raise BadRow(
+                f"ts {show(value)} is outside the accepted window "
+                f"{epoch_to_datetime(self.min_epoch).isoformat()} .. {epoch_to_datetime(self.max_epoch).isoformat()}"
+            )
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[value] = epoch
@@ -147,7 +216,7 @@ class Validator:
 
     def _make_row(self) -> Callable[[int, Sequence[Any]], list]:
         providers, symbols, intervals, times = (self._caches[k] for k in ("provider", "symbol", "interval", "ts"))
-        text, epoch_of = self.text, self.epoch
+        text, epoch_of, show = self.text, self.epoch, self.show
 
         def row(line: int, values: Sequence[Any]) -> list:
             p, s, i, ts, o, h, lo, c, v = values
@@ -160,32 +229,42 @@ class Validator:
                 p, s, i = text("provider", p), text("symbol", s), text("interval", i)
                 e = epoch_of(ts)
             if not (type(o) is float and type(h) is float and type(lo) is float and type(c) is float):
-                o, h, lo, c = _number("open", o), _number("high", h), _number("low", lo), _number("close", c)
+                o, h = _number("open", o, show), _number("high", h, show)
+                lo, c = _number("low", lo, show), _number("close", c, show)
             if type(v) is not float:
-                v = _number("volume", v)
+                v = _number("volume", v, show)
             if not (lo <= o <= h and lo <= c <= h):
                 raise BadRow(_price_order(o, h, lo, c))
-            if v < 0:
-                raise BadRow(f"volume is negative: {v!r}")
+            if not (0 <= lo and h < MAX_VALUE):
+                raise BadRow(f"prices must be at least 0 and below {MAX_VALUE:g}; low {lo!r}, high {h!r}")
+            if not 0 <= v < MAX_VALUE:
+                raise BadRow(f"volume must be at least 0 and below {MAX_VALUE:g}, got {v!r}")
             return [line, p, s, i, e, o, h, lo, c, v]
 
         return row
 
 
-def _number(name: str, value: object) -> float:
-    if type(value) is float or type(value) is int:
+def _number(name: str, value: object, show: Callable[[object], str] | None = None) -> float:
+    show = show or _show
+    if type(value) is float:
         return value
+    if type(value) is int:
+        if not -MAX_VALUE < value < MAX_VALUE:  # before float(): a huge int would overflow it
+            raise BadRow(f"{name} must be below {MAX_VALUE:g}")
+        return float(value)
     if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            raise BadRow(f"{name} is not a number: {_show(value)}") from None
+        text = value.strip()
+        if len(text) > 64 or not _NUMBER_RE.match(text):
+            if not text:
+                raise BadRow(f"{name} is missing")
+            raise BadRow(f"{name} is not a number: {show(value)}")
+        number = float(text)
         if not _isfinite(number):
-            raise BadRow(f"{name} is not a finite number: {_show(value)}")
+            raise BadRow(f"{name} is not a finite number: {show(value)}")
         return number
-    if value is None or value == "":
+    if value is None:
         raise BadRow(f"{name} is missing")
-    raise BadRow(f"{name} is not a number: {_show(value)}")
+    raise BadRow(f"{name} is not a number: {show(value)}")
 
 
 def _price_order(o: float, h: float, lo: float, c: float) -> str:
@@ -205,12 +284,21 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _never() -> bool:
+    return False
+
+
+def _hidden(value: object) -> str:
+    """For URL sources: the value is the server's content, never repeated in errors."""
+    return "(value not shown for URL sources)"
+
+
 class Reader:
     """Reads batches of validated rows from a decompressed byte stream.
 
     `line`/`offset` say where the stream starts (0 for a fresh load, the checkpoint's
     values when resuming); `bad_before` and `first_bad` carry the rejected rows counted
-    by the run that made the checkpoint.
+    by the run that made the checkpoint. `limits` bound lines and the time window.
     """
 
     def __init__(
@@ -227,16 +315,27 @@ class Reader:
         header: list[str] | None = None,
         bad_before: int = 0,
         samples: list[dict] | None = None,
+        limits: RowLimits | None = None,
+        stopped: Callable[[], bool] | None = None,
     ):
         self.stream = stream
+        self.stopped = stopped or _never
         self.fmt = fmt
         self.batch_rows = batch_rows
         self.max_bad_rows = max_bad_rows
-        self.validator = Validator(provider, interval)
+        self.limits = limits = limits or RowLimits()
+        self.validator = Validator(
+            provider,
+            interval,
+            min_epoch=limits.min_epoch,
+            max_epoch=limits.max_epoch,
+            show_values=limits.show_values,
+        )
         self.line = line
         self.offset = offset
         self.header = header
         self.bad = bad_before
+        self.blank = 0
         self.first_bad: dict | None = samples[0] if samples else None
         self._batch = Batch()
         self._pending: list[list] = []
@@ -244,8 +343,14 @@ class Reader:
         self._chunk = min(CHUNK_ROWS, batch_rows)
 
     # -- shared bookkeeping --------------------------------------------------------------
+    def _check_stop(self) -> None:
+        if self.stopped():
+            raise SourceError("reading stopped: the job was stopped")
+
     def _reject(self, line: int, reason: str) -> None:
         self.bad += 1
+        if not self.bad & 4095:
+            self._check_stop()
         batch = self._batch
         batch.rejected += 1
         batch.read += 1
@@ -257,16 +362,29 @@ class Reader:
         if self.bad > self.max_bad_rows:
             raise TooManyBadRows(self.bad, self.max_bad_rows, self.first_bad)
 
+    def _blank_line(self) -> None:
+        self.blank += 1
+        if not self.blank & 4095:
+            self._check_stop()
+        if self.blank > self.limits.max_blank_lines:
+            raise SourceError(
+                f"more than BACKFILL_MAX_BLANK_LINES ({self.limits.max_blank_lines}) blank lines "
+                f"(line {self.line}); is this the right file?"
+            )
+
     def _flush_chunk(self) -> bool:
         """Turn the pending rows into a CSV chunk of the batch; True when the batch is full."""
         pending = self._pending
         batch = self._batch
+        self._check_stop()
         if pending:
             epochs = list(map(_EPOCH, pending))
             batch.min_epoch = min(batch.min_epoch, min(epochs))
             batch.max_epoch = max(batch.max_epoch, max(epochs))
             batch.symbols.update(map(_SYMBOL, pending))
             batch.providers.update(map(_PROVIDER, pending))
+            width = self.limits.slot_seconds
+            batch.slots.update({int(e // width) for e in epochs})
             batch.rows += len(pending)
             batch.read += len(pending)
             batch.chunks.append(_csv_text(pending))
@@ -290,6 +408,9 @@ class Reader:
             raise SourceError(f"the source cannot be read after line {self.line}: {exc}") from None
         yield self._cut()
 
+    def _too_long(self) -> str:
+        return f"the line is longer than BACKFILL_MAX_LINE_BYTES ({self.limits.max_line_bytes} bytes)"
+
     # -- NDJSON ----------------------------------------------------------------------------
     def _ndjson(self) -> Iterator[Batch]:
         """The hot loop: one JSON parse, one C-level field pick and one validation per line."""
@@ -298,15 +419,22 @@ class Reader:
         make_row, chunk = self._row, self._chunk
         line, offset = self.line, self.offset
         pending = self._pending
+        limit = self.limits.max_line_bytes
+        readline = self.stream.readline
         try:
-            for raw in self.stream:
+            for raw in iter(partial(readline, limit + 1), b""):
                 line += 1
                 offset += len(raw)
                 try:
                     pending.append(make_row(line, pick(loads(raw))))
                 except (BadRow, ValueError, TypeError, KeyError, AttributeError):
                     self.line, self.offset = line, offset
-                    self._odd_json_line(raw)
+                    if len(raw) > limit and raw[-1:] != b"\n":
+                        self._reject(line, self._too_long())  # first: it may end the read
+                        offset += self._skip_rest_of_line()
+                        self.offset = offset
+                    else:
+                        self._odd_json_line(raw)
                     continue
                 if len(pending) >= chunk:
                     self.line, self.offset = line, offset
@@ -317,6 +445,16 @@ class Reader:
         finally:
             self.line, self.offset = line, offset
 
+    def _skip_rest_of_line(self) -> int:
+        """Read past the rest of an over-long line in bounded pieces; the bytes skipped."""
+        skipped = 0
+        while True:
+            self._check_stop()
+            more = self.stream.readline(READ_PIECE)
+            skipped += len(more)
+            if not more or more[-1:] == b"\n":
+                return skipped
+
     def _odd_json_line(self, raw: bytes) -> None:
         """A line the fast path refused: blank, not JSON, fields missing, or a bad row."""
         try:
@@ -324,6 +462,8 @@ class Reader:
         except orjson.JSONDecodeError as exc:
             if raw.strip():
                 self._reject(self.line, f"invalid JSON: {str(exc).split(':')[0]}")
+            else:
+                self._blank_line()
             return
         if type(doc) is not dict:
             self._reject(self.line, "not a JSON object")
@@ -342,19 +482,19 @@ class Reader:
         return self.validator.default_provider is not None or self.validator.default_interval is not None
 
     # -- CSV --------------------------------------------------------------------------------
-    def _text_lines(self) -> Iterator[str]:
-        for raw in self.stream:
-            self.line += 1
-            self.offset += len(raw)
-            yield raw.decode("utf-8", "replace")
-
     def read_header(self) -> list[str]:
         """The CSV header (the first line); sets `self.header`."""
-        raw = self.stream.readline()
+        limit = self.limits.max_line_bytes
+        raw = self.stream.readline(limit + 1)
         self.line += 1
         self.offset += len(raw)
+        if len(raw) > limit and raw[-1:] != b"\n":
+            raise SourceError(f"the CSV header is longer than BACKFILL_MAX_LINE_BYTES ({limit} bytes)")
         text = raw.decode("utf-8", "replace").lstrip("\ufeff")
-        names = next(csv.reader([text]), [])
+        try:
+            names = next(csv.reader([text], strict=True), [])
+        except csv.Error:
+            raise SourceError("the CSV header line is malformed") from None
         self.header = [n.strip().lower() for n in names]
         return self.header
 
@@ -363,9 +503,8 @@ class Reader:
         index = {name: i for i, name in enumerate(header)}
         missing = [name for name in FIELDS if name not in index and not self._has_default(name)]
         if missing:
-            raise SourceError(
-                f"the CSV header lacks column(s) {', '.join(missing)}; it has: {', '.join(header)[:200] or 'nothing'}"
-            )
+            has = ", ".join(header)[:200] or "nothing" if self.limits.show_values else "(not shown for URL sources)"
+            raise SourceError(f"the CSV header lacks column(s) {', '.join(missing)}; it has: {has}")
         return [index.get(name) for name in FIELDS]
 
     def _has_default(self, name: str) -> bool:
@@ -375,22 +514,34 @@ class Reader:
         )
 
     def _csv(self) -> Iterator[Batch]:
+        """One record per physical line: a quote left open fails that line, not the rest."""
         if self.header is None:
             self.read_header()
         columns = self._columns()
         assert self.header is not None  # read_header sets it or raises
         width = len(self.header)
         make_row, chunk = self._row, self._chunk
-        reader = csv.reader(self._text_lines(), strict=True)
-        while True:
-            try:
-                record = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                self._reject(self.line, f"malformed CSV: {exc}")
+        reader = csv.reader
+        limit = self.limits.max_line_bytes
+        for raw in iter(partial(self.stream.readline, limit + 1), b""):
+            self.line += 1
+            self.offset += len(raw)
+            if len(raw) > limit and raw[-1:] != b"\n":
+                self._reject(self.line, self._too_long())  # first: it may end the read
+                self.offset += self._skip_rest_of_line()
                 continue
-            if not record:
+            text = raw.decode("utf-8", "replace")
+            if '"' in text:
+                try:
+                    record = next(reader((text,), strict=True), [])
+                except csv.Error as exc:
+                    self._reject(self.line, f"malformed CSV: {exc} (quotes must close on the same line)")
+                    continue
+            else:
+                stripped = text.rstrip("\r\n")
+                record = stripped.split(",") if stripped else []
+            if not record or record == [""] or not text.strip():
+                self._blank_line()
                 continue
             if len(record) != width:
                 self._reject(self.line, f"expected {width} fields, got {len(record)}")

@@ -6,10 +6,10 @@ To add a kind: write `app/jobs/<kind>.py` defining `KIND = JobKind(...)` (see
 
 from __future__ import annotations
 
-from app.jobs import aggregates, drift, migrate, retention
+from app.jobs import aggregates, drift, housekeeping, migrate, retention
 from app.jobs.base import JobKind
 
-KINDS: dict[str, JobKind] = {m.KIND.name: m.KIND for m in (migrate, drift, retention, aggregates)}
+KINDS: dict[str, JobKind] = {m.KIND.name: m.KIND for m in (migrate, drift, retention, aggregates, housekeeping)}
 
 from app.jobs import backfill  # noqa: E402 - two kinds: backfill.bars_ohlcv, backfill.aggregates
 

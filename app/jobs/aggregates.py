@@ -75,6 +75,16 @@ def refresh_each(
     return results
 
 
+def bucket_warnings(results: dict[str, dict]) -> list[str]:
+    """A warning per aggregate whose refresh had to skip buckets it could not compute."""
+    return [
+        f"{name}: {r['failed_bucket_count']} bucket(s) could not be computed and were skipped (they stay "
+        f"invalidated; first: {r['failed_buckets'][0]}); the rows in them hold values the sums cannot hold"
+        for name, r in results.items()
+        if r.get("failed_bucket_count")
+    ]
+
+
 def run(ctx: JobContext, params: dict) -> dict:
     with ctx.connect(autocommit=True) as conn:
         if params["start"]:
@@ -91,7 +101,8 @@ def run(ctx: JobContext, params: dict) -> dict:
             def refresh(name: str) -> dict:
                 return rollups.refresh_pending(conn, name, check=ctx.check)
 
-        return {"aggregates": refresh_each(ctx, names(params), refresh)}
+        results = refresh_each(ctx, names(params), refresh)
+    return {"aggregates": results, "warnings": bucket_warnings(results)}
 
 
 def _key(params: dict) -> str:

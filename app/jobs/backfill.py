@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,13 +18,14 @@ import psycopg
 from app import db, validation
 from app.backfill import bars, runs, sources
 from app.backfill.checkpoints import State
+from app.backfill.rows import RowLimits
 from app.backfill.task import BackfillError, Task
 from app.config import Settings
 from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
 from app.jobs import aggregates
 from app.jobs.base import JobContext, JobError, JobKind
-from app.timeseries import rollups
+from app.timeseries import catalog, rollups
 
 MAX_BATCH_ROWS = 1_000_000
 DEFAULT_BATCH_ROWS = 100_000
@@ -110,7 +112,8 @@ BARS_PARAMS = (
         "string",
         True,
         None,
-        "a path inside BACKFILL_SOURCE_DIR, or an http(s) URL; gzip is detected by its content",
+        "a path inside BACKFILL_SOURCE_DIR, or an http(s) URL allowed by BACKFILL_URL_ALLOW; "
+        "gzip is detected by its content",
     ),
     Param("format", "string", False, None, "ndjson or csv (with a header); taken from the file name when absent"),
     Param(
@@ -129,7 +132,7 @@ BARS_PARAMS = (
 def parse_bars(body: dict, settings: Settings) -> dict:
     _check_fields(body, BARS_PARAMS)
     try:
-        source = sources.parse_source(body["source"], settings.backfill_source_dir)
+        source = sources.parse_source(body["source"], settings.backfill_source_dir, settings.backfill_url_allow)
         fmt = sources.detect_format(source, body.get("format"))
     except sources.SourceError as exc:
         raise BadRequest(str(exc)) from None
@@ -143,9 +146,23 @@ def parse_bars(body: dict, settings: Settings) -> dict:
     }
 
 
+def row_limits(s: Settings, source: sources.Source, now: float) -> RowLimits:
+    """The row rules of one load: line bounds, the time window ending `now` + BACKFILL_TIME_AHEAD,
+    and whether errors may repeat values (not for URL sources: their content is the server's)."""
+    return RowLimits(
+        max_line_bytes=s.backfill_max_line_bytes,
+        max_blank_lines=s.backfill_max_blank_lines,
+        min_epoch=s.backfill_time_min.timestamp(),
+        max_epoch=now + s.backfill_time_ahead.total_seconds(),
+        show_values=source.kind == "file",
+        slot_seconds=catalog.table(bars.TABLE).chunk.total_seconds(),
+    )
+
+
 def run_bars(ctx: JobContext, params: dict) -> dict:
     try:
-        source = sources.parse_source(params["source"], ctx.settings.backfill_source_dir)
+        s = ctx.settings
+        source = sources.parse_source(params["source"], s.backfill_source_dir, s.backfill_url_allow)
         return bars.load(
             task(ctx),
             bars.Params(
@@ -155,8 +172,10 @@ def run_bars(ctx: JobContext, params: dict) -> dict:
                 batch_rows=params["batch_rows"],
                 provider=params["provider"],
                 interval=params["interval"],
-                source_dir=ctx.settings.backfill_source_dir,
-                max_download_bytes=ctx.settings.backfill_max_download_bytes,
+                source_dir=s.backfill_source_dir,
+                limits=sources.Limits.from_settings(s),
+                row_limits=row_limits(s, source, time.time()),
+                max_partitions_per_batch=s.backfill_max_partitions_per_batch,
             ),
         )
     except BackfillError as exc:

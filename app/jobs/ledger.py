@@ -125,6 +125,19 @@ def create(
             return active[0], False
 
 
+def queued_count(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM store_jobs WHERE status = 'queued'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def active_run(conn: psycopg.Connection, single_flight_key: str) -> str | None:
+    row = conn.execute(
+        "SELECT run_id::text FROM store_jobs WHERE single_flight_key = %s AND status IN ('queued', 'running')",
+        (single_flight_key,),
+    ).fetchone()
+    return row[0] if row else None
+
+
 def get(conn: psycopg.Connection, run_id: str) -> dict | None:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(f"SELECT {_COLUMNS} FROM store_jobs WHERE run_id = %s", (run_id,)).fetchone()
@@ -214,14 +227,38 @@ def heartbeat(conn: psycopg.Connection, run_id: str, progress: dict | None) -> t
     return (row[0], row[1]) if row else None
 
 
-def finish(
-    conn: psycopg.Connection, run_id: str, status: str, *, result: dict | None, error: str | None, progress: dict
-) -> bool:
-    """running -> final status. False if someone else ended it first (the reaper)."""
+def stop_requested(conn: psycopg.Connection, run_id: str) -> tuple[str, bool] | None:
+    """(status, cancel_requested) without writing anything (between two heartbeats)."""
     row = conn.execute(
-        """UPDATE store_jobs SET status = %s, result = %s, error = %s, progress = %s, finished_at = now()
-           WHERE run_id = %s AND status = 'running' RETURNING 1""",
-        (status, Jsonb(result) if result is not None else None, error, Jsonb(progress), run_id),
+        "SELECT status, cancel_requested_at IS NOT NULL FROM store_jobs WHERE run_id = %s", (run_id,)
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+LOST_PREFIX = "worker lost:"
+
+
+def finish(
+    conn: psycopg.Connection,
+    run_id: str,
+    status: str,
+    *,
+    result: dict | None,
+    error: str | None,
+    progress: dict,
+    worker: str | None = None,
+) -> bool:
+    """running -> final status. False if someone else ended it first (a cancel of a queued
+    job). `worker`: the worker that ran it, whose own outcome replaces a 'worker lost'
+    verdict the reaper gave while the database kept its heartbeats out."""
+    row = conn.execute(
+        """UPDATE store_jobs SET status = %s, result = %s, error = %s, progress = %s,
+                  finished_at = now()
+           WHERE run_id = %s
+             AND (status = 'running'
+                  OR (status = 'failed' AND worker = %s AND starts_with(error, %s)))
+           RETURNING 1""",
+        (status, Jsonb(result) if result is not None else None, error, Jsonb(progress), run_id, worker, LOST_PREFIX),
     ).fetchone()
     return row is not None
 

@@ -43,8 +43,13 @@ def _terminate(conn: psycopg.Connection, session_name: str) -> int:
     return int(row[0]) if row else 0
 
 
+STOP_POLL = 1.0  # seconds between two looks for a cancel request (a heartbeat is one too)
+FINISH_RETRY_FOR = 900.0  # seconds a finished job's outcome is retried while the database is away
+
+
 class _Heartbeat(threading.Thread):
-    """Writes heartbeat and progress; turns cancel requests and timeouts into stops."""
+    """Writes heartbeat and progress every JOB_HEARTBEAT_SECONDS, looks for a cancel
+    request every STOP_POLL seconds, and turns cancel requests and timeouts into stops."""
 
     def __init__(self, ctx: JobContext):
         super().__init__(name=f"heartbeat-{ctx.run_id}", daemon=True)
@@ -55,11 +60,17 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         s = self.ctx.settings
         conn = None
-        while not self.done.wait(s.heartbeat_interval):
+        tick = min(STOP_POLL, s.heartbeat_interval)
+        next_beat = time.monotonic() + s.heartbeat_interval
+        while not self.done.wait(tick):
             try:
                 if conn is None or conn.closed:
                     conn = db.connect(s, application_name="store-heartbeat", autocommit=True)
-                state = ledger.heartbeat(conn, self.ctx.run_id, self.ctx.take_progress())
+                if time.monotonic() >= next_beat:
+                    state = ledger.heartbeat(conn, self.ctx.run_id, self.ctx.take_progress())
+                    next_beat = time.monotonic() + s.heartbeat_interval
+                else:
+                    state = ledger.stop_requested(conn, self.ctx.run_id)
                 reason = None
                 if state and state[1]:
                     reason = "cancelled"
@@ -172,9 +183,7 @@ class Runner:
             beat.done.set()
             beat.join(timeout=5)
         duration = time.monotonic() - started
-        recorded = self._ledger_call(
-            ledger.finish, run_id, status, result=result, error=error, progress=ctx.snapshot_progress()
-        )
+        recorded = self._finish(run_id, status, result, error, ctx.snapshot_progress(), log)
         log.info("job finished", status=status, error=error, duration_s=round(duration, 3), recorded=recorded)
         metrics.JOBS_FINISHED.inc(kind=row["job"], status=status)
         metrics.JOB_DURATION.observe(duration, kind=row["job"])
@@ -187,6 +196,31 @@ class Runner:
             error=error,
             redis=self.resources.queue.client(),
         )
+
+    def _finish(
+        self, run_id: str, status: str, result: dict | None, error: str | None, progress: dict, log: Any
+    ) -> bool:
+        """Record the outcome, retrying while the database is away (an outage must end as
+        the job's own error, not as 'worker lost'); the reaper's 'worker lost' is
+        overwritten by the worker that was alive all along."""
+        give_up = time.monotonic() + FINISH_RETRY_FOR
+        delay = 0.5
+        while True:
+            try:
+                return self._ledger_call(
+                    ledger.finish, run_id, status, result=result, error=error, progress=progress, worker=WORKER_ID
+                )
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > give_up:
+                    raise
+                log.warning(
+                    "cannot record the job's outcome yet; retrying",
+                    status=status,
+                    error=first_line(exc),
+                    retry_in_s=delay,
+                )
+                time.sleep(delay)  # waiting for the database to come back, not synchronising
+                delay = min(delay * 2, 5.0)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -1,6 +1,7 @@
 """Schedules as data (`store_schedules`): what runs by itself, how often, paused or not.
 
-The environment (`RETENTION_SCHEDULE`, `REFRESH_SCHEDULE`, `DRIFT_CHECK_SCHEDULE`) gives
+The environment (`RETENTION_SCHEDULE`, `REFRESH_SCHEDULE`, `DRIFT_CHECK_SCHEDULE`,
+`HOUSEKEEPING_SCHEDULE`) gives
 only the initial values: the first process that finds a schedule uninitialised (`every`
 NULL) writes them. After that the table is the truth: `PUT /schedules/<name>` changes it,
 and every worker's scheduler reads it on each tick, so a change applies without restart.
@@ -43,6 +44,7 @@ def definitions(settings: Settings) -> list[Definition]:
         ("retention", "retention", "retention_every"),
         ("refresh_aggregate", "refresh_aggregate", "refresh_every"),
         ("drift_check", "drift_check", "drift_every"),
+        ("housekeeping", "housekeeping", "housekeeping_every"),
     ):
         every = getattr(settings, attr)
         paused = every is None or (job == "drift_check" and not settings.drift_enabled)

@@ -16,7 +16,7 @@ import redis
 
 from app import logs
 from app.config import Settings
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, NotFound, TooManyRequests
 from app.jobs import ledger
 from app.jobs.base import JobKind
 from app.jobs.ledger import JobStatus
@@ -72,6 +72,7 @@ def submit(
                             run_id=prior[1],
                         )
                     return Submitted(prior[1], False)
+            _check_queue_room(settings, conn, kind, params)
             run_id, created = ledger.create(
                 conn,
                 kind.name,
@@ -95,6 +96,20 @@ def submit(
     if created:
         enqueue(resources.queue, conn, run_id, _timeout(settings, kind))
     return Submitted(run_id, created)
+
+
+def _check_queue_room(settings: Settings, conn: psycopg.Connection, kind: JobKind, params: dict) -> None:
+    """429 when JOB_QUEUE_MAX jobs are queued, unless the trigger joins a run already there
+    (single flight adds nothing)."""
+    if ledger.queued_count(conn) < settings.job_queue_max:
+        return
+    key = kind.single_flight(params)
+    if key is not None and ledger.active_run(conn, key) is not None:
+        return
+    raise TooManyRequests(
+        f"the job queue is full ({settings.job_queue_max} jobs queued, JOB_QUEUE_MAX); try again later",
+        retry_after=30,
+    )
 
 
 def enqueue(queue: JobQueue, conn: psycopg.Connection, run_id: str, timeout_s: float) -> bool:

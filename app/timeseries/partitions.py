@@ -196,6 +196,51 @@ def ensure_range(
     return created
 
 
+class TooManyPartitions(ValueError):
+    """More partitions would be created than the caller allows."""
+
+    def __init__(self, needed: int, allowed: int):
+        self.needed, self.allowed = needed, allowed
+        super().__init__(f"{needed} new partitions needed, more than {allowed}")
+
+
+def ensure_slots(
+    conn: psycopg.Connection,
+    table: str,
+    starts: list[datetime],
+    *,
+    check: Callable[[], None] | None = None,
+    max_new: int = MAX_PER_CALL,
+) -> int:
+    """Make sure a partition exists for each slot starting at one of `starts` (aligned to
+    the table's width) and for no other slot; return how many were created.
+
+    Counts the missing ones first and raises TooManyPartitions, creating nothing, when
+    they are more than `max_new`. Same rules as `ensure_range` otherwise."""
+    if table not in catalog.TABLES:
+        raise ValueError(f"{table} is not a time-series table")
+    if not starts:
+        return 0
+    width = catalog.table(table).chunk
+    slots = sorted({align(s, width) for s in starts})
+    if slots[0] < EARLIEST or slots[-1] + width > LATEST:
+        raise ValueError(f"times {slots[0].isoformat()} .. {slots[-1].isoformat()} are outside the supported years")
+    if backend.is_hypertable(conn, table):
+        return 0
+    if not backend.is_partitioned(conn, table):
+        raise ValueError(f"{table} is not partitioned")
+    existing = list_partitions(conn, table)
+    missing = [lo for lo in slots if _gaps(existing, lo, lo + width)]
+    if len(missing) > max_new:
+        raise TooManyPartitions(len(missing), max_new)
+    created = 0
+    for lo in missing:
+        if check is not None:
+            check()
+        created += retrying(partial(_create, conn, table, lo, lo + width), f"create partition of {table}", check=check)
+    return created
+
+
 def premake(conn: psycopg.Connection, table: str, now: datetime | None = None) -> int:
     """Partitions from one chunk back to PREMAKE_CHUNKS ahead of now."""
     now = utc(now or datetime.now(UTC))

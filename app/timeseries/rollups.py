@@ -27,6 +27,12 @@ time column, its columns and the SELECT expressions computing them.
   the partly dropped source. A refresh window is clamped to start at the first bucket
   boundary at or after the watermark, and invalidations of frozen buckets are discarded.
 
+A bucket that cannot be computed (a data error such as a sum out of the double's range,
+from rows stored before the backfill's bounds existed) does not stop the refresh: the
+slice holding it is recomputed bucket by bucket, the failing buckets are skipped, kept
+invalidated, listed in the result (`failed_buckets`) and counted in the metric
+`store_rollup_bucket_failures_total{aggregate}`; every other bucket refreshes.
+
 Concurrency: refreshes of one aggregate are serialised by an advisory lock; a refresh
 holds a shared advisory lock on its source that retention takes exclusively while it
 moves the watermark, so no refresh straddles a watermark move.
@@ -37,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -183,6 +190,9 @@ def _add(total: dict, part: dict) -> None:
         total[key] = total.get(key, 0) + value
 
 
+FAILED_SHOWN = 50  # failing buckets listed in a result (all are counted)
+
+
 def _pg_window(
     conn: psycopg.Connection,
     agg: catalog.Aggregate,
@@ -191,12 +201,58 @@ def _pg_window(
     check: Callable[[], None] | None,
     slice_width: timedelta,
 ) -> dict:
-    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
+    total: dict[str, Any] = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
+    failed: list[str] = []
     width = max(slice_width, agg.bucket)
     for s_lo, s_hi in _slices(lo, hi, width):
         if check is not None:
             check()
-        _add(total, retrying(partial(_recompute_slice, conn, agg, s_lo, s_hi), f"refresh {agg.name}", check=check))
+        try:
+            part = retrying(partial(_recompute_slice, conn, agg, s_lo, s_hi), f"refresh {agg.name}", check=check)
+        except psycopg.errors.DataError:
+            part = _bucket_by_bucket(conn, agg, s_lo, s_hi, check, failed)
+        _add(total, part)
+    if failed:
+        total["failed_buckets"] = failed[:FAILED_SHOWN]
+        total["failed_bucket_count"] = len(failed)
+    return total
+
+
+def _bucket_by_bucket(
+    conn: psycopg.Connection,
+    agg: catalog.Aggregate,
+    lo: datetime,
+    hi: datetime,
+    check: Callable[[], None] | None,
+    failed: list[str],
+) -> dict:
+    """Recompute [lo, hi) one bucket per transaction; buckets that fail are skipped (they
+    stay invalidated), named in `failed` and counted."""
+    from app import logs, metrics
+
+    total = {"buckets": 0, "rows_written": 0, "invalidations_cleared": 0}
+    cur = align(lo, agg.bucket)
+    while cur < hi:
+        nxt = cur + agg.bucket
+        if check is not None:
+            check()
+        try:
+            part = retrying(
+                partial(_recompute_slice, conn, agg, max(cur, lo), min(nxt, hi)), f"refresh {agg.name}", check=check
+            )
+        except psycopg.errors.DataError as exc:
+            failed.append(cur.isoformat())
+            metrics.ROLLUP_BUCKET_FAILURES.inc(aggregate=agg.name)
+            logs.get("timeseries").warning(
+                "rollup bucket cannot be computed; skipped",
+                aggregate=agg.name,
+                bucket=cur.isoformat(),
+                error=type(exc).__name__,
+                detail=str(exc).splitlines()[0] if str(exc) else "",
+            )
+        else:
+            _add(total, part)
+        cur = nxt
     return total
 
 
