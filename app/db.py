@@ -20,6 +20,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.config import Settings
 
+ADMIN_POOL_WAIT_S = 3.0
+
 
 class DatabaseUnavailable(Exception):
     """No database connection could be had in time; the caller may try again later."""
@@ -32,8 +34,14 @@ def connect(
     statement_timeout_ms: int | None = None,
     lock_timeout_ms: int | None = None,
     connect_timeout: int = 5,
+    maintenance: bool = False,
 ) -> psycopg.Connection:
-    """Open a dedicated connection with the store's safety timeouts."""
+    """Open a dedicated connection with the store's safety timeouts.
+
+    `maintenance`: the session sets `app.maintenance = on`, which (for a role that owns the
+    tenant-scoped tables) lets it see and change every tenant's rows despite the forced
+    row-level security (migration 0015). Jobs' sessions are maintenance sessions.
+    """
     st = settings.statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
     lt = settings.lock_timeout_ms if lock_timeout_ms is None else lock_timeout_ms
     return psycopg.connect(
@@ -41,7 +49,8 @@ def connect(
         autocommit=autocommit,
         connect_timeout=connect_timeout,
         application_name=application_name,
-        options=f"-c statement_timeout={st} -c lock_timeout={lt} -c TimeZone=UTC",
+        options=f"-c statement_timeout={st} -c lock_timeout={lt} -c TimeZone=UTC"
+        + (" -c app.maintenance=on" if maintenance else ""),
     )
 
 
@@ -61,7 +70,9 @@ class Pool:
                         self.settings.database_url,
                         min_size=1,
                         max_size=8,
-                        timeout=self.settings.health_timeout,
+                        # admin requests wait this long for a connection before a 503; probes
+                        # and /metrics pass their own, shorter, timeout
+                        timeout=ADMIN_POOL_WAIT_S,
                         open=False,
                         check=ConnectionPool.check_connection,
                         reconnect_timeout=0,  # keep trying forever: the database may come back

@@ -76,7 +76,8 @@ def yoyo_url(settings: Settings, session_name: str) -> str:
     args["application_name"] = session_name
     args["options"] = (
         f"-c lock_timeout={int(settings.lock_timeout_ms)} "
-        f"-c statement_timeout={int(settings.statement_timeout_ms)} -c TimeZone=UTC"
+        f"-c statement_timeout={int(settings.statement_timeout_ms)} -c TimeZone=UTC "
+        "-c app.maintenance=on"  # migrations see every tenant's rows (migration 0015)
     )
     return urlunsplit(parts._replace(query=urlencode(args, quote_via=quote)))
 

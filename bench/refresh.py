@@ -90,10 +90,10 @@ def main() -> None:
             rows = c.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
             print(f"loaded {rows:,} rows over {DAYS} days in {time.perf_counter() - t0:.1f} s")
             t0 = time.perf_counter()
-            for agg in rollups.NAMES:
+            for agg in rollups.names_for("bars_ohlcv"):
                 rollups.refresh_pending(c, agg)
             print(f"first build of both rollups (all {DAYS} days invalidated): {time.perf_counter() - t0:.1f} s")
-            for agg in rollups.NAMES:
+            for agg in rollups.names_for("bars_ohlcv"):
                 width = "1 hour" if agg.endswith("1h") else "1 day"
                 c.execute(VIEW.format(name=f"full_{agg}", width=width))
                 c.execute(f"REFRESH MATERIALIZED VIEW full_{agg}")
@@ -103,18 +103,20 @@ def main() -> None:
                 load_day(c, START + timedelta(days=DAYS + r), args.symbols)
                 c.execute("CHECKPOINT")
                 t0 = time.perf_counter()
-                outs = [rollups.refresh_pending(c, agg) for agg in rollups.NAMES]
+                outs = [rollups.refresh_pending(c, agg) for agg in rollups.names_for("bars_ohlcv")]
                 incremental.append(time.perf_counter() - t0)
                 c.execute("CHECKPOINT")
                 t0 = time.perf_counter()
-                for agg in rollups.NAMES:
+                for agg in rollups.names_for("bars_ohlcv"):
                     c.execute(f"REFRESH MATERIALIZED VIEW full_{agg}")
                 full.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                for agg in rollups.NAMES:  # the same code, told to recompute the whole history
+                for agg in rollups.names_for("bars_ohlcv"):  # the same code, told to recompute the whole history
                     rollups.refresh(c, agg, START, START + timedelta(days=DAYS + r + 1))
                 window.append(time.perf_counter() - t0)
-                assert all(same(c, agg, f"full_{agg}") for agg in rollups.NAMES), "rollup differs from the view"
+                assert all(same(c, agg, f"full_{agg}") for agg in rollups.names_for("bars_ohlcv")), (
+                    "rollup differs from the view"
+                )
                 buckets = ", ".join(f"{o['aggregate']}: {o['buckets']} buckets" for o in outs)
                 print(
                     f"round {r + 1}: +{args.symbols * 1440:,} rows; incremental {incremental[-1]:.2f} s "

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.support.db import create_database, drop_database, make_settings
+from tests.support.db import BackgroundDropper, create_database, drop_database, make_settings
 from tests.support.redis import RedisServer
 from tests.support.service import Service
 from tests.support.timescale import HAVE_TIMESCALEDB, PG_LIB, TimescaleCluster
@@ -39,12 +39,20 @@ def pytest_collection_modifyitems(items):
 
 
 # -- Postgres --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def database_dropper():
+    """Drops the tests' databases in the background (DROP DATABASE forces a checkpoint)."""
+    dropper = BackgroundDropper()
+    yield dropper
+    dropper.close()
+
+
 @pytest.fixture
-def database_url():
+def database_url(database_dropper):
     """URL of a fresh, empty database (dropped after the test)."""
     name, url = create_database()
     yield url
-    drop_database(name)
+    database_dropper.drop(name)
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +67,11 @@ def migrated_template(redis_server):
 
 
 @pytest.fixture
-def migrated_database_url(migrated_template):
+def migrated_database_url(migrated_template, database_dropper):
     """A fresh database with every migration applied (a clone of the session's template)."""
     name, url = create_database(template=migrated_template)
     yield url
-    drop_database(name)
+    database_dropper.drop(name)
 
 
 @pytest.fixture

@@ -11,16 +11,26 @@ from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup
 
 UTC = UTC
 BASE = datetime(2024, 5, 1, tzinfo=UTC)
+TICK_ROLLUPS = {
+    "tick_agg_1m": "1 minute",
+    "tick_agg_5m": "5 minutes",
+    "tick_agg_1h": "1 hour",
+    "tick_vwap_daily": "1 day",
+    "tick_spread_stats": "5 minutes",
+    "tick_rate_stats": "1 minute",
+}
 
 
 def test_list_describes_both_aggregates(migrated_service):
     resp = migrated_service.get("/aggregates")
     assert resp.status_code == 200
     docs = {d["name"]: d for d in resp.json()["aggregates"]}
-    assert set(docs) == {"bars_ohlcv_1h", "bars_ohlcv_1d"}
+    assert set(docs) == {"bars_ohlcv_1h", "bars_ohlcv_1d", *TICK_ROLLUPS}
     assert docs["bars_ohlcv_1h"]["bucket_width"] == "1 hour" and docs["bars_ohlcv_1d"]["bucket_width"] == "1 day"
+    assert {n: docs[n]["bucket_width"] for n in TICK_ROLLUPS} == TICK_ROLLUPS
     for doc in docs.values():
-        assert doc["source"] == "bars_ohlcv" and doc["backend"] == "postgres"
+        assert doc["source"] == ("tick_data" if doc["name"] in TICK_ROLLUPS else "bars_ohlcv")
+        assert doc["backend"] == "postgres"
         assert doc["last_refresh_at"] is None and doc["watermark"] is None and doc["pending_invalidations"] == 0
     assert requests.get(migrated_service.url + "/aggregates", timeout=5).status_code == 401
     assert requests.post(migrated_service.url + "/refresh/aggregate", timeout=5).status_code == 401

@@ -164,7 +164,7 @@ def test_ndjson_gzip_and_csv_from_the_directory_and_http_load_and_reload_without
 
     samples = wait_for(
         lambda: (m := scrape(svc)).get('sink_writes_total{outcome="unchanged",sink="bars_ohlcv"}') == total and m,
-        10,
+        30,
         message="sink metrics of every batch",
     )
     assert samples['sink_writes_total{outcome="success",sink="bars_ohlcv"}'] == total
@@ -207,7 +207,7 @@ def test_bad_rows_are_skipped_counted_and_sampled_up_to_max_bad_rows(svc, source
     assert succeeded["rows_failed"] == 4 and succeeded["rows_written"] == 40
     samples = wait_for(
         lambda: (m := scrape(svc)).get('sink_writes_total{outcome="rejected",sink="bars_ohlcv"}') == 4 and m,
-        10,
+        30,
         message="rejected rows counted",
     )
     assert samples['sink_writes_total{outcome="success",sink="bars_ohlcv"}'] == 40
@@ -255,7 +255,7 @@ def test_single_flight_progress_while_running_and_cancel(svc, source_dir):
 
         assert svc.post(f"/jobs/{run_id}/cancel").status_code == 202
         assert svc.wait_job(run_id)["status"] == "cancelled"
-        wait_for(lambda: job_runs(url)[-1]["status"] == "cancelled", 10, message="job_runs row cancelled")
+        wait_for(lambda: job_runs(url)[-1]["status"] == "cancelled", 30, message="job_runs row cancelled")
         # once it is over, the same source can be loaded again, and it picks up where it stopped
         result = load(svc, {"source": f"{server.url}/slow/slow.ndjson", "batch_rows": 500})["result"]
     assert result["resumed_from"]["line"] > 0

@@ -467,7 +467,7 @@ def test_redis_command_runs_on_a_real_redis_with_aof(tmp_path):
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(
             lambda: subprocess.run(["sh", "-c", health], capture_output=True, timeout=3).returncode == 0,
-            10,
+            30,
             message="the redis health check to pass",
         )
         return proc
@@ -481,7 +481,7 @@ def test_redis_command_runs_on_a_real_redis_with_aof(tmp_path):
         # the AOF holds the write (appendfsync everysec); then the server dies without a save
         wait_for(
             lambda: any(b"run-1" in p.read_bytes() for p in tmp_path.rglob("*.aof*") if p.is_file()),
-            10,
+            30,
             message="the write to reach the append-only file",
         )
         proc.kill()

@@ -101,7 +101,7 @@ def test_drift_check_end_to_end(database_url, service_factory, redis_url, standi
     assert not [k for k in samples(svc) if k[0] == "schema_drift_total"]
 
     # job-end events for migrate and the check, on mdp:store.jobs
-    jobs = wait_for(lambda: (e := stream(r, "mdp:store.jobs")) and len(e) >= 2 and e, 10, message="2 job events")
+    jobs = wait_for(lambda: (e := stream(r, "mdp:store.jobs")) and len(e) >= 2 and e, 30, message="2 job events")
     assert [(e["payload"]["run_id"], e["payload"]["job"], e["payload"]["status"]) for e in jobs] == [
         (migrate_run, "migrate", "success"),
         (job["run_id"], "drift_check", "success"),
@@ -207,10 +207,10 @@ def test_drift_check_end_to_end(database_url, service_factory, redis_url, standi
             sample(svc, "store_jobs_total", kind="drift_check", status="success") == 3.0
             and sample(svc, "store_jobs_total", kind="drift_check", status="failed") == 1.0
         ),
-        10,
+        30,
         message="4 drift checks counted (the last one failed)",
     )
-    wait_for(lambda: r.xlen("mdp:store.jobs") == 5, 10, message="5 job events (migrate + 4 checks)")
+    wait_for(lambda: r.xlen("mdp:store.jobs") == 5, 30, message="5 job events (migrate + 4 checks)")
     assert drift_job["run_id"] in {e["payload"]["run_id"] for e in stream(r, "mdp:store.jobs")}
 
 
@@ -235,7 +235,7 @@ def test_scheduled_check_with_pulse_disabled(database_url, service_factory, redi
     runs = svc.get("/jobs?job=drift_check").json()["jobs"]
     assert runs and runs[-1]["trigger"] == "schedule"
     labels = frozenset({"repo": REPO, "track": "v1", "schema": "telemetry.HealthStatus"}.items())
-    assert wait_for(lambda: samples(svc).get(("schema_drift_total", labels)), 10, message="drift counted") >= 1.0
+    assert wait_for(lambda: samples(svc).get(("schema_drift_total", labels)), 30, message="drift counted") >= 1.0
 
     r = redis.Redis.from_url(redis_url)
     assert r.keys("mdp:*") == []

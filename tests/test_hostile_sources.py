@@ -20,6 +20,7 @@ from app.backfill import fetch
 from app.backfill.rows import Reader, RowLimits, TooManyBadRows
 from app.backfill.sources import Limits, Source, SourceError, open_source, parse_source
 from app.netpolicy import AllowList, PolicyError, is_numeric_spelling
+from tests.support.common import wait_for
 from tests.support.db import make_settings
 from tests.support.hostile_server import SECRET, HostileServer, closed_port
 
@@ -193,10 +194,8 @@ def test_a_stop_ends_a_blocked_download_and_its_threads_within_a_second():
 
         t = threading.Thread(target=job)
         t.start()
-        deadline = time.monotonic() + 10
-        while not server.paths and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # let the read block on the socket: the state under test
+        wait_for(lambda: server.paths, 10, message="the download to start")
+        time.sleep(0.5)  # not synchronisation: let the read block on the socket, the state under test
         stopped_at = time.monotonic()
         stop.set()
         t.join(timeout=5)

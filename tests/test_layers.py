@@ -25,6 +25,7 @@ INFRASTRUCTURE = {
     "migrator",
     "retry",
     "times",
+    "netpolicy",
 }
 DOMAIN = {"timeseries", "backfill", "drift", "pulse"}
 JOBS = {"jobs"}

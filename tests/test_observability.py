@@ -26,7 +26,7 @@ def test_request_id_is_echoed_and_carried_into_the_jobs_log_lines(migrated_servi
         events = {l["event"] for l in lines if l.get("run_id") == run_id and l.get("request_id") == rid}
         return {"job started", "job finished"} <= events
 
-    wait_for(worker_events, 10, message="worker lines 'job started'/'job finished' with run_id and request_id")
+    wait_for(worker_events, 30, message="worker lines 'job started'/'job finished' with run_id and request_id")
 
 
 def test_a_request_id_is_generated_when_missing_or_unsafe(migrated_service):
@@ -50,7 +50,7 @@ def test_metrics_are_named_as_the_guide_says_and_count_across_workers(migrated_s
     finished = 'store_jobs_total{kind="migrate",status="success"}'
     samples = wait_for(
         lambda: (m := scrape(migrated_service)).get(finished, 0) >= 3 and m,
-        10,
+        30,
         message="three successful migrate jobs counted",
     )
     assert samples["store_up"] == 1.0

@@ -38,7 +38,7 @@ def test_pending_migrations_degrade_health_until_migrate(service):
     service.migrate()
     wait_for(
         lambda: requests.get(service.url + "/health", timeout=5).json()["state"] == "healthy",
-        5,
+        30,
         message="health to turn healthy after migrate",
     )
 

@@ -131,15 +131,15 @@ def test_a_second_run_on_the_same_table_is_skipped(conn, migrated_database_url):
 
 def test_rollups_over_dropped_ranges_are_kept_and_never_recomputed(conn):
     rows = _load_60_days(conn)
-    for name in rollups.NAMES:
+    for name in rollups.names_for("bars_ohlcv"):
         rollups.refresh_pending(conn, name)
-    before = {name: rollup_rows(conn, name) for name in rollups.NAMES}
+    before = {name: rollup_rows(conn, name) for name in rollups.names_for("bars_ohlcv")}
     result = retention.apply_table(conn, "bars_ohlcv", now=NOW)
     cutoff = datetime.fromisoformat(result["cutoff"])
     # late writes below the watermark (a re-delivered old bar, a delete) must not touch frozen buckets
     insert_bars(conn, [("prov", "AAPL", "1m", cutoff - 3 * DAY + timedelta(minutes=1), 1e6, 1e6, 1e6, 1e6, 1e6)])
     conn.execute("DELETE FROM bars_ohlcv WHERE ts < %s", (cutoff + timedelta(hours=2),))
-    for name in rollups.NAMES:
+    for name in rollups.names_for("bars_ohlcv"):
         width = rollups.aggregate(name).bucket
         rollups.refresh_pending(conn, name)
         out = rollups.refresh(conn, name, cutoff - 90 * DAY, cutoff + 90 * DAY)  # also an explicit window

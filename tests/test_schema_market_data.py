@@ -12,7 +12,7 @@ from tests.support.bars import bar_series, insert_bars
 from tests.support.db import make_settings
 from tests.support.platform import TIME_COLUMNS
 
-TABLES = ("tenants", "bars", "fundamentals", "news", "options_snap", "bars_ohlcv", "signals", "job_runs")
+TABLES = ("tenants", "bars", "fundamentals", "news", "options_snap", "bars_ohlcv", "signals", "job_runs", "tick_data")
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -29,7 +29,7 @@ def _key(conn, table):
 def test_every_contract_table_and_view_exists_with_its_key(conn):
     for table in TABLES:
         assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None, table
-    for view in ("latest_prices", "data_freshness", "job_runs_summary"):
+    for view in ("latest_prices", "latest_ohlcv_prices", "data_freshness", "job_runs_summary"):
         assert conn.execute("SELECT relkind FROM pg_class WHERE relname = %s", (view,)).fetchone()[0] == "v"
     assert _key(conn, "bars_ohlcv") == ["provider", "symbol", "interval", "ts"]
     assert _key(conn, "bars") == ["ts", "tenant_id", "vendor", "symbol", "timeframe"]
@@ -37,6 +37,7 @@ def test_every_contract_table_and_view_exists_with_its_key(conn):
     assert _key(conn, "news") == ["published_at", "tenant_id", "vendor", "id"]
     assert _key(conn, "options_snap") == ["ts", "tenant_id", "vendor", "symbol", "expiry", "option_type", "strike"]
     assert _key(conn, "signals") == ["provider", "symbol", "ts", "name"]
+    assert _key(conn, "tick_data") == ["provider", "symbol", "ts"]
     types = dict(
         conn.execute(
             """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
@@ -142,6 +143,7 @@ def test_plain_inserts_of_any_time_succeed_and_land_in_a_partition_or_the_defaul
             "options_snap": "(ts, tenant_id, vendor, symbol, expiry, option_type, strike) "
             "VALUES ('1980-01-01', 't1', 'v', 'A', '1980-02-01', 'P', 1)",
             "signals": "(provider, symbol, ts, name, value) VALUES ('p', 'A', '1980-01-01', 'x', 1)",
+            "tick_data": "(provider, symbol, ts, price) VALUES ('p', 'A', '1980-01-01', 1)",
         }[table]
         conn.execute(f"INSERT INTO {table} {cols}")
 
@@ -193,7 +195,7 @@ def test_latest_prices_and_data_freshness(conn):
     start = NOW - timedelta(hours=2)
     insert_bars(conn, bar_series("AAPL", start, NOW, timedelta(minutes=1)))
     insert_bars(conn, bar_series("MSFT", start, NOW - timedelta(hours=1), timedelta(minutes=5), provider="other"))
-    latest = {(r[0], r[1]): r[2] for r in conn.execute("SELECT provider, symbol, ts FROM latest_prices")}
+    latest = {(r[0], r[1]): r[2] for r in conn.execute("SELECT provider, symbol, ts FROM latest_ohlcv_prices")}
     assert latest == {
         ("prov", "AAPL"): NOW - timedelta(minutes=1),
         ("other", "MSFT"): NOW - timedelta(hours=1, minutes=5),
@@ -205,7 +207,11 @@ def test_latest_prices_and_data_freshness(conn):
 
 
 def test_market_data_migrations_are_idempotent(migrated_database_url, redis_url):
-    """yoyo may re-run a migration whose bookkeeping was lost: nothing may change or fail."""
+    """yoyo may re-run a migration whose bookkeeping was lost: nothing may change or fail.
+
+    (0008 is left out: 0012 reshaped its latest_prices view, which 0008 cannot replace;
+    yoyo re-runs only the migration it was applying, never one behind a later one.)
+    """
     from yoyo import read_migrations
 
     from app import migrator
@@ -213,10 +219,13 @@ def test_market_data_migrations_are_idempotent(migrated_database_url, redis_url)
     with psycopg.connect(migrated_database_url, autocommit=True) as c:
         insert_bars(c, bar_series("AAPL", NOW - timedelta(days=1), NOW, timedelta(hours=1)))
         before = c.execute("SELECT count(*) FROM pg_class").fetchone()[0]
-        c.execute("DELETE FROM _yoyo_migration WHERE migration_id >= '0003' AND migration_id < '0009'")
+        c.execute(
+            "DELETE FROM _yoyo_migration WHERE (migration_id >= '0003' AND migration_id < '0008') "
+            "OR (migration_id >= '0012' AND migration_id < '0020')"
+        )
     result = migrator.apply(make_settings(migrated_database_url, redis_url))
     ids = [m.id for m in read_migrations(str(migrator.MIGRATIONS_DIR))]
-    assert result["applied"] == [i for i in ids if "0003" <= i < "0009"]
+    assert result["applied"] == [i for i in ids if "0003" <= i < "0008" or "0012" <= i < "0020"]
     with psycopg.connect(migrated_database_url, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM pg_class").fetchone()[0] == before
         assert c.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == 24

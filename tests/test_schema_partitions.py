@@ -129,13 +129,13 @@ def test_ingest_keeps_flowing_while_partitions_are_created(migrated_database_url
     thread = threading.Thread(target=ingest)
     thread.start()
     try:
-        wait_for(lambda: len(written) > 5, 10, message="ingest to start")
+        wait_for(lambda: len(written) > 5, 30, message="ingest to start")
         with psycopg.connect(migrated_database_url, autocommit=True, options="-c lock_timeout=2000") as c:
             created = partitions.ensure_range(
                 c, "bars_ohlcv", datetime(2005, 1, 1, tzinfo=UTC), datetime(2006, 1, 1, tzinfo=UTC)
             )
         mark = len(written)
-        wait_for(lambda: len(written) > mark + 5, 10, message="ingest to continue")
+        wait_for(lambda: len(written) > mark + 5, 30, message="ingest to continue")
     finally:
         stop.set()
         thread.join(10)

@@ -1,7 +1,7 @@
 """schemathesis against the live service: every check, positive and negative cases.
 
 Runs the `st` command line on a real gunicorn + worker over a fresh database, with a
-fixed example budget and seed, so a run is repeatable and bounded (~30 s here). Any
+fixed example budget and seed, so a run is repeatable and bounded (one to three minutes here). Any
 5xx, any response not matching app/api/openapi.yaml, any invalid input accepted or
 valid input refused fails the test with schemathesis' own report.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.common import TOKEN
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 SEED = 20261125
 MAX_EXAMPLES = 100
 
@@ -64,10 +64,12 @@ def test_schemathesis_finds_nothing(migrated_service, tmp_path):
         str(SEED),
         "--request-timeout",
         "10",
+        # one worker: with two, hypothesis on Python 3.11.7 sometimes dies inside the
+        # interpreter ("AST constructor recursion depth mismatch"), a race in its threads
         "--workers",
-        "2",
+        "1",
     ]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=840)
     report = proc.stdout[-12000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, report
     assert re.search(r"(\d+) generated, \1 passed", proc.stdout), report  # every case passed

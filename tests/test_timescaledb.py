@@ -61,6 +61,7 @@ def test_time_series_tables_are_hypertables_with_the_contract_chunks_and_compres
     }
     assert settings_["bars_ohlcv"] == ("provider,symbol,interval", "ts DESC")
     assert settings_["signals"] == ("provider,symbol,name", "ts DESC")
+    assert settings_["tick_data"] == ("provider,symbol", "ts DESC")
     policies = {
         r[0]: r[1]
         for r in conn.execute(
@@ -68,7 +69,7 @@ def test_time_series_tables_are_hypertables_with_the_contract_chunks_and_compres
            WHERE proc_name = 'policy_compression'"""
         )
     }
-    assert policies == {"bars_ohlcv": "90 days", "signals": "30 days"}
+    assert policies == {"bars_ohlcv": "90 days", "signals": "30 days", "tick_data": "7 days"}
     assert {t: backend.table_backend(conn, t) for t in CHUNKS} == dict.fromkeys(CHUNKS, backend.TIMESCALEDB)
     # no store-managed partitions or triggers on this backend
     assert (
@@ -81,7 +82,7 @@ def test_time_series_tables_are_hypertables_with_the_contract_chunks_and_compres
 def test_aggregates_are_real_continuous_aggregates(conn):
     rows = conn.execute("""SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates
                            ORDER BY view_name""").fetchall()
-    assert rows == [("bars_ohlcv_1d", True), ("bars_ohlcv_1h", True)]
+    assert rows == sorted((name, True) for name in rollups.NAMES)
     conn.execute("BEGIN")
     with pytest.raises(rollups.RefreshError):
         rollups.refresh(conn, "bars_ohlcv_1h", BASE, BASE + DAY)
@@ -90,7 +91,7 @@ def test_aggregates_are_real_continuous_aggregates(conn):
 
 def _reset(conn):
     conn.execute("DELETE FROM bars_ohlcv")
-    for name in rollups.NAMES:
+    for name in rollups.names_for("bars_ohlcv"):
         conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (name,))
 
 
@@ -108,7 +109,7 @@ def test_after_any_refresh_the_continuous_aggregate_equals_a_group_by(conn, step
                 # TimescaleDB refuses an UPDATE of the time column that moves a row into
                 # another chunk (the pipeline deletes and re-inserts instead).
                 assert op[0] == "move"
-    for name in rollups.NAMES:
+    for name in rollups.names_for("bars_ohlcv"):
         check_refresh(conn, ("pending", name))
 
 
@@ -124,9 +125,9 @@ def test_retention_drops_chunks_deletes_in_a_compressed_straddling_chunk_and_kee
         "MSFT", now - 60 * DAY, now, timedelta(hours=3), provider="other"
     )
     insert_bars(conn, rows)
-    for name in rollups.NAMES:
+    for name in rollups.names_for("bars_ohlcv"):
         rollups.refresh_pending(conn, name)
-    before = {name: rollup_rows(conn, name) for name in rollups.NAMES}
+    before = {name: rollup_rows(conn, name) for name in rollups.names_for("bars_ohlcv")}
     compressed = conn.execute(
         "SELECT count(compress_chunk(c)) FROM show_chunks('bars_ohlcv', older_than => %s) c", (now - 20 * DAY,)
     ).fetchone()[0]
@@ -145,7 +146,7 @@ def test_retention_drops_chunks_deletes_in_a_compressed_straddling_chunk_and_kee
     assert dry["rows_removed"] == result["rows_removed"] and len(dry["dropped_names"]) == result["dropped"]
     assert conn.execute("SELECT count(*) FROM bars_ohlcv WHERE ts < %s", (cutoff,)).fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == sum(1 for r in rows if r[3] >= cutoff)
-    for name in rollups.NAMES:
+    for name in rollups.names_for("bars_ohlcv"):
         width = rollups.aggregate(name).bucket
         rollups.refresh_pending(conn, name)
         out = rollups.refresh(conn, name, cutoff - 90 * DAY, now + DAY)

@@ -228,7 +228,7 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
         runs.finish(
             conn,
             job_run_id,
-            "success",
+            runs.RunStatus.SUCCESS,
             state,
             params.provider,
             extra={"batches": state.batches, "upsert_batches": job.upserts},

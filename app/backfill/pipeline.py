@@ -21,16 +21,16 @@ short random pause, each retry counted in `store_backfill_batch_retries_total{re
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
 
-from app import metrics
+from app import metrics, retry
 from app.backfill.loader import Loader
 from app.backfill.rows import Batch
 
@@ -159,19 +159,24 @@ class Pipeline:
                 return
 
     def _write_retrying(self, loader: Loader, slot: Slot) -> None:
-        for attempt in range(1, RETRIES + 2):
-            try:
-                self._write(loader, slot)
-                return
-            except _RETRYABLE as exc:
-                # once merged, the next batch may have merged on top of it: no rewrite then
-                if attempt > RETRIES or slot.merged.is_set() or self.stopping.is_set():
-                    raise
-                reason = "deadlock" if isinstance(exc, psycopg.errors.DeadlockDetected) else "serialization"
-                metrics.BACKFILL_RETRIES.inc(reason=reason)
-                slot.retries += 1
-                # a pause that differs between the sessions that collided (not synchronisation)
-                time.sleep(random.uniform(0.05, 0.25) * attempt)
+        def before_pause(_attempt: int, exc: BaseException, _pause: float) -> None:
+            # once merged, the next batch may have merged on top of it: no rewrite then
+            if slot.merged.is_set() or self.stopping.is_set():
+                raise exc
+            reason = "deadlock" if isinstance(exc, psycopg.errors.DeadlockDetected) else "serialization"
+            metrics.BACKFILL_RETRIES.inc(reason=reason)
+            slot.retries += 1
+
+        # jittered pauses differ between the sessions that collided (not synchronisation)
+        retry.call(
+            partial(self._write, loader, slot),
+            on=_RETRYABLE,
+            attempts=RETRIES + 1,
+            first_pause=0.1,
+            max_pause=1.0,
+            jitter=True,
+            before_pause=before_pause,
+        )
 
     def _write(self, loader: Loader, slot: Slot) -> None:
         prev, batch = slot.prev, slot.batch

@@ -7,6 +7,8 @@ waits on a slow source), closed as 'success', 'failure' or 'cancelled'.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -17,6 +19,15 @@ from app.db import scalar
 from app.errors import first_line
 
 PIPELINE_VERSION = f"{SERVICE} {VERSION}"
+
+
+class RunStatus(StrEnum):
+    """`job_runs.status`, the platform's audit vocabulary (not the job ledger's)."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELLED = "cancelled"
 
 
 def _provider(state: State, default: str | None) -> str | None:
@@ -53,13 +64,13 @@ def heartbeat(conn: psycopg.Connection, run_id: int, state: State, default_provi
 def finish(
     conn: psycopg.Connection,
     run_id: int,
-    status: str,
+    status: RunStatus,
     state: State,
     default_provider: str | None,
     error: str | None = None,
     extra: dict | None = None,
 ) -> None:
-    """Close the row: its final status ('success', 'failure', 'cancelled') and counts."""
+    """Close the row: its final status and counts."""
     _update(conn, run_id, state, default_provider, status=status, error=error, extra=extra)
 
 
@@ -69,7 +80,7 @@ def _update(
     state: State,
     default_provider: str | None,
     *,
-    status: str | None = None,
+    status: RunStatus | None = None,
     error: str | None = None,
     extra: dict | None = None,
 ) -> None:
@@ -115,7 +126,12 @@ def close_on_error(task: Task, run_id: int, state: State, provider: str | None, 
     try:
         with task.connect_aside() as conn:
             finish(
-                conn, run_id, "cancelled" if status == "cancelled" else "failure", state, provider, error=message[:2000]
+                conn,
+                run_id,
+                RunStatus.CANCELLED if status == "cancelled" else RunStatus.FAILURE,
+                state,
+                provider,
+                error=message[:2000],
             )
     except psycopg.Error as err:
         task.log.warning("could not close the job_runs row", job_run_id=run_id, error=first_line(err))

@@ -49,9 +49,9 @@ def parse(body: dict, settings: Settings) -> dict:
     }
 
 
-def names(params: dict) -> list[str]:
-    """The aggregates a job's parameters ask for (`name`, or all of them)."""
-    return [params["name"]] if params["name"] else list(rollups.NAMES)
+def names(params: dict, default: tuple[str, ...] = rollups.NAMES) -> list[str]:
+    """The aggregates a job's parameters ask for (`name`, or all of `default`)."""
+    return [params["name"]] if params["name"] else list(default)
 
 
 def refresh_each(

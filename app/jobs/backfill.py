@@ -349,7 +349,8 @@ def parse_aggregates(body: dict, settings: Settings) -> dict:
 
 
 def run_aggregates(ctx: JobContext, params: dict) -> dict:
-    names = aggregates.names(params)
+    # By default the rollups of what a backfill loads (bars_ohlcv).
+    names = aggregates.names(params, default=rollups.names_for("bars_ohlcv"))
     start, end = datetime.fromisoformat(params["start"]), datetime.fromisoformat(params["end"])
     width = timedelta(seconds=params["slice_seconds"])
     done = {"slices": 0}
@@ -382,7 +383,7 @@ def run_aggregates(ctx: JobContext, params: dict) -> dict:
         except BaseException as exc:
             runs.close_on_error(task(ctx), job_run_id, state, None, exc)
             raise
-        runs.finish(conn, job_run_id, "success", state, None)
+        runs.finish(conn, job_run_id, runs.RunStatus.SUCCESS, state, None)
     return {
         "window": {"start": params["start"], "end": params["end"]},
         "slice": format_interval(width),

@@ -121,8 +121,12 @@ class JobContext:
 
     @contextmanager
     def connect(self, autocommit: bool = False, **kw: Any) -> Iterator[psycopg.Connection]:
-        """A dedicated connection for this job, with the store's safety timeouts."""
+        """A dedicated connection for this job, with the store's safety timeouts.
+
+        A maintenance session (`app.maintenance = on`): jobs see every tenant's rows.
+        """
         self.check()
+        kw.setdefault("maintenance", True)
         conn = db.connect(self.settings, application_name=self.session_name, autocommit=autocommit, **kw)
         try:
             yield conn

@@ -201,7 +201,7 @@ def queue_order(conn: psycopg.Connection, limit: int = 1000) -> tuple[list[str],
             ORDER BY COALESCE(enqueued_at, requested_at), requested_at, run_id LIMIT %(n)s)""",
         {"n": limit},
     ).fetchall()
-    return [r[1] for r in rows if r[0] == "running"], [r[1] for r in rows if r[0] == "queued"]
+    return [r[1] for r in rows if r[0] == JobStatus.RUNNING], [r[1] for r in rows if r[0] == JobStatus.QUEUED]
 
 
 def mark_enqueued(conn: psycopg.Connection, run_id: str) -> None:

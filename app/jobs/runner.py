@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -212,24 +213,32 @@ class Runner:
         """Record the outcome, retrying while the database is away (an outage must end as
         the job's own error, not as 'worker lost'); the reaper's 'worker lost' is
         overwritten by the worker that was alive all along."""
-        give_up = time.monotonic() + FINISH_RETRY_FOR
-        delay = 0.5
-        while True:
-            try:
-                return self._ledger_call(
-                    ledger.finish, run_id, status, result=result, error=error, progress=progress, worker=WORKER_ID
-                )
-            except psycopg.OperationalError as exc:
-                if time.monotonic() > give_up:
-                    raise
-                log.warning(
-                    "cannot record the job's outcome yet; retrying",
-                    status=status,
-                    error=first_line(exc),
-                    retry_in_s=delay,
-                )
-                time.sleep(delay)  # waiting for the database to come back, not synchronising
-                delay = min(delay * 2, 5.0)
+
+        def before_pause(_attempt: int, exc: BaseException, pause: float) -> None:
+            log.warning(
+                "cannot record the job's outcome yet; retrying",
+                status=status,
+                error=first_line(exc),
+                retry_in_s=round(pause, 2),
+            )
+
+        return retry.call(
+            partial(
+                self._ledger_call,
+                ledger.finish,
+                run_id,
+                status,
+                result=result,
+                error=error,
+                progress=progress,
+                worker=WORKER_ID,
+            ),
+            on=psycopg.OperationalError,
+            within=FINISH_RETRY_FOR,
+            first_pause=0.5,
+            max_pause=5.0,
+            before_pause=before_pause,
+        )
 
     def close(self) -> None:
         if self._conn is not None:

@@ -11,7 +11,7 @@ is resumed); so does the drift check while drift checks are disabled (`REGISTRY_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from app.config import Settings
 from app.intervals import IntervalError, format_interval, parse_interval
 from app.times import iso
+from app.timeseries import catalog
 
 MIN_EVERY = timedelta(seconds=10)
 
@@ -32,6 +33,7 @@ class Definition:
     job: str
     every: timedelta  # the initial period
     paused: bool  # the initial state
+    body: dict = field(default_factory=dict)  # the job's trigger body
 
 
 def definitions(settings: Settings) -> list[Definition]:
@@ -47,6 +49,17 @@ def definitions(settings: Settings) -> list[Definition]:
         every = getattr(settings, attr)
         paused = every is None or (job == "drift_check" and not settings.drift_enabled)
         out.append(Definition(name, job, every or defaults[attr], paused))
+    # An aggregate whose catalog entry asks to be refreshed more often than
+    # REFRESH_SCHEDULE (the 1-minute tick rollups: every minute, so they stay within two
+    # minutes of the ticks) gets a schedule of its own, unless refreshes are off.
+    refresh = settings.refresh_every
+    for agg in catalog.ROLLUPS.values():
+        if refresh is not None and agg.refresh_every is not None and agg.refresh_every < refresh:
+            out.append(
+                Definition(
+                    f"refresh_aggregate.{agg.name}", "refresh_aggregate", agg.refresh_every, False, {"name": agg.name}
+                )
+            )
     return out
 
 
@@ -73,7 +86,7 @@ def ensure(conn: psycopg.Connection, settings: Settings) -> None:
                    every = EXCLUDED.every, paused = EXCLUDED.paused, updated_at = now()
                WHERE store_schedules.every IS NULL""",
             [
-                (d.name, d.job, Jsonb(KINDS[d.job].parse({}, settings)), d.every, d.paused)
+                (d.name, d.job, Jsonb(KINDS[d.job].parse(d.body, settings)), d.every, d.paused)
                 for d in definitions(settings)
             ],
         )

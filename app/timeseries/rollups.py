@@ -1,16 +1,26 @@
-"""Continuous aggregates of bars_ohlcv: `bars_ohlcv_1h` and `bars_ohlcv_1d`.
+"""Continuous aggregates (rollups), each defined by data in `catalog.ROLLUPS`.
 
-Columns: provider, symbol, interval, bucket (UTC), open (first by ts), high, low,
-close (last by ts), volume (sum).
+`bars_ohlcv_1h` / `bars_ohlcv_1d` over `bars_ohlcv`, and six tick rollups over
+`tick_data` (`tick_agg_1m`, `tick_agg_5m`, `tick_agg_1h`, `tick_vwap_daily`,
+`tick_spread_stats`, `tick_rate_stats`). An aggregate's definition names its keys, its
+time column, its columns and the SELECT expressions computing them.
 
 - TimescaleDB: real continuous aggregates (materialized only), refreshed with
   `CALL refresh_continuous_aggregate(...)`, which refuses to run inside a transaction
   block: pass an autocommit connection.
-- Plain Postgres: rollup tables of the same name and shape. Statement-level triggers
-  with transition tables on the source (INSERT, UPDATE, DELETE) append the buckets
-  each statement touched to `store_rollup_invalidations`; a refresh recomputes only
-  the requested window or the invalidated buckets, in slices of one transaction each
-  (delete the slice's rollup rows, re-insert a GROUP BY over the source slice).
+- Plain Postgres: rollup tables of the same name and shape, recomputed one bucket
+  range at a time (delete the range's rollup rows, re-insert a GROUP BY over the
+  input), in slices of one transaction each. What to recompute comes from
+  `store_rollup_invalidations` (aggregate, bucket):
+  * bars_ohlcv: statement-level triggers with transition tables append the buckets
+    each statement touched for every aggregate of the source (migration 0005);
+  * tick_data: the statement-level triggers append one row per statement and
+    finest-bucket to `store_rollup_source_log` (the pipeline writes a tick per
+    statement), which a refresh fans out into the invalidations of the source's root
+    aggregates (migration 0014);
+  * a hierarchical rollup (`parent` set, e.g. tick_agg_5m from tick_agg_1m) is
+    computed from its parent's rows; every recompute of the parent invalidates the
+    child's buckets it covered, and refreshing the child refreshes the parent first.
   TRUNCATE of the source is not tracked.
 - Retention keeps rollups: buckets that begin before the source table's retention
   watermark (`store_retention_policies.last_cutoff`) are frozen, never recomputed from
@@ -40,6 +50,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.db import scalar
+from app.errors import first_line
 from app.times import align, iso, utc
 from app.timeseries import backend, catalog
 from app.timeseries.retry import retrying
@@ -57,7 +68,16 @@ class RefreshError(Exception):
 
 def aggregate(name: str) -> catalog.Aggregate:
     """Catalog entry; KeyError for an unknown name."""
-    return catalog.AGGREGATES[name]
+    return catalog.ROLLUPS[name]
+
+
+def names_for(source: str) -> tuple[str, ...]:
+    """The aggregates over `source`, finer ones first (parents before their children)."""
+    return tuple(a.name for a in catalog.ROLLUPS.values() if a.source == source)
+
+
+def _children(agg: catalog.Aggregate) -> list[catalog.Aggregate]:
+    return [a for a in catalog.ROLLUPS.values() if a.parent == agg.name]
 
 
 def ceil_bucket(ts: datetime, width: timedelta) -> datetime:
@@ -92,14 +112,39 @@ def lock_watermark(conn: psycopg.Connection, table: str) -> None:
 
 
 # -- plain Postgres ----------------------------------------------------------------------
-_RECOMPUTE = """
-INSERT INTO {agg} (provider, symbol, "interval", bucket, open, high, low, close, volume)
-SELECT provider, symbol, "interval", date_bin(%(w)s, ts, %(origin)s),
-       (array_agg(open ORDER BY ts))[1], max(high), min(low), (array_agg(close ORDER BY ts DESC))[1], sum(volume)
-FROM {src}
-WHERE ts >= %(lo)s AND ts < %(hi)s
-GROUP BY 1, 2, 3, 4
-"""
+def _recompute_sql(agg: catalog.Aggregate) -> sql.Composed:
+    """INSERT INTO the rollup the GROUP BY over its input ([lo, hi) of the input's time column)."""
+    parent = aggregate(agg.parent) if agg.parent else None
+    src = sql.Identifier(parent.name if parent else agg.source)
+    src_time = sql.Identifier(parent.time_column if parent else catalog.table(agg.source).time_column)
+    keys = sql.SQL(", ").join(map(sql.Identifier, agg.keys))
+    where = sql.SQL(f" AND ({agg.where})") if agg.where else sql.SQL("")
+    return sql.SQL(
+        "INSERT INTO {agg} ({keys}, {time}, {cols}) "
+        "SELECT {keys}, date_bin(%(w)s, {st}, %(origin)s), {select} FROM {src} "
+        "WHERE {st} >= %(lo)s AND {st} < %(hi)s{where} GROUP BY {groups}"
+    ).format(
+        agg=sql.Identifier(agg.name),
+        keys=keys,
+        time=sql.Identifier(agg.time_column),
+        cols=sql.SQL(", ").join(map(sql.Identifier, agg.columns)),
+        st=src_time,
+        select=sql.SQL(agg.select),  # static SQL from the catalog
+        src=src,
+        where=where,
+        groups=sql.SQL(", ").join(sql.SQL(str(i)) for i in range(1, len(agg.keys) + 2)),
+    )
+
+
+def _invalidate_children(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime, hi: datetime) -> None:
+    """A recompute of [lo, hi) of `agg` changes the buckets of the rollups computed from it."""
+    for child in _children(agg):
+        conn.execute(
+            """INSERT INTO store_rollup_invalidations (aggregate, bucket)
+               SELECT %(name)s, b FROM generate_series(date_bin(%(w)s, %(lo)s::timestamptz, %(origin)s),
+                                                       %(hi)s::timestamptz - interval '1 microsecond', %(w)s) b""",
+            {"name": child.name, "w": child.bucket, "lo": lo, "hi": hi, "origin": ORIGIN},
+        )
 
 
 def _recompute_slice(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime, hi: datetime) -> dict:
@@ -117,11 +162,14 @@ def _recompute_slice(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datet
             "DELETE FROM store_rollup_invalidations WHERE aggregate = %s AND bucket >= %s AND bucket < %s",
             (agg.name, lo, hi),
         ).rowcount
-        conn.execute(sql.SQL("DELETE FROM {} WHERE bucket >= %s AND bucket < %s").format(ident), (lo, hi))
-        written = conn.execute(
-            sql.SQL(_RECOMPUTE).format(agg=ident, src=sql.Identifier(agg.source)),
-            {"w": agg.bucket, "origin": ORIGIN, "lo": lo, "hi": hi},
-        ).rowcount
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE {} >= %s AND {} < %s").format(
+                ident, sql.Identifier(agg.time_column), sql.Identifier(agg.time_column)
+            ),
+            (lo, hi),
+        )
+        written = conn.execute(_recompute_sql(agg), {"w": agg.bucket, "origin": ORIGIN, "lo": lo, "hi": hi}).rowcount
+        _invalidate_children(conn, agg, lo, hi)
         conn.execute(
             """UPDATE store_aggregates SET last_refresh_at = now(),
                       watermark = greatest(watermark, %s) WHERE name = %s""",
@@ -201,7 +249,7 @@ def _bucket_by_bucket(
                 aggregate=agg.name,
                 bucket=cur.isoformat(),
                 error=type(exc).__name__,
-                detail=str(exc).splitlines()[0] if str(exc) else "",
+                detail=first_line(exc),
             )
         else:
             _add(total, part)
@@ -221,9 +269,40 @@ def _pending_runs(conn: psycopg.Connection, agg: catalog.Aggregate) -> list[tupl
     return [(utc(lo), utc(hi) + agg.bucket) for lo, hi in rows]
 
 
+_LOGGED_SOURCES = ("tick_data",)  # sources whose triggers write store_rollup_source_log (migration 0014)
+
+
+def fan_out(conn: psycopg.Connection, source: str) -> int:
+    """Turn the source's statement log (tick_data) into invalidations of its root aggregates.
+
+    One transaction; returns the log rows consumed. A no-op where there is no log.
+    """
+    roots = [a for a in catalog.ROLLUPS.values() if a.source == source and a.parent is None]
+    if source not in _LOGGED_SOURCES or not roots or not _has_source_log(conn):
+        return 0
+    with conn.transaction():
+        return conn.execute(
+            """WITH moved AS (DELETE FROM store_rollup_source_log WHERE source = %(source)s RETURNING lo, hi),
+                    spans AS (SELECT DISTINCT lo, hi FROM moved)
+               INSERT INTO store_rollup_invalidations (aggregate, bucket)
+               SELECT DISTINCT a.name, b
+               FROM spans s
+               CROSS JOIN unnest(%(names)s::text[], %(widths)s::interval[]) AS a(name, width)
+               CROSS JOIN LATERAL generate_series(date_bin(a.width, s.lo, %(origin)s),
+                                                  s.hi - interval '1 microsecond', a.width) AS b""",
+            {
+                "source": source,
+                "names": [a.name for a in roots],
+                "widths": [a.bucket for a in roots],
+                "origin": ORIGIN,
+            },
+        ).rowcount
+
+
 def _pg_pending(
     conn: psycopg.Connection, agg: catalog.Aggregate, check: Callable[[], None] | None, slice_width: timedelta
 ) -> dict:
+    fan_out(conn, agg.source)
     frozen = watermark(conn, agg.source)
     dropped = 0
     if frozen is not None:
@@ -275,9 +354,9 @@ def _ts_refresh(conn: psycopg.Connection, agg: catalog.Aggregate, lo: datetime |
             written = scalar(
                 conn,
                 sql.SQL(
-                    "SELECT count(*) FROM {} WHERE (%s::timestamptz IS NULL OR bucket >= %s) "
-                    "AND (%s::timestamptz IS NULL OR bucket < %s)"
-                ).format(sql.Identifier(agg.name)),
+                    "SELECT count(*) FROM {t} WHERE (%s::timestamptz IS NULL OR {c} >= %s) "
+                    "AND (%s::timestamptz IS NULL OR {c} < %s)"
+                ).format(t=sql.Identifier(agg.name), c=sql.Identifier(agg.time_column)),
                 (start, start, hi, hi),
             )
             buckets = int((hi - start) / agg.bucket) if start and hi else None
@@ -301,6 +380,9 @@ def refresh(
 ) -> dict:
     """Recompute aggregate `name` over [start, end) widened to whole buckets.
 
+    A hierarchical rollup (plain Postgres) is recomputed from its parent, after the
+    parent's pending changes are refreshed.
+
     `conn`: an autocommit connection (required on TimescaleDB; on plain Postgres every
     slice of `slice_width` is its own transaction, or a savepoint when `conn` is already
     inside a transaction). Safe to run concurrently with ingest and with other
@@ -311,8 +393,11 @@ def refresh(
     lo, hi = aligned_window(utc(start), utc(end), agg.bucket)
     if lo >= hi:
         raise ValueError("start must be before end")
+    hyper = backend.is_hypertable(conn, agg.source)
+    if agg.parent and not hyper:  # the input first: the parent's pending changes
+        refresh_pending(conn, agg.parent, check=check, slice_width=slice_width)
     frozen = watermark(conn, agg.source)
-    if backend.is_hypertable(conn, agg.source):
+    if hyper:
         out = _ts_refresh(conn, agg, lo, hi)
         result = {"buckets": out["buckets"], "rows_written": out["rows_written"]}
         eff_lo = out["start"]
@@ -341,8 +426,11 @@ def refresh_pending(
     invalidation log, from the watermark on. Same connection rules as `refresh`.
     """
     agg = aggregate(name)
+    hyper = backend.is_hypertable(conn, agg.source)
+    if agg.parent and not hyper:  # the input first: its recomputes invalidate this rollup's buckets
+        refresh_pending(conn, agg.parent, check=check, slice_width=slice_width)
     frozen = watermark(conn, agg.source)
-    if backend.is_hypertable(conn, agg.source):
+    if hyper:
         pending = pending_invalidations(conn, name)
         out = _ts_refresh(conn, agg, None, None)
         result = {
@@ -384,9 +472,28 @@ def pending_invalidations(conn: psycopg.Connection, name: str) -> int | None:
                 (name,),
             )
         )
+    if agg.parent is None and agg.source in _LOGGED_SOURCES and _has_source_log(conn):
+        # Also the source's statement log that no refresh has fanned out yet.
+        return int(
+            scalar(
+                conn,
+                """SELECT count(*) FROM (
+                       SELECT bucket FROM store_rollup_invalidations WHERE aggregate = %(name)s
+                       UNION
+                       SELECT b FROM (SELECT DISTINCT lo, hi FROM store_rollup_source_log WHERE source = %(source)s) s
+                       CROSS JOIN LATERAL generate_series(date_bin(%(w)s, s.lo, %(origin)s),
+                                                          s.hi - interval '1 microsecond', %(w)s) AS b
+                   ) u""",
+                {"name": name, "source": agg.source, "w": agg.bucket, "origin": ORIGIN},
+            )
+        )
     return int(
         scalar(conn, "SELECT count(DISTINCT bucket) FROM store_rollup_invalidations WHERE aggregate = %s", (name,))
     )
+
+
+def _has_source_log(conn: psycopg.Connection) -> bool:
+    return bool(scalar(conn, "SELECT to_regclass('store_rollup_source_log') IS NOT NULL"))
 
 
 def describe(conn: psycopg.Connection) -> list[dict]:

@@ -71,7 +71,7 @@ def test_sigkill_mid_backfill_then_rerun_lands_every_row_once(migrated_database_
         run_id = svc.trigger("/backfill/bars_ohlcv", body)
         wait_blocked(url, run_id)
         # the first month's batches commit (the last may still be finishing), the second waits
-        wait_for(lambda: _table(url)[0] == PER_MONTH, 10, message="the first month to be committed")
+        wait_for(lambda: _table(url)[0] == PER_MONTH, 30, message="the first month to be committed")
         committed = _table(url)
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)

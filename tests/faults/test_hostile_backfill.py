@@ -146,7 +146,7 @@ def test_cancel_ends_a_blocked_or_busy_load_within_5_s_and_leaves_no_thread(data
                 30,
                 message=f"{source} to be loading",
             )
-            time.sleep(1.5)  # deep inside the blocked read / the parse loop: the state under test
+            time.sleep(1.5)  # not synchronisation: deep inside the blocked read / parse loop, the state under test
             asked = time.monotonic()
             assert svc.post(f"/jobs/{run_id}/cancel").status_code == 202
             doc = svc.wait_job(run_id, 30)

@@ -22,7 +22,7 @@ def test_job_past_timeout_fails_and_its_sessions_are_gone(database_url, service_
         assert "timed out after 4 s" in doc["error"], doc["error"]
         wait_for(
             lambda: not job_sessions(database_url, run_id),
-            10,
+            30,
             message="the timed-out job's database sessions to be gone",
         )
     assert svc.workers[0].poll() is None, "the worker survives a timed-out job"

@@ -13,6 +13,7 @@ TIME_COLUMNS = {
     "options_snap": "ts",
     "bars_ohlcv": "ts",
     "signals": "ts",
+    "tick_data": "ts",
 }
 CHUNKS = {
     "bars": timedelta(days=7),
@@ -21,4 +22,5 @@ CHUNKS = {
     "options_snap": timedelta(days=7),
     "bars_ohlcv": timedelta(days=7),
     "signals": timedelta(days=7),
+    "tick_data": timedelta(days=1),
 }

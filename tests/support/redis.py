@@ -41,7 +41,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for(lambda: redis.Redis(port=self.port).ping(), 10, message="redis-server to answer")
+        wait_for(lambda: redis.Redis(port=self.port).ping(), 30, message="redis-server to answer")
         return self
 
     def stop(self) -> None:

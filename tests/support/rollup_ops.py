@@ -29,8 +29,8 @@ ops = st.one_of(
     st.tuples(st.just("update"), minute, st.integers(1, 600), st.integers(-50, 50)),
     st.tuples(st.just("move"), minute, st.integers(-2000, 2000)),
     st.tuples(st.just("delete"), minute, st.integers(1, 900)),
-    st.tuples(st.just("pending"), st.sampled_from(rollups.NAMES)),
-    st.tuples(st.just("window"), st.sampled_from(rollups.NAMES), minute, st.integers(1, SPAN_MIN)),
+    st.tuples(st.just("pending"), st.sampled_from(rollups.names_for("bars_ohlcv"))),
+    st.tuples(st.just("window"), st.sampled_from(rollups.names_for("bars_ohlcv")), minute, st.integers(1, SPAN_MIN)),
 )
 
 

@@ -147,14 +147,14 @@ class Service:
         assert resp.status_code == 202, (resp.status_code, resp.text)
         return resp.json()["run_id"]
 
-    def wait_job(self, run_id: str, timeout: float = 60.0, statuses=("success", "failed", "cancelled")) -> dict:
+    def wait_job(self, run_id: str, timeout: float = 120.0, statuses=("success", "failed", "cancelled")) -> dict:
         def done():
             doc = self.get(f"/jobs/{run_id}").json()
             return doc if doc["status"] in statuses else None
 
         return wait_for(done, timeout, 0.2, message=f"job {run_id} to reach {statuses}")
 
-    def run_job(self, path: str, json=None, timeout: float = 60.0) -> dict:
+    def run_job(self, path: str, json=None, timeout: float = 120.0) -> dict:
         """Trigger, poll to the end, assert success, return the job document."""
         doc = self.wait_job(self.trigger(path, json), timeout)
         assert doc["status"] == "success", doc

@@ -1,0 +1,8 @@
+DROP POLICY IF EXISTS store_maintenance ON options_snap;
+DROP POLICY IF EXISTS store_maintenance ON news;
+DROP POLICY IF EXISTS store_maintenance ON fundamentals;
+DROP POLICY IF EXISTS store_maintenance ON bars;
+ALTER TABLE options_snap NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE news NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE fundamentals NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE bars NO FORCE ROW LEVEL SECURITY;
