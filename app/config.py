@@ -62,6 +62,8 @@ class Settings:
     # sources
     backfill_source_dir: str = "/data/backfill"
     backfill_max_download_bytes: int = 2 * 1024**3
+    backfill_upload_max_bytes: int = 5 * 1024**3  # PUT /backfill/sources/<name>
+    backfill_max_files: int = 5000  # files one glob / sources list may fan out to
     backfill_max_file_bytes: int = 64 * 1024**3  # a local source file
     backfill_max_decompressed_bytes: int = 64 * 1024**3  # what a gzip source may expand to
     backfill_max_gzip_ratio: float = 200.0  # decompressed / compressed, checked past 16 MiB
@@ -277,6 +279,10 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: bool = True) ->
         kw["backfill_max_download_bytes"] = _int(
             "BACKFILL_MAX_DOWNLOAD_BYTES", env["BACKFILL_MAX_DOWNLOAD_BYTES"], 1, 2**50
         )
+    if "BACKFILL_UPLOAD_MAX_BYTES" in env:
+        kw["backfill_upload_max_bytes"] = _int("BACKFILL_UPLOAD_MAX_BYTES", env["BACKFILL_UPLOAD_MAX_BYTES"], 1, 2**50)
+    if "BACKFILL_MAX_FILES" in env:
+        kw["backfill_max_files"] = _int("BACKFILL_MAX_FILES", env["BACKFILL_MAX_FILES"], 1, 1_000_000)
     kw.update(_backfill_limits(env))
     if "JOB_QUEUE_MAX" in env:
         kw["job_queue_max"] = _int("JOB_QUEUE_MAX", env["JOB_QUEUE_MAX"], 1, 10_000_000)

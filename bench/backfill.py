@@ -1,19 +1,27 @@
-"""Bench: the bars_ohlcv backfill job against a plain COPY of the same rows.
+"""Bench: the bars_ohlcv backfill job against a keyed COPY of the same rows.
 
-    .venv/bin/python bench/backfill.py [--rows 2000000] [--small 500000] [--rounds 2]
+    .venv/bin/python bench/backfill.py [--rows 2000000] [--small 500000] [--rounds 3] [--glob-rows 600000]
 
-Generates a gzip NDJSON file of `--rows` bars (and the same rows as plain CSV), creates a
-throwaway database (TEST_PG_ADMIN_URL, default postgresql://postgres@127.0.0.1:5432/postgres)
-and migrates it, then alternates, `--rounds` times:
+Generates `--rows` bars as gzip NDJSON (our layout), as a gzip Polygon flat file (the
+`polygon_aggs` preset: other column names and order, epoch-nanosecond times) and as plain
+CSV, creates a throwaway database (TEST_PG_ADMIN_URL, default
+postgresql://postgres@127.0.0.1:5432/postgres) and migrates it, then alternates,
+`--rounds` times:
 
 - baseline: `COPY bench_copy FROM STDIN (FORMAT csv)` of the CSV into an empty
-  `CREATE TABLE bench_copy (LIKE bars_ohlcv INCLUDING ALL)`;
+  `CREATE TABLE bench_copy (LIKE bars_ohlcv INCLUDING ALL)` (the same primary key);
 - job: the real `backfill.bars_ohlcv` job code (parse + run, in a child process so its
-  peak RSS is its own) loading the gzip file into the empty `bars_ohlcv`.
+  peak RSS is its own) loading the gzip NDJSON into the empty `bars_ohlcv`;
+- preset: the same job loading the Polygon-layout file of the same rows.
 
-Both targets are emptied (and a CHECKPOINT taken) before every run. Prints rows/s of
-each, the ratio job/COPY (best round of each), and the job's peak memory for `--small`
-and `--rows` rows. Nothing is asserted: it is a measurement.
+Every target is emptied (and a CHECKPOINT taken) before every run. Prints rows/s of
+each, the ratios job/COPY and preset/COPY (best round of each), and the job's peak
+memory for `--small` and `--rows` rows.
+
+Then, with a throwaway redis-server and real `python -m worker` processes: `--glob-rows`
+rows as one file loaded by 1 worker, against the same rows split into 12 files loaded as
+one glob (a parent run, 12 child runs) by 2 workers; prints the ratio of the times from
+trigger to the end of the last run. Nothing is asserted: it is a measurement.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import gzip
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,18 +54,22 @@ COLUMNS = "provider, symbol, interval, ts, open, high, low, close, volume"
 
 
 def generate(directory: Path, rows: int, tag: str, with_csv: bool) -> tuple[Path, Path | None]:
-    """`rows` one-minute bars, symbol after symbol, as gzip NDJSON (and plain CSV)."""
+    """`rows` one-minute bars, symbol after symbol, as gzip NDJSON (and plain CSV, and a
+    gzip Polygon flat file `bars-<tag>.polygon.csv.gz`)."""
     per_symbol = -(-rows // SYMBOLS)
     ndjson = directory / f"bars-{tag}.ndjson.gz"
     csv_path = directory / f"bars-{tag}.csv" if with_csv else None
+    polygon = directory / f"bars-{tag}.polygon.csv.gz" if with_csv else Path(os.devnull)
     written = 0
     with (
         gzip.open(ndjson, "wb", compresslevel=6) as out,
         open(csv_path, "wb") if csv_path else open(os.devnull, "wb") as csv_out,
+        gzip.open(polygon, "wb", compresslevel=6) if csv_path else open(os.devnull, "wb") as poly_out,
     ):
+        poly_out.write(b"ticker,volume,open,close,high,low,window_start,transactions\n")
         for s in range(SYMBOLS):
             symbol = f"SYM{s:04d}"
-            lines, csv_lines = [], []
+            lines, csv_lines, poly_lines = [], [], []
             for k in range(per_symbol):
                 if written == rows:
                     break
@@ -80,10 +93,13 @@ def generate(directory: Path, rows: int, tag: str, with_csv: bool) -> tuple[Path
                 )
                 if csv_path:
                     csv_lines.append(f"bench,{symbol},1m,{ts},{o!r},{h!r},{lo!r},{c!r},{v!r}".encode())
+                    ns = int((START + timedelta(minutes=k)).timestamp()) * 1_000_000_000
+                    poly_lines.append(f"{symbol},{v!r},{o!r},{c!r},{h!r},{lo!r},{ns},{k % 97}".encode())
                 written += 1
             out.write(b"\n".join(lines) + b"\n")
             if csv_path:
                 csv_out.write(b"\n".join(csv_lines) + b"\n")
+                poly_out.write(b"\n".join(poly_lines) + b"\n")
     return ndjson, csv_path
 
 
@@ -121,10 +137,11 @@ def baseline(url: str, csv_path: Path) -> float:
         return time.perf_counter() - started
 
 
-def job(url: str, source_dir: Path, name: str, batch_rows: int | None) -> dict:
-    """Run the job in a child process; its timing and memory."""
+def job(url: str, source_dir: Path, name: str, batch_rows: int | None, body: dict | None = None) -> dict:
+    """Run the job in a child process; its timing and memory. `body`: more trigger parameters."""
+    extra = {**(body or {}), **({"batch_rows": batch_rows} if batch_rows else {})}
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", url, str(source_dir), name, str(batch_rows or "")],
+        [sys.executable, __file__, "--child", url, str(source_dir), name, json.dumps(extra)],
         capture_output=True,
         text=True,
         env={**os.environ, **settings_env(url, source_dir)},
@@ -135,7 +152,7 @@ def job(url: str, source_dir: Path, name: str, batch_rows: int | None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def child(url: str, source_dir: str, name: str, batch_rows: str) -> None:
+def child(url: str, source_dir: str, name: str, body: str) -> None:
     """In the child: parse + run the real job kind, report seconds and memory."""
     import structlog
 
@@ -145,7 +162,7 @@ def child(url: str, source_dir: str, name: str, batch_rows: str) -> None:
 
     settings = config.load_settings(dotenv=False)
     logs.configure("WARNING")
-    params = backfill.parse_bars({"source": name, **({"batch_rows": int(batch_rows)} if batch_rows else {})}, settings)
+    params = backfill.parse_bars({"source": name, **json.loads(body)}, settings)
     rss_before = _rss_kb()
     ctx = JobContext(
         run_id=str(uuid.uuid4()),
@@ -172,6 +189,135 @@ def child(url: str, source_dir: str, name: str, batch_rows: str) -> None:
     )
 
 
+# -- many files on many workers -----------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def fan_out(url: str, work: Path, rows: int) -> None:
+    """One file on 1 worker against the same rows as a 12-file glob on 2 workers."""
+    from app import config
+    from app.jobs import backfill, fanout, service
+
+    parts = work / "parts"
+    parts.mkdir()
+    one, _ = generate(work, rows, "glob-one", with_csv=False)
+    with gzip.open(one, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    per = -(-len(lines) // 12)
+    for i in range(12):
+        with gzip.open(parts / f"part-{i:02d}.ndjson.gz", "wb", compresslevel=6) as out:
+            out.writelines(lines[i * per : (i + 1) * per])
+    del lines
+    port = _free_port()
+    redis_dir = tempfile.mkdtemp(prefix="mds-bench-redis-")
+    redis_proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", redis_dir],
+        stdout=subprocess.DEVNULL,
+    )
+    env = {
+        **os.environ,
+        **settings_env(url, work),
+        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "RETENTION_SCHEDULE": "off",
+        "REFRESH_SCHEDULE": "off",
+        "DRIFT_CHECK_SCHEDULE": "off",
+        "PULSE_ENABLED": "false",
+    }
+    settings = config.load_settings({k: v for k, v in env.items() if k.isupper()}, dotenv=False)
+    from app.resources import Resources
+
+    resources = Resources(settings)
+    workers: list[subprocess.Popen] = []
+
+    def start_worker() -> None:
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "worker"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def timed(body: dict) -> float:
+        kind = backfill.BARS
+        params = backfill.parse_bars(body, settings)
+        with psycopg.connect(url, autocommit=True) as conn:
+            if "files" in params:
+                sub = service.submit(
+                    resources,
+                    conn,
+                    kind,
+                    params["parent"],
+                    create=lambda c: fanout.create(
+                        c,
+                        kind.name,
+                        params["parent"],
+                        params["files"],
+                        kind.single_flight,
+                        request_id=None,
+                        timeout_s=3600,
+                    ),
+                )
+            else:
+                sub = service.submit(resources, conn, kind, params)
+
+            def ended():
+                row = conn.execute(
+                    "SELECT status, extract(epoch FROM finished_at - requested_at) FROM store_jobs WHERE run_id = %s",
+                    (sub.run_id,),
+                ).fetchone()
+                return row if row[0] in ("success", "failed", "cancelled") else None
+
+            status, seconds = _wait(ended, 1800, "the backfill to end")
+        if status != "success":
+            raise SystemExit(f"backfill {body} ended {status}")
+        return float(seconds)
+
+    try:
+        _wait(
+            lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0,
+            30,
+            "redis",
+        )
+        start_worker()
+        single = timed({"source": one.name})
+        reset(url)
+        start_worker()
+        many = timed({"source": "parts/part-*.ndjson.gz"})
+        print(
+            f"{rows:,} rows: one file on 1 worker {rows / single:,.0f} rows/s ({single:.2f} s); "
+            f"12-file glob on 2 workers {rows / many:,.0f} rows/s ({many:.2f} s); ratio glob / one file: "
+            f"{single / many:.2f}"
+        )
+    finally:
+        for proc in workers:
+            proc.terminate()
+        for proc in workers:
+            proc.wait(60)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        for path in parts.iterdir():
+            path.unlink()
+        parts.rmdir()
+
+
 def _rss_kb() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -185,6 +331,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=500_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-rows", type=int, default=None, help="the job's batch_rows (default: its own)")
+    ap.add_argument("--glob-rows", type=int, default=600_000, help="rows of the glob-vs-one-file part (0: skip)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -211,37 +358,46 @@ def main() -> None:
         migrator.apply(config.load_settings(settings_env(url, work), dotenv=False))
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE bench_copy (LIKE bars_ohlcv INCLUDING ALL)")
-        copies, jobs = [], []
+        copies, jobs, presets = [], [], []
+        polygon = work / "bars-big.polygon.csv.gz"
+        preset_body = {"preset": "polygon_aggs", "interval": "1m"}
         for r in range(args.rounds):
             reset(url)
             copies.append(baseline(url, big_csv))
             reset(url)
             jobs.append(job(url, work, big.name, args.batch_rows))
+            reset(url)
+            presets.append(job(url, work, polygon.name, args.batch_rows, preset_body))
             print(
                 f"round {r + 1}: COPY {args.rows / copies[-1]:,.0f} rows/s ({copies[-1]:.2f} s), "
                 f"job {args.rows / jobs[-1]['seconds']:,.0f} rows/s ({jobs[-1]['seconds']:.2f} s, "
-                f"{jobs[-1]['batches']} batches)"
+                f"{jobs[-1]['batches']} batches), preset {args.rows / presets[-1]['seconds']:,.0f} rows/s "
+                f"({presets[-1]['seconds']:.2f} s)"
             )
         reset(url)
         small_run = job(url, work, small.name, args.batch_rows)
         best_copy, best_job = min(copies), min(j["seconds"] for j in jobs)
+        best_preset = min(j["seconds"] for j in presets)
         big_run = max(jobs, key=lambda j: j["peak_kb"])
         print()
-        print(f"plain COPY (CSV, empty copy of bars_ohlcv): {args.rows / best_copy:,.0f} rows/s")
-        print(f"backfill job (gzip NDJSON -> bars_ohlcv):   {args.rows / best_job:,.0f} rows/s")
+        print(f"keyed COPY (CSV, empty copy of bars_ohlcv):     {args.rows / best_copy:,.0f} rows/s")
+        print(f"backfill job (gzip NDJSON, our layout):         {args.rows / best_job:,.0f} rows/s")
+        print(f"backfill job (gzip Polygon CSV, polygon_aggs):  {args.rows / best_preset:,.0f} rows/s")
         print(f"ratio job / COPY: {best_copy / best_job:.2f}")
+        print(f"ratio preset / COPY: {best_copy / best_preset:.2f}")
         for rows, run in ((args.small, small_run), (args.rows, big_run)):
             print(
                 f"job peak RSS at {rows:>9,} rows: {run['peak_kb'] / 1024:.0f} MB "
                 f"({(run['peak_kb'] - run['rss_before_kb']) / 1024:.0f} MB above the process before the job)"
             )
+        if args.glob_rows:
+            reset(url)
+            fan_out(url, work, args.glob_rows)
         print(f"total bench time {time.perf_counter() - t0:.0f} s")
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        for path in work.iterdir():
-            path.unlink()
-        work.rmdir()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import structlog
 from app.backfill import checkpoints
 from app.jobs import backfill
 from app.jobs.base import JobContext, JobError
-from tests.support.backfill import bars, expected, stored, write_ndjson
+from tests.support.backfill import bars, expected, job_context, stored, write_ndjson
 from tests.support.common import wait_for
 from tests.support.db import make_settings
 from tests.support.file_server import FileServer
@@ -40,13 +40,7 @@ def settings(migrated_database_url, redis_url, source_dir):
 
 
 def run(settings, source: str, **kw) -> dict:
-    ctx = JobContext(
-        run_id=str(uuid.uuid4()),
-        kind=backfill.BARS.name,
-        settings=settings,
-        log=structlog.get_logger("test"),
-        deadline=time.monotonic() + 120,
-    )
+    ctx = job_context(settings)
     params = {
         "source": source,
         "format": "ndjson",
@@ -152,7 +146,7 @@ def test_a_changed_source_or_other_parameters_start_over(settings, source_dir):
     with pytest.raises(JobError):
         run(settings, "c.ndjson")
     assert checkpoint(url)[:2] == ("loading", 20)
-    result = run(settings, "c.ndjson", provider="other", max_bad_rows=1)  # another shape of rows
+    result = run(settings, "c.ndjson", interval="1m", max_bad_rows=1)  # another shape of rows
     assert result["resumed_from"] is None and result["rows_read"] == 31
 
     with pytest.raises(JobError):

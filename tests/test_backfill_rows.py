@@ -150,10 +150,12 @@ def test_a_reader_started_at_an_offset_continues_the_line_numbers():
     assert batches[-1].end_offset == len(data)
 
 
-def test_defaults_fill_provider_and_interval_only_where_rows_have_none():
+def test_provider_and_interval_parameters_apply_to_every_row_and_rows_must_agree():
     row = {k: v for k, v in GOOD.items() if k not in ("provider", "interval")}
-    _, batches = read(ndjson(row, GOOD), provider="dflt", interval="1d")
-    assert [r[1:4] for r in parsed(batches)] == [["dflt", "AAPL", "1d"], ["prov", "AAPL", "1m"]]
+    agreeing = dict(GOOD, provider="dflt", interval="1d")
+    _, batches = read(ndjson(row, GOOD, agreeing), provider="dflt", interval="1d")
+    assert [r[1:4] for r in parsed(batches)] == [["dflt", "AAPL", "1d"], ["dflt", "AAPL", "1d"]]
+    assert samples(batches) == [{"line": 2, "reason": "provider 'prov' differs from the provider parameter 'dflt'"}]
 
 
 def test_csv_with_a_header_in_any_column_order_and_quoted_fields():

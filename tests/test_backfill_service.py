@@ -63,7 +63,11 @@ def test_catalogue_unknown_jobs_and_every_kind_of_bad_parameter(svc, source_dir,
     assert set(jobs) == {"bars_ohlcv", "aggregates"}
     assert jobs["bars_ohlcv"]["job"] == "backfill.bars_ohlcv"
     params = {p["name"]: p for p in jobs["bars_ohlcv"]["parameters"]}
-    assert params["source"]["required"] and params["max_bad_rows"]["default"] == 0
+    assert {"source", "sources", "preset", "columns", "dry_run"} <= set(params) and params["max_bad_rows"][
+        "default"
+    ] == 0
+    assert set(jobs["bars_ohlcv"]["presets"]) == {"yahoo", "stooq", "polygon_aggs", "binance_klines"}
+    assert doc["source_dir"] == str(source_dir.resolve())
     assert {p["name"] for p in jobs["aggregates"]["parameters"]} == {"start", "end", "name", "slice"}
     assert requests.get(svc.url + "/backfill", timeout=5).status_code == 401
 
@@ -75,12 +79,16 @@ def test_catalogue_unknown_jobs_and_every_kind_of_bad_parameter(svc, source_dir,
     (tmp_path / "outside.csv").write_text("x\n")
     os.symlink(tmp_path / "outside.csv", source_dir / "link.csv")
     bad = [
-        ({}, "source is required"),
+        ({}, "give either source (a path, glob or URL) or sources"),
         ({"source": "ok.csv", "colour": "red"}, "unknown field(s): colour"),
         ({"source": 42}, "source must be a non-empty string"),
         ({"source": "../outside.csv"}, "outside BACKFILL_SOURCE_DIR"),
         ({"source": "link.csv"}, "outside BACKFILL_SOURCE_DIR"),
-        ({"source": "missing.csv"}, "no file 'missing.csv'"),
+        (
+            {"source": "missing.csv"},
+            f"no file 'missing.csv' in BACKFILL_SOURCE_DIR (BACKFILL_SOURCE_DIR is {source_dir.resolve()})",
+        ),
+        ({"source": "nothing-*.csv"}, "no file matches the glob 'nothing-*.csv'"),
         ({"source": "ftp://127.0.0.1/x.csv"}, "scheme 'ftp' is not supported"),
         ({"source": "ok.csv", "format": "xml"}, "format must be one of ndjson, csv"),
         ({"source": "ok.csv", "max_bad_rows": -1}, "max_bad_rows must be an integer"),

@@ -85,16 +85,22 @@ def _url_path(doc: dict, path: str, op: dict, override: dict | None = None) -> s
     return path
 
 
+def _json_schema(doc: dict, op: dict) -> dict | None:
+    """The schema of the operation's JSON body (None: it takes none, or not JSON: an upload)."""
+    content = op.get("requestBody", {}).get("content", {})
+    return _resolve(doc, content["application/json"]["schema"]) if "application/json" in content else None
+
+
 def _valid_body(doc: dict, op: dict) -> dict | None:
     """A body with every required field set to a valid sample (None: no JSON body)."""
-    if "requestBody" not in op:
+    schema = _json_schema(doc, op)
+    if schema is None:
         return None
-    schema = _resolve(doc, op["requestBody"]["content"]["application/json"]["schema"])
     return {name: _sample(doc, schema["properties"][name]) for name in schema.get("required", [])}
 
 
 def _body_ops(doc: dict):
-    return [(m, p, op) for m, p, op in _operations(doc, admin=True) if "requestBody" in op]
+    return [(m, p, op) for m, p, op in _operations(doc, admin=True) if _json_schema(doc, op) is not None]
 
 
 def _assert_json_error(resp, *codes: int) -> dict:
@@ -413,8 +419,8 @@ def _name_fields(doc: dict):
             alternatives = [_resolve(doc, a) for a in schema.get("anyOf", [schema])]
             if any(a.get("type") == "string" or "enum" in a for a in alternatives):
                 yield method, path, op, "query", p["name"]
-        if "requestBody" in op:
-            schema = _resolve(doc, op["requestBody"]["content"]["application/json"]["schema"])
+        schema = _json_schema(doc, op)
+        if schema is not None:
             for name, prop in schema.get("properties", {}).items():
                 if _resolve(doc, prop).get("type") == "string":
                     yield method, path, op, "body", name

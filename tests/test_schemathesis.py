@@ -28,8 +28,15 @@ MAX_EXAMPLES = 100
 # those operations does the positive-data check also accept 400.
 CONFIG = """
 [[operations]]
-include-operation-id = ["refreshAggregate", "putRetentionPolicy", "triggerBackfill", "listJobs", "putSchedule"]
+include-operation-id = ["refreshAggregate", "putRetentionPolicy", "triggerBackfill", "listJobs", "putSchedule", "listBackfillSources"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409"]
+
+# Source files: the test service's BACKFILL_SOURCE_DIR does not exist (400), and a path
+# longer than gunicorn's request line is refused by gunicorn itself (414).
+[[operations]]
+include-operation-id = ["uploadBackfillSource", "deleteBackfillSource"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "414"]
+checks.negative_data_rejection.expected-statuses = ["400", "401", "404", "405", "413", "414"]
 """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -70,13 +70,22 @@ def json_body() -> dict:
     return body
 
 
-def trigger(kind: JobKind, body: dict | None = None) -> ResponseReturnValue:
-    """Validate, record and enqueue a job; answer 202 with its run id."""
-    params = kind.parse(json_body() if body is None else body, settings())
+def trigger(
+    kind: JobKind,
+    body: dict | None = None,
+    params: dict | None = None,
+    create: Callable[[psycopg.Connection], tuple[str, bool, list[str]]] | None = None,
+) -> ResponseReturnValue:
+    """Validate, record and enqueue a job; answer 202 with its run id. `params` already
+    parsed and `create` (see service.submit) serve runs that are more than one row."""
+    if params is None:
+        params = kind.parse(json_body() if body is None else body, settings())
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _KEY.match(key):
         raise BadRequest("Idempotency-Key must be 1-200 printable ASCII characters")
     with connection() as conn:
-        sub = service.submit(resources(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key)
+        sub = service.submit(
+            resources(), conn, kind, params, request_id=g.get("request_id"), idempotency_key=key, create=create
+        )
     body = {"status": "accepted", "run_id": sub.run_id, "job": kind.name, "new": sub.created}
     return jsonify(body), 202, {"Location": f"/jobs/{sub.run_id}"}

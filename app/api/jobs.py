@@ -15,11 +15,11 @@ from flask.typing import ResponseReturnValue
 from app.api.common import connection, resources
 from app.auth import admin_required
 from app.errors import BadRequest, Conflict, NotFound
-from app.jobs import KINDS, ledger, service
+from app.jobs import KINDS, fanout, ledger, service
 
 bp = Blueprint("jobs", __name__)
 MAX_LIMIT = 200
-LIST_PARAMS = ("job", "status", "since", "until", "trigger", "limit", "cursor")
+LIST_PARAMS = ("job", "status", "since", "until", "trigger", "limit", "cursor", "parent")
 TRIGGERS = ("api", "schedule")
 
 
@@ -42,7 +42,7 @@ def _get(conn: psycopg.Connection, run_id: str) -> dict:
 def get_job(run_id: str) -> ResponseReturnValue:
     run_id = _run_id(run_id)
     with connection() as conn:
-        return jsonify(service.documents(resources().queue, conn, [_get(conn, run_id)])[0])
+        return jsonify(fanout.decorate(conn, service.documents(resources().queue, conn, [_get(conn, run_id)])[0]))
 
 
 def _kinds(value: str) -> tuple[str, ...]:
@@ -81,6 +81,14 @@ def _time(name: str, value: str) -> datetime:
     if not 1970 <= parsed.astimezone(UTC).year <= 9998:
         raise BadRequest(f"{name} must be between the years 1970 and 9998")
     return parsed
+
+
+def _parent(value: str) -> str:
+    """`parent`: a parent run's id; its child runs (a backfill of many files)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise BadRequest(f"parent must be a run id (a UUID), got {value[:80]!r}") from None
 
 
 def _limit(value: str) -> int:
@@ -127,6 +135,7 @@ def _filter() -> tuple[ledger.JobFilter, int]:
         until=_time("until", args["until"]) if "until" in args else None,
         trigger=args.get("trigger"),
         after=_cursor(args["cursor"]) if "cursor" in args else None,
+        parent=_parent(args["parent"]) if "parent" in args else None,
     )
     if where.since and where.until and where.since >= where.until:
         raise BadRequest("since must be before until")
@@ -161,6 +170,9 @@ def cancel_job(run_id: str) -> ResponseReturnValue:
             except Exception:  # noqa: BLE001 - the runner skips non-queued jobs anyway
                 pass
         doc = ledger.document(_get(conn, run_id))
+        if fanout.is_parent(doc["params"]):  # cancelling a parent cancels its children
+            fanout.cancel_children(resources().queue, conn, run_id)
+            doc = fanout.decorate(conn, ledger.document(_get(conn, run_id)))
     return jsonify(doc), 202 if before == ledger.JobStatus.RUNNING else 200
 
 

@@ -26,8 +26,10 @@ import psycopg
 from app import metrics
 from app.backfill import checkpoints, runs, sources
 from app.backfill.checkpoints import State
+from app.backfill.layout import Layout
 from app.backfill.loader import Loader, MergePolicy
 from app.backfill.pipeline import Pipeline, Slot, Stopped
+from app.backfill.progress import Progress
 from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, RowLimits, TooManyBadRows, epoch_to_datetime
 from app.backfill.task import BackfillError, Task
 from app.intervals import in_words
@@ -54,6 +56,8 @@ class Params:
     limits: sources.Limits  # bounds on reading the source (BACKFILL_MAX_*, URL allow list, rates)
     row_limits: RowLimits  # line bounds, the time window, how errors show values
     max_partitions_per_batch: int  # BACKFILL_MAX_PARTITIONS_PER_BATCH
+    layout: Layout = Layout()
+    group: str | None = None  # the fan-out group of a child run (app/jobs/fanout.py)
 
     @property
     def key(self) -> str:
@@ -61,7 +65,30 @@ class Params:
 
     @property
     def fingerprint(self) -> str:
-        return checkpoints.fingerprint(format=self.format, provider=self.provider, interval=self.interval)
+        shape: dict[str, object] = {"format": self.format, "provider": self.provider, "interval": self.interval}
+        if not self.layout.is_default:
+            shape["layout"] = self.layout.params()
+        return checkpoints.fingerprint(**shape)
+
+    def reader(self, stream: Any, state: State | None = None, **kw: Any) -> Reader:
+        """The row reader of this source's layout, from the start or from a checkpoint."""
+        state = state or State()
+        return Reader(
+            stream,
+            self.format,
+            batch_rows=self.batch_rows,
+            max_bad_rows=kw.pop("max_bad_rows", self.max_bad_rows),
+            provider=self.provider,
+            interval=self.interval,
+            line=state.line,
+            offset=state.byte_offset,
+            header=state.header,
+            bad_before=state.rows_rejected,
+            samples=state.bad_samples,
+            limits=self.row_limits,
+            layout=self.layout,
+            **kw,
+        )
 
 
 def _resumable(cp: checkpoints.Checkpoint | None, params: Params, identity: dict) -> str | None:
@@ -77,6 +104,36 @@ def _resumable(cp: checkpoints.Checkpoint | None, params: Params, identity: dict
     return None
 
 
+def _already_loaded(task: Task, conn: psycopg.Connection, params: Params) -> dict | None:
+    """A child run of a fan-out triggered again: the file this group already loaded, unchanged
+    since and with the same layout, is skipped (its result says so)."""
+    if params.group is None:
+        return None
+    cp = checkpoints.load(conn, params.key)
+    if cp is None or cp.status != "done" or cp.group != params.group or cp.fingerprint != params.fingerprint:
+        return None
+    with sources.open_source(params.source, params.source_dir, params.limits) as opened:
+        if opened.identity != cp.identity:
+            return None
+    st = cp.state
+    task.progress(phase="skipped", rows_read=st.rows_read, rows_written=0, percent=100.0)
+    return {
+        "source": params.source.location,
+        "format": params.format,
+        "skipped": f"already loaded by run {cp.run_id} of this group; the file has not changed since",
+        "rows_read": st.rows_read,
+        "rows_written": 0,
+        "rows_unchanged": 0,
+        "rows_rejected": st.rows_rejected,
+        "loaded_before": {"rows_written": st.rows_written, "run_id": cp.run_id},
+        "min_ts": st.min_ts.isoformat() if st.min_ts else None,
+        "max_ts": st.max_ts.isoformat() if st.max_ts else None,
+        "symbols": len(st.symbols),
+        "providers": sorted(st.providers),
+        "warnings": [],
+    }
+
+
 def load(task: Task, params: Params) -> dict:
     """Run the load; the job's result. Closes the job_runs row whatever happens."""
     started = time.monotonic()
@@ -86,6 +143,9 @@ def load(task: Task, params: Params) -> dict:
         with task.connect() as conn:
             if not checkpoints.try_lock(conn, params.key):
                 raise BackfillError(f"another run is loading {params.source.location} right now")
+            skipped = _already_loaded(task, conn, params)
+            if skipped is not None:
+                return skipped
             job_run_id = runs.start(
                 conn,
                 job_name=JOB,
@@ -145,22 +205,9 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
             resumed_from_line=state.line if resumed_from else None,
             restart_reason=restart_reason,
         )
-        reader = Reader(
-            opened.stream,
-            params.format,
-            batch_rows=params.batch_rows,
-            max_bad_rows=params.max_bad_rows,
-            provider=params.provider,
-            interval=params.interval,
-            line=state.line,
-            offset=state.byte_offset,
-            header=state.header,
-            bad_before=state.rows_rejected,
-            samples=state.bad_samples,
-            limits=params.row_limits,
-            stopped=stopped,
-        )
+        reader = params.reader(opened.stream, state, stopped=stopped)
         job = _Job(task, conn, params, state, job_run_id, opened)
+        job.progress = Progress(task.progress, opened, reader, rows_before=state.rows_read)
         feed = _Feed(reader, stop)
         feed.start()
 
@@ -178,7 +225,7 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
         finally:
             stop.set()
             feed.join(timeout=10)
-        checkpoints.finish(conn, params.key)
+        checkpoints.finish(conn, params.key, params.group)
         runs.finish(
             conn,
             job_run_id,
@@ -295,6 +342,7 @@ class _Job:
         self.task, self.conn, self.params, self.state = task, conn, params, state
         self.job_run_id = job_run_id
         self.opened = opened
+        self.progress: Progress | None = None  # set by the caller once the reader exists
         self.partitions_created = 0
         self.upserts = 0
         self._covered: set[int] = set()  # partition slots known to exist
@@ -341,13 +389,17 @@ class _Job:
                 if not feed.is_alive() and feed.queue.empty():
                     raise BackfillError("the source reader stopped unexpectedly") from None
                 reader = feed.reader  # reading without a batch yet: show how far it got
-                self.task.progress(line=reader.line, bytes_read=self.opened.bytes_read, blank_lines=reader.blank)
+                self.task.progress(blank_lines=reader.blank)
+                if self.progress is not None:
+                    self.progress.update()
                 if time.monotonic() - idle_since > beat:  # a slow source: show we are alive
                     runs.heartbeat(self.conn, self.job_run_id, self.state, self.params.provider)
                     idle_since = time.monotonic()
                 continue
             idle_since = time.monotonic()
             if item is _END:
+                if self.progress is not None:
+                    self.progress.update(phase="finishing")
                 return
             if isinstance(item, TooManyBadRows):
                 self._settle(pipeline)
@@ -357,6 +409,8 @@ class _Job:
                 self._settle(pipeline)
                 raise item
             wait()
+            if self.progress is not None:
+                self.progress.phase = "loading"
             if item.rows:
                 self._ensure_partitions(item)
             pipeline.submit(item, wait)
@@ -407,16 +461,20 @@ class _Job:
             metrics.SINK_WRITES.inc(batch.rejected, sink=TABLE, outcome="rejected")
         metrics.SINK_LATENCY.observe(slot.seconds, sink=TABLE)
         elapsed = time.monotonic() - self._started
-        self.task.progress(
-            rows_read=state.rows_read,
-            rows_written=state.rows_written,
-            rows_rejected=state.rows_rejected,
-            rate=round((state.rows_read - self._read_at_start) / elapsed, 1) if elapsed > 0 else None,
-            line=state.line,
-            bytes_read=self.opened.bytes_read,
-            bytes_total=self.opened.size,
-            batches=state.batches,
-        )
+        counts: dict[str, Any] = {
+            "rows_read": state.rows_read,
+            "rows_written": state.rows_written,
+            "rows_unchanged": state.rows_read - state.rows_rejected - state.rows_written,
+            "rows_rejected": state.rows_rejected,
+            "rate": round((state.rows_read - self._read_at_start) / elapsed, 1) if elapsed > 0 else None,
+            "batches": state.batches,
+        }
+        if self.progress is not None:
+            self.progress.update(**counts)
+        else:
+            self.task.progress(
+                **counts, line=state.line, bytes_read=self.opened.bytes_read, bytes_total=self.opened.size
+            )
 
     def _ensure_partitions(self, batch: Batch) -> None:
         """Partitions for the slots the batch's rows fall in, and no others: a lone row far

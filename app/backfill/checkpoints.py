@@ -48,6 +48,7 @@ class Checkpoint:
     state: State
     run_id: str | None
     job_run_id: int | None
+    group: str | None = None  # the fan-out group whose child finished it (migration 0050)
 
 
 def source_key(job: str, kind: str, location: str) -> str:
@@ -95,6 +96,7 @@ def load(conn: psycopg.Connection, key: str) -> Checkpoint | None:
         state,
         str(row["run_id"]) if row["run_id"] else None,
         row["job_run_id"],
+        row.get("fanout_group"),
     )
 
 
@@ -167,8 +169,11 @@ def advance(conn: psycopg.Connection, key: str, state: State) -> None:
     )
 
 
-def finish(conn: psycopg.Connection, key: str) -> None:
-    """The source was read to its end: the next run starts from the beginning again."""
+def finish(conn: psycopg.Connection, key: str, group: str | None = None) -> None:
+    """The source was read to its end: the next run starts from the beginning again
+    (unless it is a child of the same fan-out `group`, which skips it)."""
     conn.execute(
-        "UPDATE store_backfill_checkpoints SET status = 'done', updated_at = now() WHERE source_key = %s", (key,)
+        """UPDATE store_backfill_checkpoints SET status = 'done', fanout_group = %s, updated_at = now()
+           WHERE source_key = %s""",
+        (group, key),
     )

@@ -36,13 +36,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.backfill.sources import SourceError
 from app.backfill.task import BackfillError
 from app.timeseries import intervals as bar_intervals
+
+if TYPE_CHECKING:
+    from app.backfill.layout import Layout
 
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
@@ -61,7 +64,7 @@ _MAX_LEN = {"provider": 64, "symbol": 32, "interval": 16}
 _CACHE_LIMIT = 100_000
 _UTC = UTC
 _fromiso = datetime.fromisoformat
-_PROVIDER, _SYMBOL, _EPOCH = itemgetter(1), itemgetter(2), itemgetter(4)
+_PROVIDER, _SYMBOL, _INTERVAL, _EPOCH = itemgetter(1), itemgetter(2), itemgetter(3), itemgetter(4)
 _isfinite = math.isfinite
 
 
@@ -105,6 +108,7 @@ class Batch:
     max_epoch: float = -math.inf
     symbols: set = field(default_factory=set)
     providers: set = field(default_factory=set)
+    intervals: set = field(default_factory=set)
     slots: set = field(default_factory=set)  # partition slots (epoch // width) the rows fall in
 
 
@@ -133,17 +137,29 @@ class Validator:
         min_epoch: float = MIN_EPOCH,
         max_epoch: float = MAX_EPOCH,
         show_values: bool = True,
-    ):
+        symbol: str | None = None,
+        ts_parser: Callable[[object], float] | None = None,
+        volume_optional: bool = False,
+    ) -> None:
+        """`provider`/`interval`/`symbol`: constants for every row (a row with its own value
+        must agree); `ts_parser(value) -> epoch seconds` (a layout's time format; default
+        ISO 8601, naive = UTC); `volume_optional`: a missing volume stores NULL."""
         self.default_provider = provider
         self.default_interval = interval
         self.min_epoch, self.max_epoch = min_epoch, max_epoch
         self.show = _show if show_values else _hidden
         self._caches: dict[str, dict] = {"provider": {}, "symbol": {}, "interval": {}, "ts": {}}
-        if provider is not None:
-            self._caches["provider"][None] = self.text("provider", provider)
-        if interval is not None:
-            self._caches["interval"][None] = self.text("interval", interval)
+        self.constants: dict[str, str] = {}
+        for name, value in (("provider", provider), ("interval", interval), ("symbol", symbol)):
+            if value is not None:
+                self.constants[name] = self.text(name, value)
+        self._parse_ts = ts_parser
+        self.volume_optional = volume_optional
         self.row = self._make_row()
+
+    def _seed(self, name: str, cache: dict) -> None:
+        if name in self.constants:
+            cache[None] = self.constants[name]
 
     def text(self, name: str, value: object) -> str:
         cache = self._caches[name]
@@ -181,8 +197,12 @@ class Validator:
                 clean = bar_intervals.normalise(clean)
             except bar_intervals.UnknownInterval as exc:
                 raise BadRow(str(exc)) from None
+        constant = self.constants.get(name)
+        if constant is not None and clean != constant:
+            raise BadRow(f"{name} {show(value)} differs from the {name} parameter {constant!r}")
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
+            self._seed(name, cache)
         cache[value] = clean
         return clean
 
@@ -193,6 +213,18 @@ class Validator:
         except (KeyError, TypeError):
             pass
         show = self.show
+        if self._parse_ts is not None and value is not None:  # a layout's time format
+            epoch = self._parse_ts(value)
+            if not self.min_epoch <= epoch < self.max_epoch:
+                raise BadRow(
+                    f"ts {show(value)} is outside the accepted window "
+                    f"{epoch_to_datetime(self.min_epoch).isoformat()} .. "
+                    f"{epoch_to_datetime(self.max_epoch).isoformat()}"
+                )
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            cache[value] = epoch
+            return epoch
         if not isinstance(value, str):
             raise BadRow("ts is missing" if value is None else f"ts must be an ISO 8601 string, got {show(value)}")
         if not value.isascii() or len(value) > 64:
@@ -223,6 +255,9 @@ class Validator:
     def _make_row(self) -> Callable[[int, Sequence[Any]], list]:
         providers, symbols, intervals, times = (self._caches[k] for k in ("provider", "symbol", "interval", "ts"))
         text, epoch_of, show = self.text, self.epoch, self.show
+        optional = self.volume_optional
+        for name in ("provider", "symbol", "interval"):
+            self._seed(name, self._caches[name])
 
         def row(line: int, values: Sequence[Any]) -> list:
             p, s, i, ts, o, h, lo, c, v = values
@@ -237,13 +272,13 @@ class Validator:
             if not (type(o) is float and type(h) is float and type(lo) is float and type(c) is float):
                 o, h = _number("open", o, show), _number("high", h, show)
                 lo, c = _number("low", lo, show), _number("close", c, show)
-            if type(v) is not float:
+            if type(v) is not float and (v is not None or not optional):
                 v = _number("volume", v, show)
             if not (lo <= o <= h and lo <= c <= h):
                 raise BadRow(_price_order(o, h, lo, c))
             if not (0 <= lo and h < MAX_VALUE):
                 raise BadRow(f"prices must be at least 0 and below {MAX_VALUE:g}; low {lo!r}, high {h!r}")
-            if not 0 <= v < MAX_VALUE:
+            if v is not None and not 0 <= v < MAX_VALUE:
                 raise BadRow(f"volume must be at least 0 and below {MAX_VALUE:g}, got {v!r}")
             return [line, p, s, i, e, o, h, lo, c, v]
 
@@ -323,7 +358,15 @@ class Reader:
         samples: list[dict] | None = None,
         limits: RowLimits | None = None,
         stopped: Callable[[], bool] | None = None,
-    ):
+        layout: Layout | None = None,
+    ) -> None:
+        """`layout`: an `app.backfill.layout.Layout` (default: our own columns, ISO times)."""
+        if layout is None:
+            from app.backfill.layout import Layout
+
+            layout = Layout()
+        self.layout = layout
+        self._keys: tuple = FIELDS
         self.stream = stream
         self.stopped = stopped or _never
         self.fmt = fmt
@@ -336,6 +379,9 @@ class Reader:
             min_epoch=limits.min_epoch,
             max_epoch=limits.max_epoch,
             show_values=limits.show_values,
+            symbol=layout.symbol,
+            ts_parser=None if layout.ts_format == "iso" and layout.timezone == "UTC" else layout.ts_parser(),
+            volume_optional=layout.volume_optional,
         )
         self.line = line
         self.offset = offset
@@ -389,6 +435,7 @@ class Reader:
             batch.max_epoch = max(batch.max_epoch, max(epochs))
             batch.symbols.update(map(_SYMBOL, pending))
             batch.providers.update(map(_PROVIDER, pending))
+            batch.intervals.update(map(_INTERVAL, pending))
             width = self.limits.slot_seconds
             batch.slots.update({int(e // width) for e in epochs})
             batch.rows += len(pending)
@@ -421,7 +468,19 @@ class Reader:
     def _ndjson(self) -> Iterator[Batch]:
         """The hot loop: one JSON parse, one C-level field pick and one validation per line."""
         loads = orjson.loads
-        pick = self._pick_with_defaults if self._has_defaults else itemgetter(*FIELDS)
+        fast = not self.validator.constants and not self.validator.volume_optional
+        pick = self._picker(fast) if self.layout.columns is None else None
+
+        def first(doc: Any) -> tuple:  # a mapping is resolved on the file's first object
+            nonlocal pick
+            if type(doc) is not dict:
+                raise TypeError
+            self._keys = self.layout.ndjson_keys(doc)
+            pick = self._picker(fast)
+            return pick(doc)
+
+        if pick is None:
+            pick = first
         make_row, chunk = self._row, self._chunk
         line, offset = self.line, self.offset
         pending = self._pending
@@ -475,17 +534,17 @@ class Reader:
             self._reject(self.line, "not a JSON object")
             return
         try:
-            self._pending.append(self._row(self.line, self._pick_with_defaults(doc)))
+            self._pending.append(self._row(self.line, tuple(map(doc.get, self._keys))))
         except BadRow as exc:
             self._reject(self.line, str(exc))
 
-    @staticmethod
-    def _pick_with_defaults(doc: dict) -> tuple:
-        return tuple(map(doc.get, FIELDS))
-
-    @property
-    def _has_defaults(self) -> bool:
-        return self.validator.default_provider is not None or self.validator.default_interval is not None
+    def _picker(self, fast: bool) -> Callable[[dict], tuple]:
+        """Fields out of a JSON object: one C-level itemgetter when every field must be
+        there, else `dict.get` per field (absent fields come from the parameters)."""
+        keys = self._keys
+        if fast:
+            return itemgetter(*keys)
+        return lambda doc: tuple(map(doc.get, keys))
 
     # -- CSV --------------------------------------------------------------------------------
     def read_header(self) -> list[str]:
@@ -498,34 +557,18 @@ class Reader:
             raise SourceError(f"the CSV header is longer than BACKFILL_MAX_LINE_BYTES ({limit} bytes)")
         text = raw.decode("utf-8", "replace").lstrip("\ufeff")
         try:
-            names = next(csv.reader([text], strict=True), [])
+            names = next(csv.reader([text.rstrip("\r\n")], strict=True, delimiter=self.layout.delimiter), [])
         except csv.Error:
             raise SourceError("the CSV header line is malformed") from None
         self.header = [n.strip().lower() for n in names]
         return self.header
 
-    def _columns(self) -> list[int | None]:
-        header = self.header or []
-        index = {name: i for i, name in enumerate(header)}
-        missing = [name for name in FIELDS if name not in index and not self._has_default(name)]
-        if missing:
-            has = ", ".join(header)[:200] or "nothing" if self.limits.show_values else "(not shown for URL sources)"
-            raise SourceError(f"the CSV header lacks column(s) {', '.join(missing)}; it has: {has}")
-        return [index.get(name) for name in FIELDS]
-
-    def _has_default(self, name: str) -> bool:
-        v = self.validator
-        return (name == "provider" and v.default_provider is not None) or (
-            name == "interval" and v.default_interval is not None
-        )
-
     def _csv(self) -> Iterator[Batch]:
         """One record per physical line: a quote left open fails that line, not the rest."""
-        if self.header is None:
+        if self.header is None and self.layout.header:
             self.read_header()
-        columns = self._columns()
-        assert self.header is not None  # read_header sets it or raises
-        width = len(self.header)
+        values, width = self.layout.csv_picker(self.header, self.validator.constants, self.limits.show_values)
+        delimiter = self.layout.delimiter
         make_row, chunk = self._row, self._chunk
         reader = csv.reader
         limit = self.limits.max_line_bytes
@@ -539,13 +582,13 @@ class Reader:
             text = raw.decode("utf-8", "replace")
             if '"' in text:
                 try:
-                    record = next(reader((text,), strict=True), [])
+                    record = next(reader((text,), strict=True, delimiter=delimiter), [])
                 except csv.Error as exc:
                     self._reject(self.line, f"malformed CSV: {exc} (quotes must close on the same line)")
                     continue
             else:
                 stripped = text.rstrip("\r\n")
-                record = stripped.split(",") if stripped else []
+                record = stripped.split(delimiter) if stripped else []
             if not record or record == [""] or not text.strip():
                 self._blank_line()
                 continue
@@ -553,9 +596,7 @@ class Reader:
                 self._reject(self.line, f"expected {width} fields, got {len(record)}")
                 continue
             try:
-                self._pending.append(
-                    make_row(self.line, [record[i] or None if i is not None else None for i in columns])
-                )
+                self._pending.append(make_row(self.line, values(record)))
             except BadRow as exc:
                 self._reject(self.line, str(exc))
                 continue

@@ -8,15 +8,17 @@
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 
 from app import db, validation
-from app.backfill import bars, runs, sources
+from app.backfill import bars, dryrun, fileset, layout, runs, sources
 from app.backfill.checkpoints import State
 from app.backfill.rows import RowLimits
 from app.backfill.task import BackfillError, Task
@@ -111,12 +113,14 @@ BARS_PARAMS = (
     Param(
         "source",
         "string",
-        True,
+        False,
         None,
-        "a path inside BACKFILL_SOURCE_DIR, or an http(s) URL allowed by BACKFILL_URL_ALLOW; "
-        "gzip is detected by its content",
+        "a path inside BACKFILL_SOURCE_DIR, a glob there ('polygon/2024-*.csv.gz': one child run per file), "
+        "or an http(s) URL allowed by BACKFILL_URL_ALLOW; gzip is detected by its content. source or sources "
+        "is required",
     ),
-    Param("format", "string", False, None, "ndjson or csv (with a header); taken from the file name when absent"),
+    Param("sources", "array", False, None, "several paths or URLs: one parent run, one child run per file"),
+    Param("format", "string", False, None, "ndjson or csv; taken from the file name when absent"),
     Param(
         "max_bad_rows",
         "integer",
@@ -125,26 +129,123 @@ BARS_PARAMS = (
         "invalid rows to skip (counted and sampled in the result); one more fails the job",
     ),
     Param("batch_rows", "integer", False, DEFAULT_BATCH_ROWS, f"rows per committed batch (1..{MAX_BATCH_ROWS})"),
-    Param("provider", "string", False, None, "provider for rows that have none"),
-    Param("interval", "string", False, None, "interval for rows that have none"),
+    Param("provider", "string", False, None, "provider of every row (a row with its own must agree)"),
+    Param("interval", "string", False, None, "interval of every row (a row with its own must agree)"),
+    Param("symbol", "string", False, None, "symbol of every row, for single-series files"),
+    Param("preset", "string", False, None, f"a vendor layout in one word: {', '.join(layout.PRESETS)}"),
+    Param(
+        "columns",
+        "object|array",
+        False,
+        None,
+        "our field -> the file's column (CSV header name or JSON key, case-insensitive; '' for an empty "
+        "header), or with header false the file's columns in order (a field name, or null to skip)",
+    ),
+    Param("header", "boolean", False, True, "false: the CSV has no header line (columns must be a list)"),
+    Param("delimiter", "string", False, ",", "CSV delimiter: ',', ';', '\\t' or '|'"),
+    Param("decimal", "string", False, ".", "decimal separator of numbers: '.' or ','"),
+    Param(
+        "ts_format",
+        "string",
+        False,
+        "iso",
+        "iso (ISO 8601, a date alone is midnight), epoch_s, epoch_ms, epoch_us, epoch_ns, epoch_auto "
+        "(unit by magnitude), or a strftime pattern",
+    ),
+    Param(
+        "timezone",
+        "string",
+        False,
+        "UTC",
+        "IANA zone of times without an offset; ambiguous or non-existent local times are bad rows",
+    ),
+    Param("volume", "string", False, "required", "optional: a missing column or empty value stores NULL"),
+    Param(
+        "dry_run", "boolean", False, False, "read and validate everything, write nothing; report what a load would do"
+    ),
 )
 
 
 def parse_bars(body: dict, settings: Settings) -> dict:
+    """The job's parameters. A single file: the child-shaped params. A glob or `sources`:
+    {"files": [child params...], "parent": parent params} (app/jobs/fanout.py submits them)."""
     _check_fields(body, BARS_PARAMS)
+    s = settings
+    if (body.get("source") is None) == (body.get("sources") is None):
+        raise BadRequest("give either source (a path, glob or URL) or sources (a list of them)")
     try:
-        source = sources.parse_source(body["source"], settings.backfill_source_dir, settings.backfill_url_allow)
-        fmt = sources.detect_format(source, body.get("format"))
-    except sources.SourceError as exc:
+        lay, preset = layout.parse(body)
+    except layout.LayoutError as exc:
         raise BadRequest(str(exc)) from None
-    return {
-        "source": source.location,
-        "format": fmt,
+    common: dict[str, Any] = {
         "max_bad_rows": _int(body, "max_bad_rows", 0, 0, 1_000_000_000),
         "batch_rows": _int(body, "batch_rows", DEFAULT_BATCH_ROWS, 1, MAX_BATCH_ROWS),
-        "provider": _name(body, "provider", 64),
-        "interval": _bar_interval(_name(body, "interval", 16)),
+        "provider": _name({**preset, **body}, "provider", 64),
+        "interval": _bar_interval(_name({**preset, **body}, "interval", 16)),
     }
+    symbol = _name(body, "symbol", 32)
+    if symbol is not None:
+        lay = layout.Layout.from_params({**lay.params(), "symbol": symbol})
+    if not lay.is_default:
+        common["layout"] = lay.params()
+    if validation.flag(body, "dry_run"):
+        common["dry_run"] = True
+    fmt = preset.get("format", body.get("format"))
+    try:
+        if body.get("sources") is not None or fileset.is_glob(body.get("source")):
+            files = fileset.expand(
+                body.get("source"),
+                body.get("sources"),
+                s.backfill_source_dir,
+                s.backfill_max_files,
+                s.backfill_url_allow,
+            )
+        else:
+            files = [sources.parse_source(body["source"], s.backfill_source_dir, s.backfill_url_allow)]
+            if files[0].kind == "file":
+                fileset.check_visible(files[0].location)
+        children = []
+        constants = {
+            k: v
+            for k, v in (("provider", common["provider"]), ("interval", common["interval"]), ("symbol", lay.symbol))
+            if v is not None
+        }
+        for i, src in enumerate(files):
+            child_fmt = sources.detect_format(src, fmt)
+            lay.check_format(child_fmt)
+            if child_fmt == "csv" and src.kind == "file" and i < HEADER_CHECKS:
+                _check_header(s, src, lay, constants)
+            children.append({"source": src.location, "format": child_fmt, **common})
+    except sources.SourceError as exc:
+        raise BadRequest(_with_root(str(exc), s.backfill_source_dir)) from None
+    except layout.LayoutError as exc:
+        raise BadRequest(str(exc)) from None
+    if body.get("sources") is None and not fileset.is_glob(body.get("source")):
+        return children[0]
+    parent = {"sources": [c["source"] for c in children], "formats": sorted({c["format"] for c in children}), **common}
+    if fileset.is_glob(body.get("source")):
+        parent["glob"] = str(body["source"]).strip()
+    return {"files": children, "parent": parent}
+
+
+HEADER_CHECKS = 20  # local CSV files whose header is checked at trigger time (the rest: by their run)
+
+
+def _check_header(s: Settings, src: sources.Source, lay: layout.Layout, constants: dict) -> None:
+    with sources.open_source(src, s.backfill_source_dir, sources.Limits.from_settings(s)) as opened:
+        try:
+            lay.check_header(opened.stream, constants)
+        except sources.SourceError as exc:
+            raise sources.SourceError(f"{src.location}: {exc}") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise sources.SourceError(f"{src.location} cannot be read: {exc}") from None
+
+
+def _with_root(message: str, root: str) -> str:
+    """Source errors name the resolved BACKFILL_SOURCE_DIR (where the server looked)."""
+    if "BACKFILL_SOURCE_DIR" in message and fileset.resolved_root(root) not in message:
+        return f"{message} ({fileset.where(root)})"
+    return message
 
 
 def _bar_interval(value: str | None) -> str | None:
@@ -169,31 +270,38 @@ def row_limits(s: Settings, source: sources.Source, now: float) -> RowLimits:
 
 
 def run_bars(ctx: JobContext, params: dict) -> dict:
+    root = ctx.settings.backfill_source_dir
     try:
         s = ctx.settings
-        source = sources.parse_source(params["source"], s.backfill_source_dir, s.backfill_url_allow)
-        return bars.load(
-            task(ctx),
-            bars.Params(
-                source=source,
-                format=params["format"],
-                max_bad_rows=params["max_bad_rows"],
-                batch_rows=params["batch_rows"],
-                provider=params["provider"],
-                interval=params["interval"],
-                source_dir=s.backfill_source_dir,
-                limits=sources.Limits.from_settings(s),
-                row_limits=row_limits(s, source, time.time()),
-                max_partitions_per_batch=s.backfill_max_partitions_per_batch,
-            ),
-        )
+        source = sources.parse_source(params["source"], root, s.backfill_url_allow)
+    except sources.SourceError as exc:
+        raise JobError(_with_root(str(exc), root)) from None
+    bars_params = bars.Params(
+        source=source,
+        format=params["format"],
+        max_bad_rows=params["max_bad_rows"],
+        batch_rows=params["batch_rows"],
+        provider=params["provider"],
+        interval=params["interval"],
+        source_dir=root,
+        limits=sources.Limits.from_settings(s),
+        row_limits=row_limits(s, source, time.time()),
+        max_partitions_per_batch=s.backfill_max_partitions_per_batch,
+        layout=layout.Layout.from_params(params.get("layout") or {}),
+        group=params.get("group"),
+    )
+    try:
+        if params.get("dry_run"):
+            return dryrun.run(task(ctx), bars_params)
+        return bars.load(task(ctx), bars_params)
     except BackfillError as exc:
-        raise JobError(str(exc)) from None
+        raise JobError(_with_root(str(exc), root)) from None
 
 
 def _bars_key(params: dict) -> str:
     kind = "http" if "://" in params["source"] else "file"
-    return f"{bars.JOB}:{kind}:{params['source']}"
+    key = f"{bars.JOB}:{kind}:{params['source']}"
+    return key + ":dry_run" if params.get("dry_run") else key
 
 
 BARS = JobKind(
@@ -201,8 +309,8 @@ BARS = JobKind(
     run=run_bars,
     parse=parse_bars,
     single_flight=_bars_key,
-    description="Load OHLCV bars from an NDJSON or CSV file (optionally gzip) or URL into bars_ohlcv: "
-    "validated, upserted in committed batches, resumable after a crash.",
+    description="Load OHLCV bars from NDJSON or CSV files (optionally gzip, vendor layouts, globs) or URLs "
+    "into bars_ohlcv: validated, upserted in committed batches, resumable after a crash.",
 )
 
 
@@ -312,7 +420,9 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind, _ in CATALOGUE.values()}
 
 
 def catalogue() -> list[dict]:
-    return [
+    out: list[dict[str, Any]] = [
         {"name": name, "job": kind.name, "description": kind.description, "parameters": [p.doc() for p in params]}
         for name, (kind, params) in CATALOGUE.items()
     ]
+    out[0]["presets"] = layout.describe_presets()
+    return out

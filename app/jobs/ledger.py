@@ -154,6 +154,7 @@ class JobFilter:
     until: datetime | None = None
     trigger: str | None = None
     after: tuple[datetime, str] | None = None
+    parent: str | None = None  # child runs of this parent run (app/jobs/fanout.py)
 
 
 def list_jobs(conn: psycopg.Connection, where: JobFilter, limit: int) -> tuple[list[dict], int]:
@@ -169,13 +170,15 @@ def list_jobs(conn: psycopg.Connection, where: JobFilter, limit: int) -> tuple[l
         "trigger": where.trigger,
         "after_at": where.after[0] if where.after else None,
         "after_id": where.after[1] if where.after else None,
+        "parent": where.parent,
         "limit": limit,
     }
     match = """(%(kinds)s::text[] IS NULL OR job = ANY(%(kinds)s))
                AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s))
                AND (%(since)s::timestamptz IS NULL OR requested_at >= %(since)s)
                AND (%(until)s::timestamptz IS NULL OR requested_at < %(until)s)
-               AND (%(trigger)s::text IS NULL OR trigger = %(trigger)s)"""
+               AND (%(trigger)s::text IS NULL OR trigger = %(trigger)s)
+               AND (%(parent)s::text IS NULL OR (params ? 'parent' AND params->>'parent' = %(parent)s))"""
     with conn.cursor(row_factory=dict_row) as cur:
         with conn.transaction():  # one snapshot: the page and the total agree
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

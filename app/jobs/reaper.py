@@ -17,7 +17,7 @@ import psycopg
 import redis
 
 from app import logs
-from app.jobs import ledger, service
+from app.jobs import fanout, ledger, service
 from app.resources import Resources
 
 
@@ -27,6 +27,7 @@ def sweep(resources: Resources, conn: psycopg.Connection) -> dict:
     lost = ledger.fail_lost(conn, settings.lost_after)
     for job in lost:
         log.warning("worker lost; job failed", run_id=job["run_id"], job=job["job"], worker=job["worker"])
+    fanout.settle_all(conn)  # parents whose last child just ended (or was lost)
     requeued = 0
     try:
         for job in ledger.queued_before(conn, settings.requeue_after):

@@ -32,6 +32,7 @@ from app.jobs.ledger import JobStatus
 from app.resources import Resources
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+PROGRESS_EVERY = 1.0  # seconds: a job's changed progress reaches the ledger at least this often
 T = TypeVar("T")
 
 
@@ -61,15 +62,19 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         s = self.ctx.settings
         conn = None
-        tick = min(STOP_POLL, s.heartbeat_interval)
+        tick = min(STOP_POLL, s.heartbeat_interval, PROGRESS_EVERY)
         next_beat = time.monotonic() + s.heartbeat_interval
+        next_progress = time.monotonic() + PROGRESS_EVERY
         while not self.done.wait(tick):
             try:
                 if conn is None or conn.closed:
                     conn = db.connect(s, application_name="store-heartbeat", autocommit=True)
-                if time.monotonic() >= next_beat:
-                    state = ledger.heartbeat(conn, self.ctx.run_id, self.ctx.take_progress())
-                    next_beat = time.monotonic() + s.heartbeat_interval
+                now = time.monotonic()
+                progress = self.ctx.take_progress() if now >= next_progress or now >= next_beat else None
+                if now >= next_beat or progress is not None:  # changed progress: at least every PROGRESS_EVERY s
+                    state = ledger.heartbeat(conn, self.ctx.run_id, progress)
+                    next_beat = now + s.heartbeat_interval
+                    next_progress = now + PROGRESS_EVERY
                 else:
                     state = ledger.stop_requested(conn, self.ctx.run_id)
                 reason = None
@@ -186,6 +191,10 @@ class Runner:
         duration = time.monotonic() - started
         recorded = self._finish(run_id, status, result, error, ctx.snapshot_progress(), log)
         log.info("job finished", status=status, error=error, duration_s=round(duration, 3), recorded=recorded)
+        if (row["params"] or {}).get("parent"):  # the last child to end ends its parent
+            from app.jobs import fanout
+
+            self._ledger_call(fanout.settle, row["params"]["parent"])
         metrics.JOBS_FINISHED.inc(kind=row["job"], status=status)
         metrics.JOB_DURATION.observe(duration, kind=row["job"])
         pulse.publish_job_end(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -17,7 +18,7 @@ import redis
 from app import logs
 from app.config import Settings
 from app.errors import Conflict, NotFound, TooManyRequests
-from app.jobs import ledger
+from app.jobs import fanout, ledger
 from app.jobs.base import JobKind
 from app.jobs.ledger import JobStatus
 from app.queue import JobQueue
@@ -35,7 +36,7 @@ def request_hash(kind: str, params: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _timeout(settings: Settings, kind: JobKind) -> float:
+def timeout_for(settings: Settings, kind: JobKind) -> float:
     """JOB_TIMEOUT_<KIND>_SECONDS (dots as underscores: JOB_TIMEOUT_BACKFILL_BARS_OHLCV_SECONDS),
     else the kind's own limit, else JOB_TIMEOUT_SECONDS."""
     override = dict(settings.kind_timeouts).get(kind.name.replace(".", "_"))
@@ -54,9 +55,14 @@ def submit(
     idempotency_key: str | None = None,
     trigger: str = "api",
     retry_of: str | None = None,
+    create: Callable[[psycopg.Connection], tuple[str, bool, list[str]]] | None = None,
 ) -> Submitted:
     """Record and enqueue a job. `conn` must be an autocommit connection. `retry_of`: the
-    run this one repeats (POST /jobs/<run_id>/retry)."""
+    run this one repeats (POST /jobs/<run_id>/retry).
+
+    `create(conn) -> (run_id, created, run ids to enqueue)` replaces the single ledger row
+    (a parent run with its children: app/jobs/fanout.py); it runs in the same transaction
+    as the idempotency record."""
     settings = resources.settings
     digest = request_hash(kind.name, params)
     while True:
@@ -73,16 +79,20 @@ def submit(
                         )
                     return Submitted(prior[1], False)
             _check_queue_room(settings, conn, kind, params)
-            run_id, created = ledger.create(
-                conn,
-                kind.name,
-                params,
-                request_id=request_id,
-                single_flight_key=kind.single_flight(params),
-                timeout_s=_timeout(settings, kind),
-                trigger=trigger,
-                retry_of=retry_of,
-            )
+            if create is not None:
+                run_id, created, to_enqueue = create(conn)
+            else:
+                run_id, created = ledger.create(
+                    conn,
+                    kind.name,
+                    params,
+                    request_id=request_id,
+                    single_flight_key=kind.single_flight(params),
+                    timeout_s=timeout_for(settings, kind),
+                    trigger=trigger,
+                    retry_of=retry_of,
+                )
+                to_enqueue = [run_id]
             if idempotency_key:
                 stored = conn.execute(
                     """INSERT INTO store_idempotency (key, request_hash, run_id) VALUES (%s, %s, %s)
@@ -94,7 +104,8 @@ def submit(
                     continue
         break
     if created:
-        enqueue(resources.queue, conn, run_id, _timeout(settings, kind))
+        for queued in to_enqueue:
+            enqueue(resources.queue, conn, queued, timeout_for(settings, kind))
     return Submitted(run_id, created)
 
 
@@ -142,6 +153,23 @@ def retry(resources: Resources, conn: psycopg.Connection, run_id: str, *, reques
     kind = KINDS.get(row["job"])
     if kind is None:
         raise Conflict(f"job kind {row['job']!r} no longer exists in this version of the store")
+    if fanout.is_parent(row["params"]):  # a backfill of many files: a new parent, the same files
+        parent, files = fanout.retry_params(conn, row)
+        timeout_s = timeout_for(resources.settings, kind)
+
+        def create(c: psycopg.Connection) -> tuple[str, bool, list[str]]:
+            return fanout.create(
+                c,
+                kind.name,
+                parent,
+                files,
+                kind.single_flight,
+                request_id=request_id,
+                timeout_s=timeout_s,
+                retry_of=run_id,
+            )
+
+        return submit(resources, conn, kind, parent, request_id=request_id, retry_of=run_id, create=create)
     return submit(resources, conn, kind, row["params"], request_id=request_id, retry_of=run_id)
 
 

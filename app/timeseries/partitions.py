@@ -98,6 +98,14 @@ def _gaps(existing: list[Partition], lo: datetime, hi: datetime) -> list[tuple[d
     return out
 
 
+def missing(conn: psycopg.Connection, table: str, starts: list[datetime]) -> list[tuple[datetime, datetime]]:
+    """Of the chunk-aligned slots starting at `starts`, those no partition covers yet (what
+    `ensure_range` would create; a backfill's dry run reports them)."""
+    width = catalog.table(table).chunk
+    existing = list_partitions(conn, table)
+    return [(lo, lo + width) for lo in sorted(starts) if _gaps(existing, lo, lo + width)]
+
+
 def _lock(conn: psycopg.Connection, table: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s::regclass::oid::int)", (LOCK_CLASS, table))
 

@@ -67,3 +67,21 @@ def stored(url: str, symbols) -> tuple:
             ([s.upper() for s in symbols],),
         ).fetchone()
     return n, syms or [], lo, hi, round(closes or 0, 6), round(volumes or 0, 6)
+
+
+def job_context(settings, kind: str = "backfill.bars_ohlcv"):
+    """What the runner hands a backfill job, for running it in-process."""
+    import time
+    import uuid
+
+    import structlog
+
+    from app.jobs.base import JobContext
+
+    return JobContext(
+        run_id=str(uuid.uuid4()),
+        kind=kind,
+        settings=settings,
+        log=structlog.get_logger("test"),
+        deadline=time.monotonic() + 120,
+    )
