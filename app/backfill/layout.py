@@ -234,6 +234,8 @@ class Layout:
         if not self.header or isinstance(self.columns, list):
             return
         raw = stream.readline(HEADER_PEEK)
+        if len(raw) >= HEADER_PEEK and not raw.endswith(b"\n"):
+            return  # a first line this long is no header: the run fails it under its line bound
         names = [
             n.strip().lower() for n in self.split_header(raw.decode("utf-8", "replace").lstrip("\ufeff").rstrip("\r\n"))
         ]
