@@ -50,7 +50,7 @@ def test_a_glob_makes_one_child_per_file_in_order_with_the_same_parameters(setti
         ({"sources": [f"polygon/2024-03-0{d}.csv.gz" for d in range(1, 8)]}, "more than BACKFILL_MAX_FILES (6)"),
         (
             {"source": "nothing/*.csv"},
-            "no file matches the glob 'nothing/*.csv' in BACKFILL_SOURCE_DIR (BACKFILL_SOURCE_DIR is",
+            "no file matches the glob 'nothing/*.csv' in BACKFILL_SOURCE_DIR (GET /backfill shows where",
         ),
         ({"source": "../*.csv"}, "must stay inside BACKFILL_SOURCE_DIR"),
         ({"source": "/etc/*"}, "must stay inside BACKFILL_SOURCE_DIR"),

@@ -149,7 +149,7 @@ def test_json_prints_the_apis_documents(svc):
 @pytest.mark.slow
 def test_backfill_wait_success_and_failure_exit_codes(svc):
     good = _source(svc, "good.ndjson", bars(2_500, symbols=("cli",)))
-    proc = mds(svc, "backfill", "bars_ohlcv", good, "-p", "batch_rows=1000", "-p", "provider=p", "--wait")
+    proc = mds(svc, "backfill", "bars_ohlcv", good, "-p", "batch_rows=1000", "-p", "provider=prov", "--wait")
     out = ok(proc)
     assert "✔ success backfill.bars_ohlcv" in out
     assert "rows_read: 2,500" in out and "rows_written: 2,500" in out

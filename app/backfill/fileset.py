@@ -28,7 +28,9 @@ def resolved_root(root: str) -> str:
 
 
 def where(root: str) -> str:
-    return f"BACKFILL_SOURCE_DIR is {resolved_root(root)}"
+    """What a source error adds for the operator: never the absolute server path (errors stay
+    free of it), but where to read it (GET /backfill, admin only, names the resolved path)."""
+    return "GET /backfill shows where BACKFILL_SOURCE_DIR resolves on the server"
 
 
 def is_glob(text: object) -> bool:

@@ -242,7 +242,7 @@ def _check_header(s: Settings, src: sources.Source, lay: layout.Layout, constant
 
 
 def _with_root(message: str, root: str) -> str:
-    """Source errors name the resolved BACKFILL_SOURCE_DIR (where the server looked)."""
+    """Source errors that speak of BACKFILL_SOURCE_DIR say where to find its resolved path."""
     if "BACKFILL_SOURCE_DIR" in message and fileset.resolved_root(root) not in message:
         return f"{message} ({fileset.where(root)})"
     return message

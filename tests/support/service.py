@@ -48,6 +48,7 @@ class Service:
             "DRIFT_CHECK_SCHEDULE": "off",
             "HOUSEKEEPING_SCHEDULE": "off",
             "REGISTRY_URL": "http://127.0.0.1:9",
+            "BACKFILL_URL_ALLOW": "127.0.0.1",  # the tests' vendor stand-ins listen there
             "JOB_HEARTBEAT_SECONDS": "1",
             "JOB_LOST_AFTER_SECONDS": "30",
             "JOB_REQUEUE_AFTER_SECONDS": "2",
