@@ -45,6 +45,7 @@ def local(tmp_path):
         "REFRESH_SCHEDULE": "off",
         "JOB_HEARTBEAT_SECONDS": "1",
         "WEB_CONCURRENCY": "1",
+        "BACKFILL_URL_ALLOW": "127.0.0.1",  # the test's slow vendor stand-in listens there
         "TERM": "xterm",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
