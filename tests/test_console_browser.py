@@ -21,9 +21,7 @@ import pytest
 
 from tests.support.backfill import bars, write_ndjson
 from tests.support.common import TOKEN, wait_for
-from tests.support.db import create_database, drop_database
-from tests.support.service import Service
-from tests.support.vendor_standin import GatedSource
+from tests.support.vendor_standin import GatedSource, gated_source_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -48,20 +46,7 @@ DOCUMENTED = {"login", "overview", "jobs-running", "job", "retention", "aggregat
 
 @pytest.fixture(scope="module")
 def svc(redis_server, tmp_path_factory):
-    if redis_server.proc is None or redis_server.proc.poll() is not None:
-        redis_server.start()
-    sources = tmp_path_factory.mktemp("sources")
-    name, url = create_database()
-    # the gated vendor stand-in holds its file half-sent for as long as a test needs: the
-    # stalled-download limit (30 s under 1 KiB/s) is not what these tests are about
-    env = {"BACKFILL_SOURCE_DIR": str(sources), "BACKFILL_RATE_WINDOW_SECONDS": "600"}
-    service = Service(url, redis_server.url, env).start()
-    service.sources = sources
-    service.migrate()
-    yield service
-    service.stop()
-    shutil.rmtree(service.logdir, ignore_errors=True)
-    drop_database(name)
+    yield from gated_source_service(redis_server, tmp_path_factory)
 
 
 @pytest.fixture

@@ -15,12 +15,15 @@ the rest of the file is sent and the job ends `cancelled` without waiting for th
 
 from __future__ import annotations
 
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 
 from tests.support.common import wait_for
+from tests.support.db import create_database, drop_database
+from tests.support.service import Service
 
 HOLD_LIMIT_S = 120.0  # the handler never waits longer than this, whatever the test does
 
@@ -82,3 +85,22 @@ class GatedSource:
         self.release()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def gated_source_service(redis_server, tmp_path_factory):
+    """A module's gunicorn + worker for tests that read from a `GatedSource`: a fresh migrated
+    database, a source directory (`service.sources`), and the stalled-download window lifted,
+    since the stand-in holds its file half-sent for as long as a test needs (the 30 s limit
+    under 1 KiB/s is not what these tests are about). A generator: `yield from` it in a fixture."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    sources = tmp_path_factory.mktemp("sources")
+    name, url = create_database()
+    env = {"BACKFILL_SOURCE_DIR": str(sources), "BACKFILL_RATE_WINDOW_SECONDS": "600"}
+    service = Service(url, redis_server.url, env).start()
+    service.sources = sources
+    service.migrate()
+    yield service
+    service.stop()
+    shutil.rmtree(service.logdir, ignore_errors=True)
+    drop_database(name)
