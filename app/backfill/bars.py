@@ -34,7 +34,8 @@ from app.backfill.rows import SAMPLE_LIMIT, Batch, Reader, RowLimits, TooManyBad
 from app.backfill.task import BackfillError, Task
 from app.intervals import in_words
 from app.times import iso
-from app.timeseries import catalog, partitions
+from app.timeseries import intervals as bar_intervals
+from app.timeseries import partitions
 
 JOB = "backfill.bars_ohlcv"
 TABLE = "bars_ohlcv"
@@ -345,7 +346,7 @@ class _Job:
         self.progress: Progress | None = None  # set by the caller once the reader exists
         self.partitions_created = 0
         self.upserts = 0
-        self._covered: set[int] = set()  # partition slots known to exist
+        self._covered: set[int] = set()  # days (since the epoch) known to have a partition
         self._read_at_start = state.rows_read
         self._started = time.monotonic()
         self._committed: dict[int, Slot] = {}
@@ -477,24 +478,45 @@ class _Job:
             )
 
     def _ensure_partitions(self, batch: Batch) -> None:
-        """Partitions for the slots the batch's rows fall in, and no others: a lone row far
-        away makes one partition, not every one in between. More new ones than
+        """Partitions for the days the batch's rows fall on (`Batch.slots`, one-day slots),
+        and no others: a lone row far away makes one partition, not every one in between. Their width follows the
+        batch's finest bar interval (`partitions.plan`): years of daily bars get yearly
+        partitions. They are created together, a group per transaction, with the job's
+        progress in phase "creating partitions". More new ones than
         BACKFILL_MAX_PARTITIONS_PER_BATCH fail the load before any is made."""
         missing = batch.slots - self._covered
         if not missing:
             return
-        width = catalog.table(TABLE).chunk
-        starts = [partitions.EPOCH + slot * width for slot in sorted(missing)]
+        days = [partitions.EPOCH + slot * partitions.DAY for slot in sorted(missing)]
         limit = self.params.max_partitions_per_batch
+        created_before = self.partitions_created
+
+        def progress(done: int, needed: int) -> None:
+            fields = {"partitions_created": created_before + done, "partitions_needed": created_before + needed}
+            if self.progress is not None:
+                self.progress.update(phase="creating partitions", **fields)
+            else:
+                self.task.progress(phase="creating partitions", **fields)
+
         try:
-            created = partitions.ensure_slots(self.conn, TABLE, starts, check=self.task.check, max_new=limit)
+            created = partitions.ensure_days(
+                self.conn,
+                TABLE,
+                days,
+                grain=bar_intervals.finest(batch.intervals),
+                check=self.task.check,
+                progress=progress,
+                max_new=limit,
+            )
         except partitions.TooManyPartitions as exc:
             raise BackfillError(
                 f"batch {self.state.batches + 1} (lines up to {batch.end_line}) would create {exc.needed} partitions, "
                 f"more than BACKFILL_MAX_PARTITIONS_PER_BATCH ({limit}): its rows spread over {exc.needed} "
-                f"{width.days}-day periods without one; check the times, or load with smaller batch_rows"
+                f"periods without one; check the times, or load with smaller batch_rows"
             ) from None
         except ValueError as exc:
             raise BackfillError(f"cannot make partitions for this batch: {exc}") from None
         self.partitions_created += created
         self._covered |= missing
+        if self.progress is not None:
+            self.progress.update(phase="loading")

@@ -10,6 +10,7 @@ last time, and the partitions a load would create.
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from app.backfill import sources
@@ -26,6 +27,7 @@ MAX_LISTED = 100  # symbols named in the result (all are counted)
 def run(task: Task, params: Params) -> dict:
     """params: app.backfill.bars.Params."""
     from app.timeseries import backend, catalog, partitions
+    from app.timeseries import intervals as bar_intervals
 
     width = catalog.table("bars_ohlcv").chunk
     started = time.monotonic()
@@ -34,7 +36,7 @@ def run(task: Task, params: Params) -> dict:
     symbols: set[str] = set()
     providers: set[str] = set()
     intervals: set[str] = set()
-    slots: set[int] = set()
+    slots: dict[timedelta | None, set[int]] = {}  # days with rows, by the grain of their batch
     lo = hi = None
     try:
         with sources.open_source(params.source, params.source_dir, params.limits, task.stopping) as opened:
@@ -49,7 +51,7 @@ def run(task: Task, params: Params) -> dict:
                 symbols |= batch.symbols
                 providers |= batch.providers
                 intervals |= batch.intervals
-                slots |= batch.slots
+                slots.setdefault(bar_intervals.finest(batch.intervals), set()).update(batch.slots)
                 if batch.rows:
                     lo = batch.min_epoch if lo is None else min(lo, batch.min_epoch)
                     hi = batch.max_epoch if hi is None else max(hi, batch.max_epoch)
@@ -58,15 +60,19 @@ def run(task: Task, params: Params) -> dict:
     except sources.SourceError as exc:
         raise BackfillError(str(exc)) from None
     with task.connect() as conn:
-        if backend.is_hypertable(conn, "bars_ohlcv"):
-            to_create, note = [], "TimescaleDB creates chunks as rows arrive"
+        hyper = backend.is_hypertable(conn, "bars_ohlcv")
+        taken = partitions.existing(conn, "bars_ohlcv")
+        planned: list[tuple[datetime, datetime]] = []
+        for size in sorted(slots, key=lambda g: g or timedelta(0)):
+            days = [partitions.EPOCH + slot * partitions.DAY for slot in slots[size]]
+            made = partitions.plan(taken + [partitions.Partition("", a, b) for a, b in planned], days, width, size)
+            planned.extend(made)
+        if hyper:  # TimescaleDB makes chunks of its own width as rows arrive; the wide ones are made ahead
+            planned = [(a, b) for a, b in planned if not partitions.own_chunk(a, b, width)]
+            note = "TimescaleDB creates chunks of the table's width as rows arrive; wider ones are listed"
         else:
-            starts = [partitions.EPOCH + slot * width for slot in slots]
-            to_create = [
-                {"from": lo.isoformat(), "to": hi.isoformat()}
-                for lo, hi in partitions.missing(conn, "bars_ohlcv", starts)
-            ]
             note = None
+        to_create = [{"from": a.isoformat(), "to": b.isoformat()} for a, b in sorted(planned)]
     verdict = "would load" if bad <= params.max_bad_rows else "would fail"
     warnings = []
     if bad > params.max_bad_rows:

@@ -89,7 +89,7 @@ class RowLimits:
     min_epoch: float = MIN_EPOCH
     max_epoch: float = MAX_EPOCH
     show_values: bool = True  # False for URL sources: errors never repeat their content
-    slot_seconds: float = 7 * 86400.0  # partition width: Batch.slots counts the partitions a batch needs
+    slot_seconds: float = 86400.0  # Batch.slots: the days (UTC) with rows, what partitions are made for
 
 
 @dataclass
@@ -109,7 +109,7 @@ class Batch:
     symbols: set = field(default_factory=set)
     providers: set = field(default_factory=set)
     intervals: set = field(default_factory=set)
-    slots: set = field(default_factory=set)  # partition slots (epoch // width) the rows fall in
+    slots: set = field(default_factory=set)  # days (epoch // slot_seconds) the rows fall on
 
 
 def epoch_to_datetime(value: float) -> datetime:

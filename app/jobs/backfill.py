@@ -27,8 +27,8 @@ from app.errors import BadRequest
 from app.intervals import IntervalError, format_interval, parse_interval
 from app.jobs import aggregates
 from app.jobs.base import JobContext, JobError, JobKind
-from app.timeseries import catalog, rollups
 from app.timeseries import intervals as bar_intervals
+from app.timeseries import rollups
 
 MAX_BATCH_ROWS = 1_000_000
 DEFAULT_BATCH_ROWS = 100_000
@@ -265,7 +265,6 @@ def row_limits(s: Settings, source: sources.Source, now: float) -> RowLimits:
         min_epoch=s.backfill_time_min.timestamp(),
         max_epoch=now + s.backfill_time_ahead.total_seconds(),
         show_values=source.kind == "file",
-        slot_seconds=catalog.table(bars.TABLE).chunk.total_seconds(),
     )
 
 

@@ -16,6 +16,8 @@ The same set is enforced by the database (CHECK on bars_ohlcv."interval", migrat
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from datetime import timedelta
 
 from app.intervals import UNIT_SECONDS
 
@@ -72,3 +74,12 @@ def normalise(text: str) -> str:
 def finer_than(seconds: int) -> tuple[str, ...]:
     """The intervals strictly finer than `seconds` (the source intervals of a rollup of that width)."""
     return tuple(name for name, size in CANONICAL.items() if size < seconds)
+
+
+def finest(names: Iterable[str]) -> timedelta | None:
+    """The finest of these intervals as a duration; None if there is none or one is unknown
+    (what the partitions a backfill batch makes are sized to: app.timeseries.partitions.plan)."""
+    sizes = [CANONICAL.get(name) for name in names]
+    if not sizes or None in sizes:
+        return None
+    return timedelta(seconds=min(s for s in sizes if s is not None))

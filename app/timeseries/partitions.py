@@ -10,10 +10,14 @@ Design (see docs/retention.md):
   job) moves its rows into proper partitions, so no data piles up where retention
   cannot drop whole partitions. Partitions are also made ahead of time (`premake`) and
   on demand (`ensure_range`, used by the backfill before it writes a range).
+- Partitions are sized to the data where a load says how fine its rows are (`plan`):
+  history of hourly or coarser bars gets calendar-month or calendar-year partitions,
+  so 25 years of daily bars make 25 partitions, not 1,300.
 - A new partition is created as a standalone table, filled with the DEFAULT
-  partition's rows of its range, then ATTACHed: that takes SHARE UPDATE EXCLUSIVE on
-  the parent (ingest into other partitions keeps going) and ACCESS EXCLUSIVE only on
-  the DEFAULT partition, for one short transaction per partition.
+  partition's rows of its range (when it has any), then ATTACHed: that takes SHARE
+  UPDATE EXCLUSIVE on the parent (ingest into other partitions keeps going) and ACCESS
+  EXCLUSIVE only on the DEFAULT partition, for one short transaction per GROUP of
+  partitions.
 - All partition DDL of a table is serialised by a transaction-level advisory lock, and
   every lock is taken under the session's `lock_timeout`, capped at 1 s in the
   transactions that need ACCESS EXCLUSIVE (ingest queues behind such a request); lost
@@ -23,6 +27,7 @@ Design (see docs/retention.md):
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +36,7 @@ from functools import partial
 import psycopg
 from psycopg import sql
 
+from app.db import scalar
 from app.times import EARLIEST, EPOCH, LATEST, align, utc
 from app.timeseries import backend, catalog
 from app.timeseries.retry import retrying, short_lock_timeout
@@ -98,44 +104,136 @@ def _gaps(existing: list[Partition], lo: datetime, hi: datetime) -> list[tuple[d
     return out
 
 
-def missing(conn: psycopg.Connection, table: str, starts: list[datetime]) -> list[tuple[datetime, datetime]]:
-    """Of the chunk-aligned slots starting at `starts`, those no partition covers yet (what
-    `ensure_range` would create; a backfill's dry run reports them)."""
-    width = catalog.table(table).chunk
-    existing = list_partitions(conn, table)
-    return [(lo, lo + width) for lo in sorted(starts) if _gaps(existing, lo, lo + width)]
-
-
 def _lock(conn: psycopg.Connection, table: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s::regclass::oid::int)", (LOCK_CLASS, table))
 
 
-def _create(conn: psycopg.Connection, table: str, lo: datetime, hi: datetime) -> int:
-    """Create the partitions covering the free parts of [lo, hi) in one transaction."""
+# --- Partitions sized to the data -------------------------------------------------------
+#
+# A load says how fine its rows are (`grain`: the finest bar interval of a batch). Rows
+# finer than an hour get partitions of the table's width (a week for bars_ohlcv, epoch
+# aligned); hourly to sub-daily rows get calendar months; daily and coarser rows get
+# calendar years. Wide partitions are only made for history: none reaches past
+# `horizon(now)` (the start of the previous week), so live data always lands in partitions
+# of the table's width. A wide partition fills only the free part of its month or year
+# (existing partitions are never split or overlapped). See docs/retention.md.
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+GROUP = 32  # partitions created in one transaction (one lock of the DEFAULT partition)
+
+
+def horizon(now: datetime, width: timedelta) -> datetime:
+    """Wide partitions end no later than this: the start of the slot before now's."""
+    return align(now, width) - width
+
+
+def _calendar(ts: datetime, grain: timedelta) -> tuple[datetime, datetime]:
+    """The calendar month (grain under a day) or year containing `ts`."""
+    ts = utc(ts)
+    if grain < DAY:
+        lo = datetime(ts.year, ts.month, 1, tzinfo=UTC)
+        hi = datetime(ts.year + (ts.month == 12), ts.month % 12 + 1, 1, tzinfo=UTC)
+    else:
+        lo, hi = datetime(ts.year, 1, 1, tzinfo=UTC), datetime(ts.year + 1, 1, 1, tzinfo=UTC)
+    return lo, hi
+
+
+def plan(
+    existing: list[Partition],
+    days: list[datetime],
+    width: timedelta,
+    grain: timedelta | None = None,
+    now: datetime | None = None,
+) -> list[tuple[datetime, datetime]]:
+    """The partitions to create so that each UTC day containing one of `days` is covered,
+    for rows of `grain` (None: unknown) in a table of partition `width`; pure, ordered.
+
+    An uncovered day gets, if it ends before `horizon(now)` and `grain` is an hour or
+    more, the free parts of its calendar month (grain under a day) or year that touch
+    it; otherwise the free parts of its slot of the table's width."""
+    wide = grain is not None and grain >= HOUR
+    limit = horizon(utc(now or datetime.now(UTC)), width)
+    taken = sorted(existing, key=lambda p: p.lo)
+    out: list[tuple[datetime, datetime]] = []
+    for lo in sorted({align(d, DAY) for d in days}):
+        hi = lo + DAY
+        if not _gaps(taken, lo, hi):
+            continue
+        if wide and hi <= limit:
+            assert grain is not None
+            wlo, whi = _calendar(lo, grain)
+            whi = min(whi, limit)
+        else:
+            wlo = align(lo, width)
+            whi = wlo + width
+        for plo, phi in _gaps(taken, wlo, whi):
+            if plo < hi and phi > lo:
+                out.append((plo, phi))
+                bisect.insort(taken, Partition("", plo, phi), key=lambda p: p.lo)
+    return sorted(out)
+
+
+def missing(
+    conn: psycopg.Connection,
+    table: str,
+    days: list[datetime],
+    grain: timedelta | None = None,
+    now: datetime | None = None,
+) -> list[tuple[datetime, datetime]]:
+    """The partitions `ensure_days` would create now for rows on `days`; chunks on a
+    TimescaleDB hypertable."""
+    return plan(existing(conn, table), days, catalog.table(table).chunk, grain, now)
+
+
+def existing(conn: psycopg.Connection, table: str) -> list[Partition]:
+    """The table's partitions, or its chunks on a TimescaleDB hypertable, as ranges."""
+    if backend.is_hypertable(conn, table):
+        return chunks(conn, table)
+    return list_partitions(conn, table)
+
+
+def chunks(conn: psycopg.Connection, table: str) -> list[Partition]:
+    """A hypertable's chunks as ranges, ordered (catalog reads only)."""
+    rows = conn.execute(
+        """SELECT chunk_name, range_start, range_end FROM timescaledb_information.chunks
+           WHERE hypertable_schema = current_schema() AND hypertable_name = %s ORDER BY range_start""",
+        (table,),
+    ).fetchall()
+    return [Partition(name, utc(lo), utc(hi)) for name, lo, hi in rows]
+
+
+def _create_group(conn: psycopg.Connection, table: str, pieces: list[tuple[datetime, datetime]]) -> int:
+    """Create the free parts of `pieces` as partitions, all in one transaction: one
+    advisory lock, one lock of the parent and of the DEFAULT partition. Rows of their
+    ranges sitting in the DEFAULT partition move into them."""
     col = sql.Identifier(catalog.table(table).time_column)
     parent = sql.Identifier(table)
     with conn.transaction():
         short_lock_timeout(conn)
         _lock(conn, table)
-        pieces = _gaps(list_partitions(conn, table), lo, hi)
-        if not pieces:
+        existing = list_partitions(conn, table)
+        todo = [g for lo, hi in pieces for g in _gaps(existing, lo, hi)]
+        if not todo:
             return 0
         conn.execute(sql.SQL("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE").format(parent))
         default = default_partition(conn, table)
+        occupied = False
         if default:
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(default)))
-        for plo, phi in pieces:
+            occupied = bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(default))))
+        for plo, phi in todo:
             name = sql.Identifier(partition_name(table, plo))
-            bounds = sql.Identifier(partition_name(table, plo) + "_bounds")
             lo_lit, hi_lit = sql.Literal(plo), sql.Literal(phi)
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(name, parent))
-            # The CHECK lets ATTACH skip scanning the new table; dropped right after.
-            conn.execute(
-                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
-                    name, bounds, col, lo_lit, col, hi_lit
+            if occupied and default:
+                # The CHECK lets ATTACH skip scanning the filled table; dropped right after.
+                bounds = sql.Identifier(partition_name(table, plo) + "_bounds")
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
+                        name, bounds, col, lo_lit, col, hi_lit
+                    )
                 )
-            )
-            if default:
                 conn.execute(
                     sql.SQL(
                         "WITH moved AS (DELETE FROM {d} WHERE {c} >= %s AND {c} < %s RETURNING *) "
@@ -148,8 +246,60 @@ def _create(conn: psycopg.Connection, table: str, lo: datetime, hi: datetime) ->
                     parent, name, lo_lit, hi_lit
                 )
             )
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(name, bounds))
-        return len(pieces)
+            if occupied:
+                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(name, bounds))
+        return len(todo)
+
+
+def _create_chunks(conn: psycopg.Connection, table: str, pieces: list[tuple[datetime, datetime]]) -> int:
+    """TimescaleDB: create empty chunks of exactly these ranges (the free parts of them),
+    in one transaction, with `_timescaledb_functions.create_chunk` (the function
+    TimescaleDB's own tooling uses to make a chunk of given slices)."""
+    col = catalog.table(table).time_column
+    with conn.transaction():
+        short_lock_timeout(conn)
+        _lock(conn, table)
+        existing = chunks(conn, table)
+        todo = [g for lo, hi in pieces for g in _gaps(existing, lo, hi)]
+        for plo, phi in todo:
+            slices = {col: [_micros(plo), _micros(phi)]}
+            conn.execute(
+                "SELECT _timescaledb_functions.create_chunk(%s::regclass, %s::jsonb)", (table, json.dumps(slices))
+            )
+        return len(todo)
+
+
+def _micros(ts: datetime) -> int:
+    """TimescaleDB's internal time: microseconds since the Unix epoch."""
+    return (utc(ts) - EPOCH) // timedelta(microseconds=1)
+
+
+Progress = Callable[[int, int], None]  # (partitions created so far, partitions needed)
+
+
+def create(
+    conn: psycopg.Connection,
+    table: str,
+    pieces: list[tuple[datetime, datetime]],
+    *,
+    check: Callable[[], None] | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Create these partitions (chunks on a hypertable) in transactions of GROUP each,
+    reporting (created, needed) after each; return how many were created (a piece a
+    concurrent session made meanwhile is skipped)."""
+    make = _create_chunks if backend.is_hypertable(conn, table) else _create_group
+    created = 0
+    if progress is not None:
+        progress(0, len(pieces))
+    for i in range(0, len(pieces), GROUP):
+        group = pieces[i : i + GROUP]
+        if check is not None:
+            check()
+        created += retrying(partial(make, conn, table, group), f"create partitions of {table}", check=check)
+        if progress is not None:
+            progress(min(i + GROUP, len(pieces)), len(pieces))
+    return created
 
 
 def ensure_range(
@@ -160,18 +310,19 @@ def ensure_range(
     *,
     check: Callable[[], None] | None = None,
 ) -> int:
-    """Make sure partitions cover [start, end]; return how many were created.
+    """Make sure partitions of the table's width cover [start, end]; return how many
+    were created.
 
     A no-op (0) on a TimescaleDB hypertable, which makes its own chunks. Rows of the
     range already sitting in the DEFAULT partition are moved into the new partitions.
 
     Concurrency: safe to call from many sessions at once (per-table advisory lock;
     each partition is re-checked under it, so nobody creates one twice).
-    Transactions: with an autocommit connection (recommended) each partition is
-    created and committed in its own short transaction. Called on a connection that is
-    inside a transaction, the work runs in savepoints: the partitions become visible to
-    others, and the locks on the DEFAULT partition are released, only when the caller
-    commits — keep that transaction short.
+    Transactions: with an autocommit connection (recommended) partitions are created and
+    committed GROUP at a time, each group in one short transaction. Called on a
+    connection that is inside a transaction, the work runs in savepoints: the
+    partitions become visible to others, and the locks on the DEFAULT partition are
+    released, only when the caller commits — keep that transaction short.
     Lock waits are bounded by the session's lock_timeout and retried; raises
     ValueError for a non-time-series table or a range needing more than MAX_PER_CALL
     partitions.
@@ -192,16 +343,11 @@ def ensure_range(
     slots, lo = [], align(start, width)
     while lo <= end:
         if _gaps(existing, lo, lo + width):
-            slots.append(lo)
+            slots.append((lo, lo + width))
         lo += width
     if len(slots) > MAX_PER_CALL:
         raise ValueError(f"range needs {len(slots)} partitions, more than {MAX_PER_CALL} in one call")
-    created = 0
-    for lo in slots:
-        if check is not None:
-            check()
-        created += retrying(partial(_create, conn, table, lo, lo + width), f"create partition of {table}", check=check)
-    return created
+    return create(conn, table, slots, check=check)
 
 
 class TooManyPartitions(ValueError):
@@ -212,45 +358,54 @@ class TooManyPartitions(ValueError):
         super().__init__(f"{needed} new partitions needed, more than {allowed}")
 
 
-def ensure_slots(
+def ensure_days(
     conn: psycopg.Connection,
     table: str,
-    starts: list[datetime],
+    days: list[datetime],
     *,
+    grain: timedelta | None = None,
+    now: datetime | None = None,
     check: Callable[[], None] | None = None,
+    progress: Progress | None = None,
     max_new: int = MAX_PER_CALL,
 ) -> int:
-    """Make sure a partition exists for each slot starting at one of `starts` (aligned to
-    the table's width) and for no other slot; return how many were created.
+    """Make sure partitions cover each UTC day containing one of `days`, sized to the
+    rows' `grain` (see `plan`), and no other day's slot; return how many were created.
 
     Counts the missing ones first and raises TooManyPartitions, creating nothing, when
-    they are more than `max_new`. Same rules as `ensure_range` otherwise."""
+    they are more than `max_new`. On a TimescaleDB hypertable only the chunks TimescaleDB
+    would not make itself (wider or unaligned: history of an hour's grain or coarser)
+    are made ahead; it makes the others as rows arrive. Same rules as `ensure_range`
+    otherwise."""
     if table not in catalog.TABLES:
         raise ValueError(f"{table} is not a time-series table")
-    if not starts:
+    if not days:
         return 0
     width = catalog.table(table).chunk
-    slots = sorted({align(s, width) for s in starts})
-    if slots[0] < EARLIEST or slots[-1] + width > LATEST:
-        raise ValueError(f"times {slots[0].isoformat()} .. {slots[-1].isoformat()} are outside the supported years")
-    if backend.is_hypertable(conn, table):
-        return 0
-    if not backend.is_partitioned(conn, table):
+    first, last = min(days), max(days)
+    if align(first, width) < EARLIEST or align(last, width) + width > LATEST:
+        raise ValueError(f"times {utc(first).isoformat()} .. {utc(last).isoformat()} are outside the supported years")
+    hyper = backend.is_hypertable(conn, table)
+    if not hyper and not backend.is_partitioned(conn, table):
         raise ValueError(f"{table} is not partitioned")
-    existing = list_partitions(conn, table)
-    missing = [lo for lo in slots if _gaps(existing, lo, lo + width)]
-    if len(missing) > max_new:
-        raise TooManyPartitions(len(missing), max_new)
-    created = 0
-    for lo in missing:
-        if check is not None:
-            check()
-        created += retrying(partial(_create, conn, table, lo, lo + width), f"create partition of {table}", check=check)
-    return created
+    pieces = plan(existing(conn, table), days, width, grain, now)
+    if hyper:
+        pieces = [(lo, hi) for lo, hi in pieces if not own_chunk(lo, hi, width)]
+    if len(pieces) > max_new:
+        raise TooManyPartitions(len(pieces), max_new)
+    if not pieces:
+        return 0
+    return create(conn, table, pieces, check=check, progress=progress)
+
+
+def own_chunk(lo: datetime, hi: datetime, width: timedelta) -> bool:
+    """Whether TimescaleDB would make a chunk of exactly [lo, hi) itself (aligned, of the
+    table's width)."""
+    return hi - lo == width and lo == align(lo, width)
 
 
 def premake(conn: psycopg.Connection, table: str, now: datetime | None = None) -> int:
-    """Partitions from one chunk back to PREMAKE_CHUNKS ahead of now."""
+    """Partitions of the table's width from one back to PREMAKE_CHUNKS ahead of now."""
     now = utc(now or datetime.now(UTC))
     width = catalog.table(table).chunk
     return ensure_range(conn, table, now - width, now + PREMAKE_CHUNKS * width)
