@@ -86,8 +86,14 @@ def test_yahoo_preset_stores_close_not_adj_close_and_null_rows_are_bad(settings,
         ("yahoo", "AAPL", "1d", t("2024-03-01T00:00:00Z"), 179.550003, 180.529999, 177.380005, 179.660004, 73488000.0),
         ("yahoo", "AAPL", "1d", t("2024-03-04T00:00:00Z"), 176.149994, 176.899994, 173.789993, 175.100006, 81510100.0),
     ]
-    # partitions only for the weeks that have rows, not every week of 44 years
+    # daily bars: a partition for each year that has rows (1980, 1999, 2024), not every week of 44 years
     assert result["partitions_created"] == 3
+    with psycopg.connect(settings.database_url) as conn:
+        made = conn.execute(
+            "SELECT relname FROM pg_class WHERE relname IN ('bars_ohlcv_p19800101', 'bars_ohlcv_p19990101', "
+            "'bars_ohlcv_p20240101')"
+        ).fetchall()
+    assert len(made) == 3
 
 
 def test_stooq_preset_with_and_without_volume(settings, source_dir):

@@ -202,3 +202,32 @@ def test_timescaledb_gets_yearly_chunks_for_daily_history_and_keeps_its_own_week
         assert ranges[:10] == [(y(year), y(year + 1)) for year in range(2001, 2011)]
         assert len(ranges) == 11 and ranges[10][1] - ranges[10][0] == WEEK
         assert c.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == len(starts) + 10
+
+
+@pytest.mark.timescaledb
+def test_timescaledb_retention_cuts_a_compressed_yearly_chunk_exactly(timescale_migrated_url):
+    """The chunk straddling the cutoff is compressed and holds more rows than TimescaleDB lets
+    one DML transaction decompress (the limit is lowered to 100 here; its default, 100,000,
+    is less than a yearly chunk of daily bars for 500 symbols): retention still removes
+    exactly the rows older than the cutoff."""
+    from app.timeseries import retention
+
+    with psycopg.connect(timescale_migrated_url, autocommit=True) as c:
+        db = c.info.dbname
+        c.execute(f'ALTER DATABASE "{db}" SET timescaledb.max_tuples_decompressed_per_dml_transaction = 100')
+    with psycopg.connect(timescale_migrated_url, autocommit=True) as c:
+        days = daily(y(2015), y(2022, 12, 31))
+        assert partitions.ensure_days(c, "bars_ohlcv", days, grain=DAY, now=NOW) == 8
+        insert_bars(c, [("p", f"S{s}", "1d", t, 1, 1, 1, 1, 1) for s in range(3) for t in days])
+        compressed = c.execute(
+            "SELECT count(compress_chunk(ch)) FROM show_chunks('bars_ohlcv', older_than => %s::timestamptz) ch",
+            (y(2023),),
+        ).fetchone()[0]
+        assert compressed == 8
+        now = y(2024, 7, 1)  # retain 5 years: the cutoff falls inside the 2019 chunk
+        cutoff = now - timedelta(days=1825)
+        older = c.execute("SELECT count(*) FROM bars_ohlcv WHERE ts < %s", (cutoff,)).fetchone()[0]
+        total = c.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
+        result = retention.apply_table(c, "bars_ohlcv", now=now)
+        assert result["rows_removed"] == older and result["dropped"] == 4  # 2015-2018 whole
+        assert c.execute("SELECT count(*), min(ts) FROM bars_ohlcv").fetchone() == (total - older, cutoff)

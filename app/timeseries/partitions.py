@@ -446,11 +446,41 @@ def sweep_default(
     return {"rows_moved": sum(c for _, c in rows), "partitions_created": created}
 
 
-def retire(conn: psycopg.Connection, table: str, partition: str) -> str:
-    """Detach a partition and rename it `<table>_retired_...`; return the new name.
+def drop(conn: psycopg.Connection, table: str, names: list[str]) -> list[tuple[str, int]]:
+    """Detach and drop these partitions, GROUP per transaction; return (name, rows it held)
+    for each dropped (a name already gone is skipped).
 
     DETACH needs ACCESS EXCLUSIVE on the parent (CONCURRENTLY is not allowed next to a
-    DEFAULT partition), so this is one very short transaction under lock_timeout.
+    DEFAULT partition), so each group is one short transaction under lock_timeout: the
+    rows are counted after the detach, under that lock, so the count is exactly what
+    was dropped. Detach and drop commit together: nothing is left half done."""
+    out: list[tuple[str, int]] = []
+
+    def group(batch: list[str]) -> list[tuple[str, int]]:
+        done = []
+        with conn.transaction():
+            short_lock_timeout(conn)
+            _lock(conn, table)
+            attached = {p.name for p in list_partitions(conn, table)}
+            for name in batch:
+                if name not in attached:
+                    continue
+                ident = sql.Identifier(name)
+                conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(table), ident))
+                rows = scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(ident))
+                conn.execute(sql.SQL("DROP TABLE {}").format(ident))
+                done.append((name, int(rows)))
+        return done
+
+    for i in range(0, len(names), GROUP):
+        out += retrying(partial(group, names[i : i + GROUP]), f"drop partitions of {table}")
+    return out
+
+
+def retire(conn: psycopg.Connection, table: str, partition: str) -> str:
+    """Detach a partition and rename it `<table>_retired_...`; return the new name. (Left
+    from the store's earlier retention, which detached and dropped in two steps: a run
+    that died between them left such tables, which every run now drops.)
     """
     retired = table + "_retired_" + partition[len(table) + 2 :]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 
 import psycopg
 from psycopg import sql
@@ -143,31 +144,14 @@ class _Run:
             if n == 0:
                 return removed
 
-    def delete_batches(self, relation: str, cutoff: datetime) -> int:
-        """Delete rows of `relation` (a partition) older than cutoff, batch_rows per transaction."""
+    def delete_batches(self, relation: str, cutoff: datetime, schema: str | None = None) -> int:
+        """Delete rows of `relation` (a partition, or an uncompressed chunk in `schema`) older
+        than cutoff, batch_rows per transaction."""
+        ident = sql.Identifier(schema, relation) if schema else sql.Identifier(relation)
         stmt = sql.SQL("DELETE FROM {r} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {r} WHERE {c} < %s LIMIT %s))").format(
-            r=sql.Identifier(relation), c=sql.Identifier(self.info.time_column)
+            r=ident, c=sql.Identifier(self.info.time_column)
         )
         return self._delete_loop(stmt, (cutoff, self.batch_rows), f"delete from {relation}")
-
-    def delete_batches_by_key(self, lo: datetime, cutoff: datetime) -> int:
-        """Hypertable: delete rows in [lo, cutoff) by primary key batches (works on compressed chunks)."""
-        cols = sql.SQL(", ").join(map(sql.Identifier, primary_key(self.conn, self.table)))
-        stmt = sql.SQL(
-            "DELETE FROM {t} WHERE ({k}) IN (SELECT {k} FROM {t} WHERE {c} >= %s AND {c} < %s LIMIT %s)"
-        ).format(t=sql.Identifier(self.table), k=cols, c=sql.Identifier(self.info.time_column))
-        return self._delete_loop(stmt, (lo, cutoff, self.batch_rows), f"delete from {self.table}")
-
-
-def primary_key(conn: psycopg.Connection, table: str) -> list[str]:
-    rows = conn.execute(
-        """SELECT a.attname FROM pg_index i
-           CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
-           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-           WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY k.pos""",
-        (table,),
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
 def _move_watermark(conn: psycopg.Connection, table: str, time_column: str, cutoff: datetime) -> datetime | None:
@@ -213,21 +197,24 @@ def _postgres(run: _Run, cutoff: datetime) -> dict:
             run.rows_removed += run.count(name)
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
             run.dropped.append(name)
-    straddling = []
+    straddling, whole = [], []
     for part in partitions.list_partitions(conn, table):
-        run.check()
         if part.hi <= cutoff:
-            if run.dry_run:
-                run.rows_removed += run.count(part.name)
-                run.dropped.append(part.name)
-                continue
-            run.note("dropping partitions")
-            retired = partitions.retire(conn, table, part.name)
-            run.rows_removed += run.count(retired)
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(retired)))
-            run.dropped.append(part.name)
+            whole.append(part.name)
         elif part.lo < cutoff:
             straddling.append(part.name)
+    if run.dry_run:
+        for name in whole:
+            run.check()
+            run.rows_removed += run.count(name)
+            run.dropped.append(name)
+    elif whole:
+        run.note("dropping partitions")
+        for i in range(0, len(whole), partitions.GROUP):
+            run.check()
+            for name, rows in partitions.drop(conn, table, whole[i : i + partitions.GROUP]):
+                run.rows_removed += rows
+                run.dropped.append(name)
     default = partitions.default_partition(conn, table)
     if default:
         straddling.append(default)
@@ -242,14 +229,14 @@ def _postgres(run: _Run, cutoff: datetime) -> dict:
 def _timescaledb(run: _Run, cutoff: datetime) -> dict:
     conn, table = run.conn, run.table
     chunks = conn.execute(
-        """SELECT chunk_schema, chunk_name, range_start, range_end
+        """SELECT chunk_schema, chunk_name, range_start, range_end, is_compressed
            FROM timescaledb_information.chunks
            WHERE hypertable_schema = current_schema() AND hypertable_name = %s AND range_start < %s
            ORDER BY range_start""",
         (table, cutoff),
     ).fetchall()
-    whole = [(f"{schema}.{name}", lo, hi) for schema, name, lo, hi in chunks if hi <= cutoff]
-    for schema, name, _lo, hi in chunks:
+    whole = [(f"{schema}.{name}", lo, hi) for schema, name, lo, hi, _z in chunks if hi <= cutoff]
+    for schema, name, _lo, hi, _z in chunks:
         if hi <= cutoff:
             run.check()
             run.rows_removed += scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name)))
@@ -267,7 +254,7 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
         run.dropped.extend(r[0] for r in dropped)
     else:
         run.dropped.extend(name for name, _lo, _hi in whole)
-    for _schema, _name, lo, hi in chunks:
+    for schema, name, lo, hi, compressed in chunks:
         if hi > cutoff:
             if run.dry_run:
                 col = sql.Identifier(run.info.time_column)
@@ -279,7 +266,25 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
                     (lo, cutoff),
                 )
             else:
-                run.delete_batches_by_key(lo, cutoff)
+                # A compressed chunk is decompressed first (the compression policy compresses it
+                # again later): deleting part of it in place would decompress the whole chunk
+                # inside the DELETE, past timescaledb.max_tuples_decompressed_per_dml_transaction
+                # for a chunk of more than 100,000 rows, and row batches by ctid need a plain heap.
+                # The compression policy may compress it meanwhile: then its old rows are not in
+                # the heap the batches read, and the chunk is decompressed (again) until none is left.
+                col = sql.Identifier(run.info.time_column)
+                left = sql.SQL("SELECT EXISTS (SELECT FROM {t} WHERE {c} < %s AND {c} >= %s)").format(
+                    t=sql.Identifier(table), c=col
+                )
+                query = "SELECT decompress_chunk(%s::regclass, if_compressed => true)"
+                chunk = sql.Identifier(schema, name).as_string(conn)
+                for attempt in range(3):
+                    if compressed or attempt:
+                        run.note("decompressing the chunk straddling the cutoff")
+                        retrying(partial(conn.execute, query, (chunk,)), f"decompress {name}", check=run.check)
+                    run.delete_batches(name, cutoff, schema=schema)
+                    if not scalar(conn, left, (cutoff, lo)):
+                        break
     return {}
 
 
