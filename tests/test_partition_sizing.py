@@ -231,3 +231,18 @@ def test_timescaledb_retention_cuts_a_compressed_yearly_chunk_exactly(timescale_
         result = retention.apply_table(c, "bars_ohlcv", now=now)
         assert result["rows_removed"] == older and result["dropped"] == 4  # 2015-2018 whole
         assert c.execute("SELECT count(*), min(ts) FROM bars_ohlcv").fetchone() == (total - older, cutoff)
+
+
+def test_a_dry_run_lists_the_sized_partitions_a_load_would_make(migrated_database_url, redis_url, tmp_path):
+    settings = make_settings(migrated_database_url, redis_url, BACKFILL_SOURCE_DIR=tmp_path)
+    bar = {"provider": "p", "symbol": "D", "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
+    rows = [{**bar, "interval": "1d", "ts": f"{year}-06-0{k}T00:00:00Z"} for year in (1999, 2003) for k in (1, 2)]
+    write_ndjson(tmp_path / "d.ndjson", rows)
+    params = backfill.parse_bars({"source": "d.ndjson", "dry_run": True}, settings)
+    result = backfill.run_bars(job_context(settings), params)
+    assert result["partitions_to_create"] == [
+        {"from": "1999-01-01T00:00:00+00:00", "to": "2000-01-01T00:00:00+00:00"},
+        {"from": "2003-01-01T00:00:00+00:00", "to": "2004-01-01T00:00:00+00:00"},
+    ]
+    with psycopg.connect(migrated_database_url) as c:
+        assert not [p for p in partitions.list_partitions(c, "bars_ohlcv") if p.lo.year in (1999, 2003)]
