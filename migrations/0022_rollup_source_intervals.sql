@@ -36,6 +36,7 @@ DECLARE
     agg record;
     kind "char";
     target text;
+    spellings text;
     mat_schema name;
     mat_table name;
     cagg_sql text := $sql$
@@ -75,9 +76,9 @@ BEGIN
         END IF;
 
         -- Each stored spelling and its canonical name (NULL: none), as in 0021.
-        DROP TABLE IF EXISTS pg_temp.store_rollup_spellings;
+        spellings := 'store_rollup_spellings_' || agg.name;
         EXECUTE format($sql$
-            CREATE TEMP TABLE store_rollup_spellings ON COMMIT DROP AS
+            CREATE TEMP TABLE %I ON COMMIT DROP AS
             WITH canonical(name, seconds) AS (VALUES
                     ('1s', 1), ('5s', 5), ('10s', 10), ('15s', 15), ('30s', 30),
                     ('1m', 60), ('2m', 120), ('3m', 180), ('5m', 300), ('10m', 600), ('15m', 900), ('30m', 1800),
@@ -102,30 +103,30 @@ BEGIN
                             (SELECT c.name FROM canonical c
                              WHERE c.seconds = sized.n * sized.size
                                AND (sized.size = 2592000) = (c.name = '1mo'))) AS name
-            FROM sized $sql$, target);
+            FROM sized $sql$, spellings, target);
 
         -- Not strictly finer than the bucket (or no interval at all): not part of the rollup.
         EXECUTE format($sql$
-            DELETE FROM %I r USING store_rollup_spellings m
+            DELETE FROM %I r USING %I m
             WHERE r."interval" = m.spelling AND (m.name IS NULL OR NOT m.name = ANY(%L::text[])) $sql$,
-            target, agg.allowed);
+            target, spellings, agg.allowed);
         -- One bucket under two spellings: keep the canonical row ...
         EXECUTE format($sql$
-            DELETE FROM %1$I b USING store_rollup_spellings m
+            DELETE FROM %1$I b USING %2$I m
             WHERE b."interval" = m.spelling AND m.name <> m.spelling
               AND EXISTS (SELECT 1 FROM %1$I c
                           WHERE c.provider = b.provider AND c.symbol = b.symbol
-                            AND c."interval" = m.name AND c.bucket = b.bucket) $sql$, target);
+                            AND c."interval" = m.name AND c.bucket = b.bucket) $sql$, target, spellings);
         -- ... or, of two non-canonical spellings, the first.
         EXECUTE format($sql$
-            DELETE FROM %1$I b USING store_rollup_spellings m
+            DELETE FROM %1$I b USING %2$I m
             WHERE b."interval" = m.spelling AND m.name <> m.spelling
-              AND EXISTS (SELECT 1 FROM %1$I c JOIN store_rollup_spellings cm ON cm.spelling = c."interval"
+              AND EXISTS (SELECT 1 FROM %1$I c JOIN %2$I cm ON cm.spelling = c."interval"
                           WHERE c.provider = b.provider AND c.symbol = b.symbol AND c.bucket = b.bucket
-                            AND cm.name = m.name AND c."interval" < b."interval") $sql$, target);
+                            AND cm.name = m.name AND c."interval" < b."interval") $sql$, target, spellings);
         EXECUTE format($sql$
-            UPDATE %I b SET "interval" = m.name FROM store_rollup_spellings m
-            WHERE b."interval" = m.spelling AND m.name <> m.spelling $sql$, target);
+            UPDATE %I b SET "interval" = m.name FROM %I m
+            WHERE b."interval" = m.spelling AND m.name <> m.spelling $sql$, target, spellings);
 
         IF kind = 'v' THEN
             EXECUTE format('DROP MATERIALIZED VIEW %I', agg.name);
