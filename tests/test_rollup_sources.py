@@ -231,3 +231,21 @@ def test_the_migration_drops_rollup_rows_of_coarser_sources_and_keeps_frozen_fin
             )
             if not hypertable:
                 assert rollups.pending_invalidations(conn, name) == 0
+
+
+def test_the_rollback_takes_every_interval_again_and_the_migration_reapplies(store, monkeypatch):
+    conn = store
+    insert_bars(conn, _three_series(T0, T0 + DAY))
+    for name in BAR_ROLLUPS:
+        rollups.refresh_pending(conn, name)
+    filtered = {name: rollup_rows(conn, name) for name in BAR_ROLLUPS}
+
+    conn.execute(MIGRATION.with_suffix("").with_suffix(".rollback.sql").read_text())
+    for name in BAR_ROLLUPS:  # the code before 0022: no filter (TimescaleDB: the aggregate's own query)
+        monkeypatch.setitem(catalog.ROLLUPS, name, replace(catalog.ROLLUPS[name], where=""))
+        rollups.refresh_pending(conn, name)
+        assert {k[2] for k in rollup_rows(conn, name)} == {"1m", "1h", "1d"}
+    monkeypatch.undo()
+
+    conn.execute(MIGRATION.read_text())
+    assert {name: rollup_rows(conn, name) for name in BAR_ROLLUPS} == filtered
