@@ -37,6 +37,7 @@ DECLARE
     kind "char";
     target text;
     spellings text;
+    renames boolean;
     mat_schema name;
     mat_table name;
     cagg_sql text := $sql$
@@ -71,6 +72,7 @@ BEGIN
             END IF;
             target := 'store_rollup_copy_' || agg.name;
             EXECUTE format('CREATE TEMP TABLE %I ON COMMIT DROP AS SELECT * FROM %I', target, agg.name);
+            EXECUTE format('ANALYZE %I', target);  -- the planner's row counts for the statements below
         ELSE
             target := agg.name;
         END IF;
@@ -110,23 +112,24 @@ BEGIN
             DELETE FROM %I r USING %I m
             WHERE r."interval" = m.spelling AND (m.name IS NULL OR NOT m.name = ANY(%L::text[])) $sql$,
             target, spellings, agg.allowed);
-        -- One bucket under two spellings: keep the canonical row ...
-        EXECUTE format($sql$
-            DELETE FROM %1$I b USING %2$I m
-            WHERE b."interval" = m.spelling AND m.name <> m.spelling
-              AND EXISTS (SELECT 1 FROM %1$I c
-                          WHERE c.provider = b.provider AND c.symbol = b.symbol
-                            AND c."interval" = m.name AND c.bucket = b.bucket) $sql$, target, spellings);
-        -- ... or, of two non-canonical spellings, the first.
-        EXECUTE format($sql$
-            DELETE FROM %1$I b USING %2$I m
-            WHERE b."interval" = m.spelling AND m.name <> m.spelling
-              AND EXISTS (SELECT 1 FROM %1$I c JOIN %2$I cm ON cm.spelling = c."interval"
-                          WHERE c.provider = b.provider AND c.symbol = b.symbol AND c.bucket = b.bucket
-                            AND cm.name = m.name AND c."interval" < b."interval") $sql$, target, spellings);
-        EXECUTE format($sql$
-            UPDATE %I b SET "interval" = m.name FROM %I m
-            WHERE b."interval" = m.spelling AND m.name <> m.spelling $sql$, target, spellings);
+        -- (only where some spelling is renamed: nothing to do, and nothing read, otherwise)
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE name <> spelling AND name = ANY(%L::text[]))',
+                       spellings, agg.allowed) INTO renames;
+        IF renames THEN
+            -- One bucket under two spellings: keep the canonical row, else the first spelling
+            -- (one sort of the rows concerned, not a look-up per row).
+            EXECUTE format($sql$
+                DELETE FROM %1$I t USING (
+                    SELECT r.ctid AS row_id,
+                           row_number() OVER (PARTITION BY r.provider, r.symbol, m.name, r.bucket
+                                              ORDER BY r."interval" = m.name DESC, r."interval") AS n
+                    FROM %1$I r JOIN %2$I m ON m.spelling = r."interval"
+                    WHERE m.name IN (SELECT name FROM %2$I WHERE name <> spelling)) d
+                WHERE t.ctid = d.row_id AND d.n > 1 $sql$, target, spellings);
+            EXECUTE format($sql$
+                UPDATE %I b SET "interval" = m.name FROM %I m
+                WHERE b."interval" = m.spelling AND m.name <> m.spelling $sql$, target, spellings);
+        END IF;
 
         IF kind = 'v' THEN
             EXECUTE format('DROP MATERIALIZED VIEW %I', agg.name);
