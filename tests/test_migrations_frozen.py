@@ -33,7 +33,7 @@ import pytest
 from yoyo import get_backend, read_migrations
 
 from app import migrator
-from app.timeseries import catalog, partitions
+from app.timeseries import catalog, intervals, partitions
 from tests.support.catalogue import diff, dump, normalise
 from tests.support.common import ROOT, TOKEN
 from tests.support.db import create_database, drop_database, make_settings
@@ -379,6 +379,12 @@ def _expect_timescaledb(conn) -> None:
         assert row is not None and row[:2] == (agg.source, True), (agg.name, row)
         width = re.search(r"time_bucket\('([^']+)'::interval", row[2])
         assert width and _one(conn, "SELECT %s::interval", width[1]) == agg.bucket, row[2]
+        # only source intervals strictly finer than the bucket (0022), as the catalog's `where`
+        where = re.search(r"\bWHERE\b(.*)\bGROUP BY\b", row[2], re.S)
+        assert where and '"interval"' in where[1], row[2]
+        finer = intervals.finer_than(int(agg.bucket.total_seconds()))
+        assert tuple(re.findall(r"'([^']+)'::text", where[1])) == finer, row[2]
+        assert agg.where == '"interval" IN (' + ", ".join(f"'{n}'" for n in finer) + ")"
         assert [c[0] for c in _columns(conn, agg.name)] == ROLLUP_COLUMNS
         assert _one(conn, f"SELECT count(*) FROM {agg.name}") == 0  # created WITH NO DATA
 

@@ -51,15 +51,18 @@ def test_retention_on_an_empty_table_freezes_nothing_and_ten_years_of_history_ro
     assert result["rows_removed"] == 0
     assert _policy(conn) == (None, None)  # a run that removed nothing moves no watermark
 
+    # A decade of 12-hour bars (sources of the daily rollup) beside daily bars (not: a
+    # rollup takes only intervals finer than its bucket).
     start, end = datetime(2004, 1, 1, tzinfo=UTC), datetime(2014, 1, 1, tzinfo=UTC)
-    rows = bar_series("AAPL", start, end, DAY, interval="1d") + bar_series(
-        "MSFT", start, end, DAY, provider="other", interval="1d"
+    rows = bar_series("AAPL", start, end, DAY / 2, interval="12h") + bar_series(
+        "MSFT", start, end, DAY / 2, provider="other", interval="12h"
     )
-    insert_bars(conn, rows)
+    insert_bars(conn, rows + bar_series("AAPL", start, end, DAY, interval="1d"))
     out = rollups.refresh_pending(conn, "bars_ohlcv_1d")
     assert out["warnings"] == []
     got = rollup_rows(conn, "bars_ohlcv_1d")
     assert len({k[3] for k in got}) == (end - start).days  # every daily bucket of the decade
+    assert {k[2] for k in got} == {"12h"}
     assert got == reference_rollup(source_rows(conn), DAY)
 
 

@@ -4,7 +4,7 @@ Chunk (TimescaleDB) and partition (plain Postgres) widths follow the platform's 
 (docs/contracts.md, "The market-data tables"). Default retention values are documented in
 docs/retention.md and can be changed with `PUT /retention/policies/<table>`. The
 migrations never read this module (they are frozen history): 0003-0006 carry the same
-values written out, and tests/test_migrations_frozen.py checks that a migrated database
+values written out (0022 the bar rollups' source intervals), and tests/test_migrations_frozen.py checks that a migrated database
 matches it. Changing an entry for existing databases takes a new migration too.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+
+from app.timeseries.intervals import finer_than
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,18 @@ _TICK_OHLC_ROLLUP = (
 )
 _MINUTE = timedelta(minutes=1)
 
+
+def _finer_bars(bucket: timedelta) -> str:
+    """The `where` of a bar rollup: only bars of an interval strictly finer than its bucket
+    (a daily bar is not one "hourly" bucket). Migration 0022 writes the same lists out."""
+    names = ", ".join(f"'{name}'" for name in finer_than(int(bucket.total_seconds())))
+    return f'"interval" IN ({names})'
+
+
+_HOUR, _DAY = timedelta(hours=1), timedelta(days=1)
 _BAR_ROLLUPS = (
-    Aggregate("bars_ohlcv_1h", "bars_ohlcv", timedelta(hours=1)),
-    Aggregate("bars_ohlcv_1d", "bars_ohlcv", timedelta(days=1)),
+    Aggregate("bars_ohlcv_1h", "bars_ohlcv", _HOUR, where=_finer_bars(_HOUR)),
+    Aggregate("bars_ohlcv_1d", "bars_ohlcv", _DAY, where=_finer_bars(_DAY)),
 )
 # The bar pair (migration 0005); ROLLUPS is every aggregate the store maintains.
 AGGREGATES: dict[str, Aggregate] = {a.name: a for a in _BAR_ROLLUPS}

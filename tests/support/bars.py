@@ -45,11 +45,17 @@ def bar_series(symbol: str, start, end, step, provider: str = "prov", interval: 
 
 
 def reference_rollup(rows, width, lo=None, hi=None) -> dict:
-    """GROUP BY in Python over source rows: first open, max high, min low, last close, sum volume."""
+    """GROUP BY in Python over source rows: first open, max high, min low, last close, sum volume.
+
+    Only rows whose interval is strictly finer than the bucket count (a rollup's sources:
+    no daily bar in an hourly bucket), reckoned from the vocabulary's durations."""
+    from app.timeseries.intervals import CANONICAL
     from app.timeseries.partitions import align
 
     groups: dict = {}
     for provider, symbol, interval, ts, o, h, l, c, v in sorted(rows, key=lambda r: r[3]):
+        if CANONICAL[interval] >= width.total_seconds():
+            continue
         bucket = align(ts, width)
         if (lo is not None and bucket < lo) or (hi is not None and bucket >= hi):
             continue

@@ -18,7 +18,8 @@ from tests.support.bars import reference_rollup, rollup_rows, source_rows
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN_MIN = 3 * 24 * 60  # three days of minutes: some rows land in partitions, the last day in DEFAULT
-SERIES = [("p1", "AAPL", "1m"), ("p1", "MSFT", "1m"), ("p2", "AAPL", "5m")]
+# 1h: a source of bars_ohlcv_1d only (a rollup takes only intervals finer than its bucket)
+SERIES = [("p1", "AAPL", "1m"), ("p1", "MSFT", "1m"), ("p2", "AAPL", "5m"), ("p2", "MSFT", "1h")]
 
 
 price = st.one_of(st.none(), st.integers(-1000, 1000).map(float))
