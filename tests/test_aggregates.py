@@ -32,6 +32,7 @@ def _reset(conn):
     conn.execute("UPDATE store_aggregates SET watermark = NULL, last_refresh_at = NULL")
 
 
+@pytest.mark.slow  # several seconds: a property test or many processes
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(ops, min_size=1, max_size=14))
 def test_after_any_refresh_the_rollup_equals_a_group_by_over_the_source(conn, steps):
@@ -51,6 +52,7 @@ def _xmins(conn, name) -> dict:
     }
 
 
+@pytest.mark.slow  # several seconds: a property test or many processes
 def test_a_refresh_recomputes_only_the_changed_buckets_never_the_history(conn):
     start = BASE - timedelta(days=20)
     partitions.ensure_range(conn, "bars_ohlcv", start, BASE + timedelta(days=10))

@@ -87,6 +87,7 @@ def test_a_load_stopped_by_a_bad_row_resumes_after_its_last_committed_batch(sett
     assert stored(url, ["rs1"]) == expected(good)
 
 
+@pytest.mark.slow  # several seconds: a property test or many processes
 def test_a_crash_between_batches_resumes_and_writes_every_row_exactly_once(settings, source_dir):
     url = settings.database_url
     rows = bars(6000, ("cr1", "cr2"))

@@ -16,6 +16,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -245,10 +246,18 @@ def test_jobs_watch_follows_a_running_job_and_cancel_stops_it(svc):
             stderr=subprocess.PIPE,
             text=True,
         )
+        # cancel only once the watcher has shown the job running (it may take a while to start)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(watcher.stderr), daemon=True)
+        reader.start()
+        wait_for(lambda: any("running" in line for line in lines), 60, message="the watcher to show the job running")
         out = ok(mds(svc, "jobs", "cancel", run_id))
         assert out.strip() == f"cancel requested: job {run_id} is stopping (running)"
         source.release_when_stopped(svc.env["DATABASE_URL"], run_id)
-        stdout, stderr = watcher.communicate(timeout=120)
+        watcher.wait(timeout=120)  # its stdout is one short line: the pipe never fills
+        stdout = watcher.stdout.read()
+        reader.join(30)
+        stderr = "".join(lines)
     assert watcher.returncode == 1, (stdout, stderr)
     assert stdout.startswith("■ cancelled backfill.bars_ohlcv")
     assert re.search(r"backfill\.bars_ohlcv running\s+\d+%\s+rows [\d,]+ of ~[\d,]+\s+[\d.]+/[\d.]+ MB read", stderr), (
@@ -430,6 +439,7 @@ def test_schedules_retry_and_job_filters(svc):
     assert line.endswith("(HTTP 404)")
 
 
+@pytest.mark.slow  # several seconds: a property test or many processes
 def test_usage_errors_exit_2_and_help_lists_every_command(tmp_path):
     env = _env("http://127.0.0.1:9", TOKEN)
     run = lambda *a: subprocess.run(  # noqa: E731

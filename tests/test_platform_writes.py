@@ -632,6 +632,7 @@ def tick_conn(migrated_database_url):
         yield c
 
 
+@pytest.mark.slow  # several seconds: a property test or many processes
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(tick_ops, min_size=1, max_size=12))
 def test_after_any_refresh_the_tick_rollups_equal_a_reference_aggregation(tick_conn, steps):
@@ -655,6 +656,7 @@ def test_on_timescaledb_the_tick_continuous_aggregates_equal_a_reference_aggrega
     _run_tick_steps(ts_tick_conn, steps, plain=False)
 
 
+@pytest.mark.slow  # several seconds: a property test or many processes
 def test_a_new_minute_of_ticks_recomputes_one_bucket_per_rollup_never_the_day(tick_conn):
     day = [_tick(s, 600 * i + s, 100.0 + i % 5, 1.0, (99, 1)) for i in range(144) for s in range(3)]
     insert_ticks(tick_conn, day)

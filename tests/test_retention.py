@@ -129,6 +129,7 @@ def test_a_second_run_on_the_same_table_is_skipped(conn, migrated_database_url):
         assert "another retention run" in retention.apply_table(conn, "bars_ohlcv", now=NOW)["skipped"]
 
 
+@pytest.mark.slow  # several seconds: a property test or many processes
 def test_rollups_over_dropped_ranges_are_kept_and_never_recomputed(conn):
     rows = _load_60_days(conn)
     for name in rollups.names_for("bars_ohlcv"):

@@ -22,6 +22,8 @@ from app.timeseries import partitions, retention, rollups
 from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
 from tests.support.timescale import requires_timescaledb
 
+pytestmark = pytest.mark.slow  # years of history per test, on both backends
+
 DAY = timedelta(days=1)
 BAR_ROLLUPS = ("bars_ohlcv_1h", "bars_ohlcv_1d")
 NOW = datetime(2024, 3, 15, 10, 0, tzinfo=UTC)
