@@ -222,16 +222,16 @@ def _create_group(conn: psycopg.Connection, table: str, pieces: list[tuple[datet
         if default:
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(default)))
             occupied = bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(default))))
+        # All tables first, then all ATTACHes: every ATTACH invalidates the parent's cached
+        # partition list, which the next statement naming the parent (a LIKE too) rebuilds.
         for plo, phi in todo:
             name = sql.Identifier(partition_name(table, plo))
-            lo_lit, hi_lit = sql.Literal(plo), sql.Literal(phi)
             conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(name, parent))
             if occupied and default:
                 # The CHECK lets ATTACH skip scanning the filled table; dropped right after.
-                bounds = sql.Identifier(partition_name(table, plo) + "_bounds")
                 conn.execute(
                     sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
-                        name, bounds, col, lo_lit, col, hi_lit
+                        name, _bounds(table, plo), col, sql.Literal(plo), col, sql.Literal(phi)
                     )
                 )
                 conn.execute(
@@ -241,14 +241,20 @@ def _create_group(conn: psycopg.Connection, table: str, pieces: list[tuple[datet
                     ).format(d=sql.Identifier(default), c=col, n=name),
                     (plo, phi),
                 )
+        for plo, phi in todo:
+            name = sql.Identifier(partition_name(table, plo))
             conn.execute(
                 sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                    parent, name, lo_lit, hi_lit
+                    parent, name, sql.Literal(plo), sql.Literal(phi)
                 )
             )
             if occupied:
-                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(name, bounds))
+                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(name, _bounds(table, plo)))
         return len(todo)
+
+
+def _bounds(table: str, lo: datetime) -> sql.Identifier:
+    return sql.Identifier(partition_name(table, lo) + "_bounds")
 
 
 def _create_chunks(conn: psycopg.Connection, table: str, pieces: list[tuple[datetime, datetime]]) -> int:
