@@ -222,34 +222,36 @@ def _create_group(conn: psycopg.Connection, table: str, pieces: list[tuple[datet
         if default:
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(default)))
             occupied = bool(scalar(conn, sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(default))))
-        # All tables first, then all ATTACHes: every ATTACH invalidates the parent's cached
-        # partition list, which the next statement naming the parent (a LIKE too) rebuilds.
+        # All tables first, then all ATTACHes (every ATTACH invalidates the parent's cached
+        # partition list, which the next statement naming the parent rebuilds), sent as one
+        # batch of statements: one round trip for the group.
+        made: list[sql.Composable] = []
+        attach: list[sql.Composable] = []
         for plo, phi in todo:
             name = sql.Identifier(partition_name(table, plo))
-            conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(name, parent))
+            lo_lit, hi_lit = sql.Literal(plo), sql.Literal(phi)
+            made.append(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(name, parent))
             if occupied and default:
                 # The CHECK lets ATTACH skip scanning the filled table; dropped right after.
-                conn.execute(
+                made.append(
                     sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
-                        name, _bounds(table, plo), col, sql.Literal(plo), col, sql.Literal(phi)
+                        name, _bounds(table, plo), col, lo_lit, col, hi_lit
                     )
                 )
-                conn.execute(
+                made.append(
                     sql.SQL(
-                        "WITH moved AS (DELETE FROM {d} WHERE {c} >= %s AND {c} < %s RETURNING *) "
+                        "WITH moved AS (DELETE FROM {d} WHERE {c} >= {lo} AND {c} < {hi} RETURNING *) "
                         "INSERT INTO {n} SELECT * FROM moved"
-                    ).format(d=sql.Identifier(default), c=col, n=name),
-                    (plo, phi),
+                    ).format(d=sql.Identifier(default), c=col, n=name, lo=lo_lit, hi=hi_lit)
                 )
-        for plo, phi in todo:
-            name = sql.Identifier(partition_name(table, plo))
-            conn.execute(
+            attach.append(
                 sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                    parent, name, sql.Literal(plo), sql.Literal(phi)
+                    parent, name, lo_lit, hi_lit
                 )
             )
             if occupied:
-                conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(name, _bounds(table, plo)))
+                attach.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(name, _bounds(table, plo)))
+        conn.execute(sql.SQL(";\n").join(made + attach))
         return len(todo)
 
 
