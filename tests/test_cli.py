@@ -265,12 +265,21 @@ def test_jobs_watch_follows_a_running_job_and_cancel_stops_it(svc):
     )
 
 
+# `python -m app.cli` with Ctrl-C raising KeyboardInterrupt even when this test run inherited
+# SIGINT as ignored (a run started in the background by a non-interactive shell: Python then
+# leaves it ignored in the child, and the SIGINT these tests send would do nothing).
+CLI_WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('app.cli', run_name='__main__', alter_sys=True)",
+]
+
+
 def _start_watched_backfill(svc, source, *extra) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "app.cli",
+            *CLI_WITH_CTRL_C,
             "backfill",
             "bars_ohlcv",
             source.url,
