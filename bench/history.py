@@ -51,6 +51,9 @@ sys.path.insert(0, str(ROOT))
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from backfill import settings_env as env_for  # noqa: E402  (the job's settings, as bench/backfill.py runs it)
+
 ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 COLUMNS = "provider, symbol, interval, ts, open, high, low, close, volume"
 PROVIDER = "bench"
@@ -105,16 +108,6 @@ def generate(work: Path, args: argparse.Namespace, now: datetime) -> tuple[list[
 
 def with_db(admin_url: str, name: str) -> str:
     return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
-
-
-def env_for(url: str, work: Path) -> dict:
-    return {
-        "DATABASE_URL": url,
-        "REDIS_URL": "redis://127.0.0.1:1/0",
-        "BACKFILL_SOURCE_DIR": str(work),
-        "LOG_LEVEL": "WARNING",
-        "DB_STATEMENT_TIMEOUT_MS": "3600000",
-    }
 
 
 def copy_baseline(url: str, csvs: list[Path]) -> float:
