@@ -174,18 +174,6 @@ def plan(
     return sorted(out)
 
 
-def missing(
-    conn: psycopg.Connection,
-    table: str,
-    days: list[datetime],
-    grain: timedelta | None = None,
-    now: datetime | None = None,
-) -> list[tuple[datetime, datetime]]:
-    """The partitions `ensure_days` would create now for rows on `days`; chunks on a
-    TimescaleDB hypertable."""
-    return plan(existing(conn, table), days, catalog.table(table).chunk, grain, now)
-
-
 def existing(conn: psycopg.Connection, table: str) -> list[Partition]:
     """The table's partitions, or its chunks on a TimescaleDB hypertable, as ranges."""
     if backend.is_hypertable(conn, table):
