@@ -35,6 +35,10 @@ def svc(redis_server):
     service = Service(url, redis_server.url).start()
     service.database_url = url
     service.migrate()
+    # The schedule rows are created on first use (the scheduler's next tick or any
+    # /schedules request, which the injection sweep makes): create them now, so the
+    # sweep's before/after snapshots compare the steady state.
+    assert service.get("/schedules").status_code == 200
     yield service
     service.stop()
     shutil.rmtree(service.logdir, ignore_errors=True)
