@@ -246,9 +246,17 @@ def retention(url: str, now: datetime, timescale: bool) -> None:
         total = conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
         keep = conn.execute("SELECT count(*) FROM bars_ohlcv WHERE ts >= %s", (cutoff,)).fetchone()[0]
         conn.execute("CHECKPOINT")
+        phases: list[tuple[float, str]] = []
+
+        def progress(**kw: object) -> None:
+            if not phases or phases[-1][1] != kw["phase"]:
+                phases.append((time.perf_counter(), str(kw["phase"])))
+
         t0 = time.perf_counter()
-        result = retention_mod.apply_table(conn, "bars_ohlcv", now=now)
+        result = retention_mod.apply_table(conn, "bars_ohlcv", now=now, progress=progress)
         ours = time.perf_counter() - t0
+        marks = [(t0, "before the first phase"), *phases, (t0 + ours, "end")]
+        spent = ", ".join(f"{name} {b - a:.2f} s" for (a, name), (b, _n) in zip(marks, marks[1:], strict=False))
         left = conn.execute("SELECT count(*), min(ts) FROM bars_ohlcv").fetchone()
         conn.execute("CHECKPOINT")
         t0 = time.perf_counter()
@@ -261,6 +269,7 @@ def retention(url: str, now: datetime, timescale: bool) -> None:
         f"plain DELETE of {deleted:,} rows {plain:.2f} s; ratio {ours / plain:.3f} (target <= 0.3); "
         f"exact: {'yes' if exact else 'NO'} ({left[0]:,} rows kept, {keep:,} expected)"
     )
+    print(f"  retention time by phase: {spent}")
 
 
 def run_backend(label: str, admin_url: str, work: Path, files, csvs, rows: int, args, now: datetime) -> None:

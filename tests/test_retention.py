@@ -58,11 +58,33 @@ def test_removes_every_row_older_than_the_cutoff_dropping_whole_partitions(conn)
     assert all(p.hi > cutoff for p in left)
     assert result["dropped"] == len(result["dropped_names"]) >= 3
     assert not set(result["dropped_names"]) & {p.name for p in left}
-    deleted_batches = [kw for kw in seen if kw["phase"] == "deleting"]
-    assert len(deleted_batches) > 2  # bounded batches of 50 rows
+    # The partition straddling the cutoff, [Thu 02-08, Thu 02-15), held more rows older
+    # than the cutoff (Wed 02-14 10:00) than newer: its newer rows were kept in a new
+    # partition from the cutoff's day, and the old one was dropped whole.
+    assert (left[0].lo, left[0].hi) == (datetime(2024, 2, 14, tzinfo=UTC), datetime(2024, 2, 15, tzinfo=UTC))
+    assert "trimming the partition straddling the cutoff" in [kw["phase"] for kw in seen]
+    assert sorted(source_rows(conn)) == sorted(r for r in rows if r[3] >= cutoff)
     policy = retention.get_policy(conn, "bars_ohlcv")
     assert policy["watermark"] == result["cutoff"] and policy["last_applied_at"]
     assert policy["last_result"]["rows_removed"] == result["rows_removed"]
+
+
+def test_a_partition_mostly_newer_than_the_cutoff_is_deleted_from_in_bounded_batches(conn):
+    rows = _load_60_days(conn)
+    # 34 days: the cutoff (Sat 02-10 10:00) is early in [Thu 02-08, Thu 02-15), so
+    # deleting its 58 older hours costs less than copying its 110 newer ones.
+    retention.set_policy(conn, "bars_ohlcv", timedelta(days=34), True)
+    seen = []
+    result = retention.apply_table(conn, "bars_ohlcv", batch_rows=50, progress=lambda **kw: seen.append(kw), now=NOW)
+    cutoff = datetime.fromisoformat(result["cutoff"])
+    assert cutoff == datetime(2024, 2, 10, 10, tzinfo=UTC)
+    older = [r for r in rows if r[3] < cutoff]
+    assert result["rows_removed"] == len(older)
+    left = partitions.list_partitions(conn, "bars_ohlcv")
+    assert (left[0].lo, left[0].hi) == (datetime(2024, 2, 8, tzinfo=UTC), datetime(2024, 2, 15, tzinfo=UTC))
+    deleted_batches = [kw for kw in seen if kw["phase"] == "deleting"]
+    assert len(deleted_batches) > 2  # bounded batches of 50 rows
+    assert sorted(source_rows(conn)) == sorted(r for r in rows if r[3] >= cutoff)
 
 
 def test_dry_run_reports_the_same_figures_and_changes_nothing(conn):

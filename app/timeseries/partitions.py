@@ -473,6 +473,68 @@ def drop(conn: psycopg.Connection, table: str, names: list[str]) -> list[tuple[s
     return out
 
 
+TRIM_MAX_ROWS = 200_000  # rows a trim copies under the parent's ACCESS EXCLUSIVE lock, at most
+
+
+def trim(conn: psycopg.Connection, table: str, part: Partition, cutoff: datetime) -> int | None:
+    """Remove the rows of `part` older than `cutoff` by keeping the others: when fewer
+    rows are kept than removed (and at most TRIM_MAX_ROWS), the newer rows are copied into
+    a new partition starting at the cutoff's day, and the old one is dropped whole.
+    Returns the rows removed, or None when deleting is the cheaper way (nothing done).
+
+    One transaction under ACCESS EXCLUSIVE on the parent (DETACH needs it): the rows are
+    counted, copied and dropped with no writer in between, so the count is exact and
+    nothing is left half done. The copy is of unchanged rows, so no rollup changes."""
+    cutoff = utc(cutoff)
+    new_lo = max(part.lo, cutoff.replace(hour=0, minute=0, second=0, microsecond=0))
+    if not part.lo < cutoff < part.hi or new_lo == part.lo:
+        return None
+    col = sql.Identifier(catalog.table(table).time_column)
+    parent, old, new = sql.Identifier(table), sql.Identifier(part.name), sql.Identifier(partition_name(table, new_lo))
+
+    def run() -> int | None:
+        with conn.transaction() as tx:
+            short_lock_timeout(conn)
+            _lock(conn, table)
+            if part not in list_partitions(conn, table):
+                return None  # dropped or replaced meanwhile
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(parent))
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FILTER (WHERE {c} < %s), count(*) FILTER (WHERE {c} >= %s) FROM {p}").format(
+                    c=col, p=old
+                ),
+                (cutoff, cutoff),
+            ).fetchone()
+            removed, kept = (int(row[0]), int(row[1])) if row else (0, 0)
+            if kept >= removed or kept > TRIM_MAX_ROWS:
+                raise psycopg.Rollback(tx)
+            lo_lit, hi_lit = sql.Literal(new_lo), sql.Literal(part.hi)
+            conn.execute(
+                sql.SQL(";\n").join(
+                    [
+                        sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, old),
+                        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(new, parent),
+                        sql.SQL("INSERT INTO {} SELECT * FROM {} WHERE {} >= {}").format(
+                            new, old, col, sql.Literal(cutoff)
+                        ),
+                        sql.SQL("DROP TABLE {}").format(old),
+                        # the CHECK lets ATTACH skip scanning the new table; dropped right after
+                        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {} AND {} < {})").format(
+                            new, _bounds(table, new_lo), col, lo_lit, col, hi_lit
+                        ),
+                        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+                            parent, new, lo_lit, hi_lit
+                        ),
+                        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(new, _bounds(table, new_lo)),
+                    ]
+                )
+            )
+            return removed
+        return None  # rolled back: deleting is cheaper
+
+    return retrying(run, f"trim {part.name}")
+
+
 def retire(conn: psycopg.Connection, table: str, partition: str) -> str:
     """Detach a partition and rename it `<table>_retired_...`; return the new name. (Left
     from the store's earlier retention, which detached and dropped in two steps: a run

@@ -135,6 +135,7 @@ class _Run:
     def _delete_loop(self, stmt: sql.Composed, params: tuple, what: str) -> int:
         """Run a bounded DELETE (one transaction each) until it deletes nothing."""
         removed = 0
+        self.note("deleting")
         while True:
             self.check()
             n = retrying(lambda: self.conn.execute(stmt, params).rowcount, what, check=self.check)
@@ -197,12 +198,13 @@ def _postgres(run: _Run, cutoff: datetime) -> dict:
             run.rows_removed += run.count(name)
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
             run.dropped.append(name)
-    straddling, whole = [], []
+    straddling: list[partitions.Partition] = []
+    whole: list[str] = []
     for part in partitions.list_partitions(conn, table):
         if part.hi <= cutoff:
             whole.append(part.name)
         elif part.lo < cutoff:
-            straddling.append(part.name)
+            straddling.append(part)
     if run.dry_run:
         for name in whole:
             run.check()
@@ -215,10 +217,19 @@ def _postgres(run: _Run, cutoff: datetime) -> dict:
             for name, rows in partitions.drop(conn, table, whole[i : i + partitions.GROUP]):
                 run.rows_removed += rows
                 run.dropped.append(name)
+    names = [p.name for p in straddling]
     default = partitions.default_partition(conn, table)
     if default:
-        straddling.append(default)
-    for name in straddling:
+        names.append(default)
+    if straddling and not run.dry_run:
+        run.note("trimming the partition straddling the cutoff")
+    for part in straddling:
+        # A partition mostly older than the cutoff keeps its few newer rows instead
+        # (partitions.trim): copying them costs less than deleting the rest.
+        if not run.dry_run and (removed := partitions.trim(conn, table, part, cutoff)) is not None:
+            run.rows_removed += removed
+            names.remove(part.name)
+    for name in names:
         if run.dry_run:
             run.rows_removed += run.count(name, cutoff)
         else:
@@ -236,6 +247,7 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
         (table, cutoff),
     ).fetchall()
     whole = [(f"{schema}.{name}", lo, hi) for schema, name, lo, hi, _z in chunks if hi <= cutoff]
+    run.note("counting rows")
     for schema, name, _lo, hi, _z in chunks:
         if hi <= cutoff:
             run.check()
@@ -334,6 +346,7 @@ def apply_table(
             cutoff = utc(now) - retain
         run = _Run(conn, table, dry_run, check, progress, batch_rows, now)
         if not dry_run:
+            run.note("freezing rollups before the cutoff")
             _move_watermark(conn, table, run.info.time_column, cutoff)
         extra = (_postgres if use == backend.POSTGRES else _timescaledb)(run, cutoff)
         result = {
