@@ -223,3 +223,19 @@ def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_dat
         worker.join(60)
     cutoff = datetime.fromisoformat(outcome["result"]["cutoff"])
     assert outcome["result"]["rows_removed"] == sum(1 for r in rows if r[3] < cutoff)
+
+
+def test_partition_row_counts_are_exact_before_and_after_vacuum_marks_them_all_visible(conn):
+    _load_60_days(conn)
+    name = partitions.list_partitions(conn, "bars_ohlcv")[1].name
+    exact = f"SELECT count(*) FROM {name}"
+    assert partitions.count_rows(conn, name) == conn.execute(exact).fetchone()[0] > 0
+    conn.execute(f"VACUUM (ANALYZE) {name}")
+    pages, visible = conn.execute("SELECT relpages, relallvisible FROM pg_class WHERE relname = %s", (name,)).fetchone()
+    assert 0 < pages == visible  # counted from the index from now on
+    assert partitions.count_rows(conn, name) == conn.execute(exact).fetchone()[0]
+    assert conn.execute("SHOW enable_seqscan").fetchone()[0] == "on"  # the session's settings are back
+    # rows added since the VACUUM (the catalogue still says all-visible) are counted too
+    lo = partitions.list_partitions(conn, "bars_ohlcv")[1].lo
+    insert_bars(conn, bar_series("NEW", lo, lo + DAY, timedelta(minutes=1)))
+    assert partitions.count_rows(conn, name) == conn.execute(exact).fetchone()[0]

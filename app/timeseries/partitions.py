@@ -442,6 +442,30 @@ def sweep_default(
     return {"rows_moved": sum(c for _, c in rows), "partitions_created": created}
 
 
+def count_rows(conn: psycopg.Connection, name: str, schema: str | None = None) -> int:
+    """Exact row count of one partition. A partition VACUUM has marked all-visible (old
+    history at rest) is counted from its smallest index, without reading the table: about
+    half the time of a sequential scan. The planner, costing index pages as random reads,
+    would not choose that itself, so sequential scans are turned off for this one query."""
+    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    row = conn.execute(
+        """SELECT c.relpages > 0 AND c.relallvisible >= c.relpages AND EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid)
+           FROM pg_class c WHERE c.oid = %s::regclass""",
+        (ident.as_string(conn),),
+    ).fetchone()
+    query = sql.SQL("SELECT count(*) FROM {}").format(ident)
+    if not (row and row[0]):
+        return int(scalar(conn, query))
+    with conn.transaction():
+        saved = conn.execute(
+            "SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')"
+        ).fetchone()
+        conn.execute("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)")
+        count = int(scalar(conn, query))
+        conn.execute("SELECT set_config('enable_seqscan', %s, true), set_config('enable_bitmapscan', %s, true)", saved)
+    return count
+
+
 def drop(conn: psycopg.Connection, table: str, names: list[str]) -> list[tuple[str, int]]:
     """Detach and drop these partitions, GROUP per transaction; return (name, rows it held)
     for each dropped (a name already gone is skipped).
@@ -463,7 +487,7 @@ def drop(conn: psycopg.Connection, table: str, names: list[str]) -> list[tuple[s
                     continue
                 ident = sql.Identifier(name)
                 conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(table), ident))
-                rows = scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(ident))
+                rows = count_rows(conn, name)
                 conn.execute(sql.SQL("DROP TABLE {}").format(ident))
                 done.append((name, int(rows)))
         return done

@@ -126,9 +126,9 @@ class _Run:
         self.progress(table=self.table, phase=phase, rows_removed=self.rows_removed, dropped=len(self.dropped))
 
     def count(self, relation: str, cutoff: datetime | None = None) -> int:
-        q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(relation))
         if cutoff is None:
-            return scalar(self.conn, q)
+            return partitions.count_rows(self.conn, relation)
+        q = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(relation))
         q += sql.SQL(" WHERE {} < %s").format(sql.Identifier(self.info.time_column))
         return scalar(self.conn, q, (cutoff,))
 
@@ -251,7 +251,7 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
     for schema, name, _lo, hi, _z in chunks:
         if hi <= cutoff:
             run.check()
-            run.rows_removed += scalar(conn, sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name)))
+            run.rows_removed += partitions.count_rows(conn, name, schema)
     if whole and not run.dry_run:
         run.note("dropping chunks")
 
