@@ -12,9 +12,9 @@ import psycopg
 import pytest
 
 from app.jobs import backfill
-from app.timeseries import partitions
+from app.timeseries import partitions, retention, rollups
 from tests.support.backfill import job_context, write_ndjson
-from tests.support.bars import insert_bars
+from tests.support.bars import bar_series, insert_bars, reference_rollup, rollup_rows, source_rows
 from tests.support.db import make_settings
 
 WEEK = timedelta(days=7)
@@ -224,13 +224,64 @@ def test_timescaledb_retention_cuts_a_compressed_yearly_chunk_exactly(timescale_
             (y(2023),),
         ).fetchone()[0]
         assert compressed == 8
-        now = y(2024, 7, 1)  # retain 5 years: the cutoff falls inside the 2019 chunk
+        # retain 5 years: the cutoff (2019-03-03) falls early in the 2019 chunk, so its older
+        # rows are deleted (more rows are newer than older: no trim)
+        now = y(2024, 3, 1)
         cutoff = now - timedelta(days=1825)
         older = c.execute("SELECT count(*) FROM bars_ohlcv WHERE ts < %s", (cutoff,)).fetchone()[0]
         total = c.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
         result = retention.apply_table(c, "bars_ohlcv", now=now)
         assert result["rows_removed"] == older and result["dropped"] == 4  # 2015-2018 whole
         assert c.execute("SELECT count(*), min(ts) FROM bars_ohlcv").fetchone() == (total - older, cutoff)
+        assert (y(2019), y(2020)) in [(p.lo, p.hi) for p in partitions.chunks(c, "bars_ohlcv")]
+
+
+@pytest.mark.parametrize("backend", ["postgres", pytest.param("timescaledb", marks=pytest.mark.timescaledb)])
+def test_retention_trims_a_yearly_partition_mostly_older_than_the_cutoff_and_rollups_stay_exact(backend, request):
+    """Daily bars 2015-2022 in yearly partitions (compressed chunks on TimescaleDB) and a
+    month of hourly bars across the cutoff (2019-11-03, 5 years before 2024-11-01): the 2019
+    partition holds more rows older than the cutoff than newer, so its newer rows are kept
+    in a new partition from the cutoff's day and the old one is dropped whole. Exactly the
+    older rows go; the daily rollup keeps its frozen buckets and equals a GROUP BY after."""
+    url = request.getfixturevalue("migrated_database_url" if backend == "postgres" else "timescale_migrated_url")
+    with psycopg.connect(url, autocommit=True) as c:
+        days = daily(y(2015), y(2022, 12, 31))
+        assert partitions.ensure_days(c, "bars_ohlcv", days, grain=DAY, now=NOW) == 8
+        rows = [
+            ("p", f"S{s}", "1d", t, float(s), float(s + 2), float(s - 1), float(s + 1), 1.0)
+            for s in range(3)
+            for t in days
+        ]
+        rows += bar_series("H", y(2019, 10, 20), y(2019, 11, 20), HOUR, interval="1h")
+        insert_bars(c, rows)
+        for name in rollups.names_for("bars_ohlcv"):
+            rollups.refresh_pending(c, name)
+        before = rollup_rows(c, "bars_ohlcv_1d")
+        if backend == "timescaledb":
+            c.execute(
+                "SELECT count(compress_chunk(ch)) FROM show_chunks('bars_ohlcv', older_than => %s::timestamptz) ch",
+                (y(2023),),
+            )
+        now = y(2024, 11, 1)
+        cutoff = now - timedelta(days=1825)
+        assert cutoff == y(2019, 11, 3)
+        seen: list[dict] = []
+        result = retention.apply_table(c, "bars_ohlcv", now=now, progress=lambda **kw: seen.append(kw))
+        kept = [r for r in rows if r[3] >= cutoff]
+        assert result["rows_removed"] == len(rows) - len(kept) and result["dropped"] == 4  # 2015-2018 whole
+        assert sorted(source_rows(c)) == sorted(kept)
+        ranges = [(p.lo, p.hi) for p in partitions.existing(c, "bars_ohlcv")]
+        assert (y(2019, 11, 3), y(2020)) in ranges and not [r for r in ranges if r[0] < cutoff]
+        assert any(kw["phase"].startswith("trimming") for kw in seen)
+        width = rollups.aggregate("bars_ohlcv_1d").bucket
+        frozen_end = rollups.ceil_bucket(cutoff, width)
+        rollups.refresh_pending(c, "bars_ohlcv_1d")
+        rollups.refresh(c, "bars_ohlcv_1d", y(2019, 10, 1), y(2019, 12, 1))
+        after = rollup_rows(c, "bars_ohlcv_1d")
+        frozen = {k: v for k, v in before.items() if k[3] < frozen_end}
+        assert frozen and {k: v for k, v in after.items() if k[3] < frozen_end} == frozen
+        newer = {k: v for k, v in after.items() if k[3] >= frozen_end}
+        assert newer and newer == reference_rollup(source_rows(c), width, lo=frozen_end)
 
 
 def test_a_dry_run_lists_the_sized_partitions_a_load_would_make(migrated_database_url, redis_url, tmp_path):

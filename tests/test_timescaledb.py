@@ -134,12 +134,15 @@ def test_retention_drops_chunks_deletes_in_a_compressed_straddling_chunk_and_kee
     # rows from now-60d to now lie in the nine weekly chunks [now-63d, now-56d) .. [now-7d, now);
     # the six ending by now-20d are compressed, the one the cutoff will straddle included
     assert compressed == 6
-    retention.set_policy(conn, "bars_ohlcv", timedelta(days=30), True)
+    # 33 days: the cutoff is early in the compressed chunk [now-35d, now-28d), so its older
+    # rows are deleted in it (with more of them than newer, retention would trim it instead)
+    retention.set_policy(conn, "bars_ohlcv", timedelta(days=33), True)
     dry = retention.apply_table(conn, "bars_ohlcv", dry_run=True, now=now)
     assert conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0] == len(rows)
     result = retention.apply_table(conn, "bars_ohlcv", batch_rows=100, now=now)
     cutoff = datetime.fromisoformat(result["cutoff"])
-    assert cutoff == now - 30 * DAY  # inside the compressed chunk [now-35d, now-28d)
+    assert cutoff == now - 33 * DAY  # inside the compressed chunk [now-35d, now-28d)
+    assert (now - 35 * DAY, now - 28 * DAY) in [(c.lo, c.hi) for c in partitions.chunks(conn, "bars_ohlcv")]
     # the four chunks [now-63d, now-56d) .. [now-42d, now-35d) end before the cutoff: dropped
     assert result["backend"] == "timescaledb" and result["dropped"] == 4
     assert result["rows_removed"] == sum(1 for r in rows if r[3] < cutoff)

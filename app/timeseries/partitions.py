@@ -559,6 +559,64 @@ def trim(conn: psycopg.Connection, table: str, part: Partition, cutoff: datetime
     return retrying(run, f"trim {part.name}")
 
 
+def trim_chunk(conn: psycopg.Connection, table: str, chunk: Partition, schema: str, cutoff: datetime) -> int | None:
+    """`trim` for a TimescaleDB chunk (compressed or not): when fewer of its rows are kept
+    than removed (and at most TRIM_MAX_ROWS), the newer rows are set aside, the chunk is
+    dropped whole (`drop_chunks` over exactly its range), a chunk from the cutoff's day to
+    its old end is created (`_timescaledb_functions.create_chunk`) and the rows go back in
+    through the hypertable. Returns the rows removed, or None (nothing done).
+
+    One transaction holding SHARE ROW EXCLUSIVE on the hypertable: writers wait for it
+    (readers do not), so the count is exact and no row arrives between the copy and the
+    drop. Re-inserting the kept rows invalidates their buckets for the continuous
+    aggregates, which recompute them from the same rows."""
+    cutoff = utc(cutoff)
+    new_lo = max(chunk.lo, cutoff.replace(hour=0, minute=0, second=0, microsecond=0))
+    if not chunk.lo < cutoff < chunk.hi or new_lo == chunk.lo:
+        return None
+    time_column = catalog.table(table).time_column
+    col = sql.Identifier(time_column)
+    parent, old = sql.Identifier(table), sql.Identifier(schema, chunk.name)
+
+    def run() -> int | None:
+        with conn.transaction() as tx:
+            short_lock_timeout(conn)
+            _lock(conn, table)
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(parent))
+            if chunk not in chunks(conn, table):
+                return None  # dropped or replaced meanwhile
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FILTER (WHERE {c} < %s), count(*) FILTER (WHERE {c} >= %s) FROM {p}").format(
+                    c=col, p=old
+                ),
+                (cutoff, cutoff),
+            ).fetchone()
+            removed, kept = (int(row[0]), int(row[1])) if row else (0, 0)
+            if kept >= removed or kept > TRIM_MAX_ROWS:
+                raise psycopg.Rollback(tx)
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMPORARY TABLE store_trim_kept ON COMMIT DROP AS SELECT * FROM {} WHERE {} >= %s"
+                ).format(old, col),
+                (cutoff,),
+            )
+            dropped = conn.execute(
+                "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz, newer_than => %s::timestamptz)",
+                (table, chunk.hi, chunk.lo),
+            ).fetchall()
+            if [r[0] for r in dropped] != [f"{schema}.{chunk.name}"]:
+                raise RuntimeError(f"trimming {chunk.name} would drop {dropped}")  # rolls back: nothing done
+            conn.execute(
+                "SELECT _timescaledb_functions.create_chunk(%s::regclass, %s::jsonb)",
+                (table, json.dumps({time_column: [_micros(new_lo), _micros(chunk.hi)]})),
+            )
+            conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM store_trim_kept").format(parent))
+            return removed
+        return None  # rolled back: deleting is cheaper
+
+    return retrying(run, f"trim {chunk.name}")
+
+
 def retire(conn: psycopg.Connection, table: str, partition: str) -> str:
     """Detach a partition and rename it `<table>_retired_...`; return the new name. (Left
     from the store's earlier retention, which detached and dropped in two steps: a run

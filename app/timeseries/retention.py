@@ -266,6 +266,8 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
         run.dropped.extend(r[0] for r in dropped)
     else:
         run.dropped.extend(name for name, _lo, _hi in whole)
+    if not run.dry_run and any(hi > cutoff for *_n, hi, _z in chunks):
+        run.note("trimming the chunk straddling the cutoff")
     for schema, name, lo, hi, compressed in chunks:
         if hi > cutoff:
             if run.dry_run:
@@ -277,6 +279,13 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
                     ),
                     (lo, cutoff),
                 )
+            elif (
+                removed := partitions.trim_chunk(
+                    conn, table, partitions.Partition(name, utc(lo), utc(hi)), schema, cutoff
+                )
+            ) is not None:
+                # mostly older than the cutoff: its newer rows were kept in a new chunk instead
+                run.rows_removed += removed
             else:
                 # A compressed chunk is decompressed first (the compression policy compresses it
                 # again later): deleting part of it in place would decompress the whole chunk
