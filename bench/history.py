@@ -14,7 +14,8 @@ installed), in a fresh migrated database, prints:
    primary key (`CREATE TABLE bench_copy (LIKE bars_ohlcv INCLUDING ALL)`) against rows/s of
    the real `backfill.bars_ohlcv` job loading both files (partition creation included),
    and their ratio (target >= 0.5); the partitions (chunks) `bars_ohlcv` then has (<= 300);
-   then both tables are vacuumed and analysed (history at rest, as autovacuum leaves it);
+   then both tables are vacuumed and analysed (history at rest, as autovacuum leaves it;
+   `--no-vacuum` skips that, to measure right after the load);
 2. queries: `EXPLAIN (ANALYZE, SUMMARY)` planning + execution time, second run in a
    session, of "the latest bar of one symbol and interval" and "one symbol, one year of
    daily bars" (target <= 20 ms each);
@@ -299,11 +300,12 @@ def run_backend(label: str, admin_url: str, work: Path, files, csvs, rows: int, 
             f"  {'chunks' if timescale else 'partitions'} of bars_ohlcv: {after} ({before} before the load; "
             f"target <= 300)"
         )
-        with psycopg.connect(url, autocommit=True) as conn:
-            # History at rest, as autovacuum leaves years-old rows: both tables vacuumed and
-            # analysed before the queries, and before retention and the DELETE it is compared with.
-            conn.execute("VACUUM (ANALYZE) bars_ohlcv")
-            conn.execute("VACUUM (ANALYZE) bench_copy")
+        if not args.no_vacuum:
+            with psycopg.connect(url, autocommit=True) as conn:
+                # History at rest, as autovacuum leaves years-old rows: both tables vacuumed and
+                # analysed before the queries, and before retention and the DELETE it is compared with.
+                conn.execute("VACUUM (ANALYZE) bars_ohlcv")
+                conn.execute("VACUUM (ANALYZE) bench_copy")
         queries(url, now, args.symbols)
         retention(url, now, timescale)
         if not timescale and args.partman_weeks:
@@ -321,6 +323,11 @@ def main() -> None:
     ap.add_argument("--minute-days", type=int, default=30)
     ap.add_argument("--backend", choices=("postgres", "timescaledb", "both"), default="both")
     ap.add_argument("--partman-weeks", type=int, default=1166, help="partitions of the creation comparison (0: skip)")
+    ap.add_argument(
+        "--no-vacuum",
+        action="store_true",
+        help="query and apply retention right after the load, before any VACUUM (rows not yet at rest)",
+    )
     args = ap.parse_args()
 
     now = datetime.now(UTC)
