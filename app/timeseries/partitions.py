@@ -500,6 +500,20 @@ def drop(conn: psycopg.Connection, table: str, names: list[str]) -> list[tuple[s
 TRIM_MAX_ROWS = 200_000  # rows a trim copies under the parent's ACCESS EXCLUSIVE lock, at most
 
 
+def _worth_trimming(
+    conn: psycopg.Connection, name: str, schema: str | None, col: sql.Identifier, cutoff: datetime
+) -> int | None:
+    """The rows of a partition (chunk) older than the cutoff, when keeping its newer rows
+    costs less than deleting those (fewer newer rows, at most TRIM_MAX_ROWS); else None.
+    The newer rows are counted through the time index, the whole with `count_rows`."""
+    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    kept = int(scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s").format(ident, col), (cutoff,)))
+    if kept > TRIM_MAX_ROWS:
+        return None
+    removed = count_rows(conn, name, schema) - kept
+    return removed if kept < removed else None
+
+
 def trim(conn: psycopg.Connection, table: str, part: Partition, cutoff: datetime) -> int | None:
     """Remove the rows of `part` older than `cutoff` by keeping the others: when fewer
     rows are kept than removed (and at most TRIM_MAX_ROWS), the newer rows are copied into
@@ -523,14 +537,8 @@ def trim(conn: psycopg.Connection, table: str, part: Partition, cutoff: datetime
             if part not in list_partitions(conn, table):
                 return None  # dropped or replaced meanwhile
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(parent))
-            row = conn.execute(
-                sql.SQL("SELECT count(*) FILTER (WHERE {c} < %s), count(*) FILTER (WHERE {c} >= %s) FROM {p}").format(
-                    c=col, p=old
-                ),
-                (cutoff, cutoff),
-            ).fetchone()
-            removed, kept = (int(row[0]), int(row[1])) if row else (0, 0)
-            if kept >= removed or kept > TRIM_MAX_ROWS:
+            removed = _worth_trimming(conn, part.name, None, col, cutoff)
+            if removed is None:
                 raise psycopg.Rollback(tx)
             lo_lit, hi_lit = sql.Literal(new_lo), sql.Literal(part.hi)
             conn.execute(
@@ -585,14 +593,8 @@ def trim_chunk(conn: psycopg.Connection, table: str, chunk: Partition, schema: s
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(parent))
             if chunk not in chunks(conn, table):
                 return None  # dropped or replaced meanwhile
-            row = conn.execute(
-                sql.SQL("SELECT count(*) FILTER (WHERE {c} < %s), count(*) FILTER (WHERE {c} >= %s) FROM {p}").format(
-                    c=col, p=old
-                ),
-                (cutoff, cutoff),
-            ).fetchone()
-            removed, kept = (int(row[0]), int(row[1])) if row else (0, 0)
-            if kept >= removed or kept > TRIM_MAX_ROWS:
+            removed = _worth_trimming(conn, chunk.name, schema, col, cutoff)
+            if removed is None:
                 raise psycopg.Rollback(tx)
             conn.execute(
                 sql.SQL(
