@@ -31,6 +31,14 @@ if shutil.which("redis-server") is None or not list(Path("/usr/lib/postgresql").
     pytest.skip("needs the Postgres and Redis binaries", allow_module_level=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @pytest.fixture
 def local(tmp_path):
     state = Path(tempfile.mkdtemp(prefix="mds-local-", dir="/tmp"))
@@ -119,7 +127,16 @@ def test_ctrl_c_mid_backfill_stops_everything_and_a_restart_resumes(local, tmp_p
         doc = again.get(f"/jobs/{run_id}").json()
         assert doc["status"] == "cancelled" and "interrupted" in doc["error"], doc
         r = redis.Redis(port=local.ports[2])
-        assert Worker.count(connection=r) == 1, [w.name for w in Worker.all(connection=r)]
+        # The new worker registers in Redis on its own time (the API can answer first);
+        # every process of the first run is gone (checked above), so a registered worker
+        # whose process is alive is the new one, and any other would be a ghost.
+        live = wait_for(
+            lambda: [w.name for w in Worker.all(connection=r) if w.pid and _alive(w.pid)],
+            60,
+            0.2,
+            message="the restarted worker to register",
+        )
+        assert [w.name for w in Worker.all(connection=r)] == live and len(live) == 1, live
         metrics = again.get("/metrics").text
         assert "store_workers 1.0" in metrics
         resumed = again.post("/backfill/bars_ohlcv", body).json()["run_id"]
