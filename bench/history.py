@@ -217,6 +217,11 @@ def partition_creation(url: str, weeks: int) -> None:
                  PRIMARY KEY (provider, symbol, "interval", ts)) PARTITION BY RANGE (ts)"""
         )
         conn.execute("CREATE INDEX ON partman_bars (ts DESC)")
+        # bars_ohlcv's row trigger, which every new partition gets a clone of (the same shape)
+        conn.execute(
+            "CREATE TRIGGER partman_bars_updated_at BEFORE UPDATE ON partman_bars "
+            "FOR EACH ROW EXECUTE FUNCTION store_touch_updated_at()"
+        )
         now = datetime.now(UTC)
         begin = now - timedelta(weeks=weeks - 5)
         t0 = time.perf_counter()
