@@ -500,6 +500,13 @@ def drop(conn: psycopg.Connection, table: str, names: list[str]) -> list[tuple[s
 TRIM_MAX_ROWS = 200_000  # rows a trim copies under the parent's ACCESS EXCLUSIVE lock, at most
 
 
+def _trimmed_start(part: Partition, cutoff: datetime) -> datetime | None:
+    """Where a trimmed `part` would start: the cutoff's day; None when the cutoff is not
+    inside it, or falls on its first day (nothing to gain)."""
+    start = max(part.lo, cutoff.replace(hour=0, minute=0, second=0, microsecond=0))
+    return start if part.lo < cutoff < part.hi and start > part.lo else None
+
+
 def _worth_trimming(
     conn: psycopg.Connection, name: str, schema: str | None, col: sql.Identifier, cutoff: datetime
 ) -> int | None:
@@ -524,8 +531,8 @@ def trim(conn: psycopg.Connection, table: str, part: Partition, cutoff: datetime
     counted, copied and dropped with no writer in between, so the count is exact and
     nothing is left half done. The copy is of unchanged rows, so no rollup changes."""
     cutoff = utc(cutoff)
-    new_lo = max(part.lo, cutoff.replace(hour=0, minute=0, second=0, microsecond=0))
-    if not part.lo < cutoff < part.hi or new_lo == part.lo:
+    new_lo = _trimmed_start(part, cutoff)
+    if new_lo is None:
         return None
     col = sql.Identifier(catalog.table(table).time_column)
     parent, old, new = sql.Identifier(table), sql.Identifier(part.name), sql.Identifier(partition_name(table, new_lo))
@@ -581,8 +588,8 @@ def trim_chunk(conn: psycopg.Connection, table: str, chunk: Partition, schema: s
     drop. Re-inserting the kept rows invalidates their buckets for the continuous
     aggregates, which recompute them from the same rows."""
     cutoff = utc(cutoff)
-    new_lo = max(chunk.lo, cutoff.replace(hour=0, minute=0, second=0, microsecond=0))
-    if not chunk.lo < cutoff < chunk.hi or new_lo == chunk.lo:
+    new_lo = _trimmed_start(chunk, cutoff)
+    if new_lo is None:
         return None
     time_column = catalog.table(table).time_column
     col = sql.Identifier(time_column)
