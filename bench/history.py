@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import re
@@ -263,7 +264,7 @@ def retention(url: str, now: datetime, timescale: bool) -> None:
         result = retention_mod.apply_table(conn, "bars_ohlcv", now=now, progress=progress)
         ours = time.perf_counter() - t0
         marks = [(t0, "before the first phase"), *phases, (t0 + ours, "end")]
-        spent = ", ".join(f"{name} {b - a:.2f} s" for (a, name), (b, _n) in zip(marks, marks[1:], strict=False))
+        spent = ", ".join(f"{name} {b - a:.2f} s" for (a, name), (b, _n) in itertools.pairwise(marks))
         left = conn.execute("SELECT count(*), min(ts) FROM bars_ohlcv").fetchone()
         conn.execute("CHECKPOINT")
         t0 = time.perf_counter()

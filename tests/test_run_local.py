@@ -22,6 +22,7 @@ from rq import Worker
 
 from tests.support.backfill import bars, write_ndjson
 from tests.support.common import ROOT, TOKEN, free_port, wait_for
+from tests.support.faults import alive
 from tests.support.local_run import LocalRun, Trickle, Vendor, leftovers, listening
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
@@ -29,14 +30,6 @@ STOP_LIMIT = 10.0  # seconds from Ctrl-C until every process is gone
 
 if shutil.which("redis-server") is None or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
     pytest.skip("needs the Postgres and Redis binaries", allow_module_level=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -131,7 +124,7 @@ def test_ctrl_c_mid_backfill_stops_everything_and_a_restart_resumes(local, tmp_p
         # every process of the first run is gone (checked above), so a registered worker
         # whose process is alive is the new one, and any other would be a ghost.
         live = wait_for(
-            lambda: [w.name for w in Worker.all(connection=r) if w.pid and _alive(w.pid)],
+            lambda: [w.name for w in Worker.all(connection=r) if w.pid and alive(w.pid)],
             60,
             0.2,
             message="the restarted worker to register",
