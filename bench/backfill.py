@@ -184,6 +184,7 @@ def child(url: str, source_dir: str, name: str, body: str) -> None:
                 "peak_kb": peak,
                 "batches": result["batches"],
                 "upserts": result["upsert_batches"],
+                "direct": result["direct_batches"],
             }
         )
     )
@@ -371,7 +372,7 @@ def main() -> None:
             print(
                 f"round {r + 1}: COPY {args.rows / copies[-1]:,.0f} rows/s ({copies[-1]:.2f} s), "
                 f"job {args.rows / jobs[-1]['seconds']:,.0f} rows/s ({jobs[-1]['seconds']:.2f} s, "
-                f"{jobs[-1]['batches']} batches), preset {args.rows / presets[-1]['seconds']:,.0f} rows/s "
+                f"{jobs[-1]['batches']} batches, {jobs[-1]['direct']} straight in), preset {args.rows / presets[-1]['seconds']:,.0f} rows/s "
                 f"({presets[-1]['seconds']:.2f} s)"
             )
         reset(url)

@@ -56,9 +56,12 @@ def samples(batches) -> list[dict]:
 def test_a_good_row_becomes_csv_for_copy_with_symbol_uppercased_and_exact_time():
     _, batches = read(ndjson(GOOD))
     [row] = parsed(batches)
-    assert row[:4] == ["1", "prov", "AAPL", "1m"]
-    assert epoch_to_datetime(float(row[4])) == datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-    assert [float(x) for x in row[5:]] == [10.5, 11.0, 10.0, 10.75, 1200.0]
+    assert row[:3] == ["prov", "AAPL", "1m"]
+    assert row[3] == "2024-01-02T03:04:05.123456+00:00"  # what COPY reads as timestamptz
+    assert datetime.fromisoformat(row[3]) == datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    assert [float(x) for x in row[4:]] == [10.5, 11.0, 10.0, 10.75, 1200.0]
+    assert epoch_to_datetime(batches[0].min_epoch) == datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    assert batches[0].stamps == {row[3]}
     assert batches[-1].end_line == 1 and batches[-1].end_offset == len(ndjson(GOOD))
     assert batches[0].symbols == {"AAPL"} and batches[0].providers == {"prov"}
 
@@ -75,7 +78,8 @@ def test_a_good_row_becomes_csv_for_copy_with_symbol_uppercased_and_exact_time()
 def test_times_in_any_iso_8601_form_are_stored_as_the_same_utc_instant(ts, expected):
     _, batches = read(ndjson({**GOOD, "ts": ts}))
     [row] = parsed(batches)
-    assert epoch_to_datetime(float(row[4])) == expected
+    assert datetime.fromisoformat(row[3]) == expected and row[3].endswith("+00:00")
+    assert epoch_to_datetime(batches[0].max_epoch) == expected
 
 
 @pytest.mark.parametrize(
@@ -146,15 +150,15 @@ def test_a_reader_started_at_an_offset_continues_the_line_numbers():
     first = ndjson(*rows[:3])
     _, batches = read(data[len(first) :], line=3, offset=len(first))
     assert samples(batches) == [{"line": 4, "reason": "open is not a number: 'x'"}]
-    assert [r[0] for r in parsed(batches)] == ["5", "6", "7"]
-    assert batches[-1].end_offset == len(data)
+    assert [r[3][11:16] for r in parsed(batches)] == ["00:03", "00:04", "00:05"]
+    assert batches[-1].end_line == 7 and batches[-1].end_offset == len(data)
 
 
 def test_provider_and_interval_parameters_apply_to_every_row_and_rows_must_agree():
     row = {k: v for k, v in GOOD.items() if k not in ("provider", "interval")}
     agreeing = dict(GOOD, provider="dflt", interval="1d")
     _, batches = read(ndjson(row, GOOD, agreeing), provider="dflt", interval="1d")
-    assert [r[1:4] for r in parsed(batches)] == [["dflt", "AAPL", "1d"], ["dflt", "AAPL", "1d"]]
+    assert [r[0:3] for r in parsed(batches)] == [["dflt", "AAPL", "1d"], ["dflt", "AAPL", "1d"]]
     assert samples(batches) == [{"line": 2, "reason": "provider 'prov' differs from the provider parameter 'dflt'"}]
 
 
@@ -166,7 +170,7 @@ def test_csv_with_a_header_in_any_column_order_and_quoted_fields():
         "1,2,3\n"
     )
     reader, batches = read(text.encode(), "csv")
-    assert [r[1:4] for r in parsed(batches)] == [["prov", "BRK.B", "1d"]]
+    assert [r[0:3] for r in parsed(batches)] == [["prov", "BRK.B", "1d"]]
     assert [(s["line"], s["reason"]) for s in samples(batches)] == [
         (3, "close is not a number: 'bad'"),
         (4, "expected 10 fields, got 3"),

@@ -78,7 +78,7 @@ def _rows(*values):
     reader = Reader(io.BufferedReader(io.BytesIO(data)), "ndjson", batch_rows=100, max_bad_rows=100)
     batches = list(reader.batches())
     text = b"".join(c for b in batches for c in b.chunks).decode()
-    return [row[3] for row in csv.reader(io.StringIO(text))], [s for b in batches for s in b.samples]
+    return [row[2] for row in csv.reader(io.StringIO(text))], [s for b in batches for s in b.samples]
 
 
 def test_the_backfill_stores_the_canonical_name_and_names_the_allowed_values_for_others():

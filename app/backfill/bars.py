@@ -233,7 +233,7 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
             runs.RunStatus.SUCCESS,
             state,
             params.provider,
-            extra={"batches": state.batches, "upsert_batches": job.upserts},
+            extra={"batches": state.batches, "upsert_batches": job.upserts, "direct_batches": job.direct},
         )
         warnings = _retention_warnings(conn, state)
         compressed = opened.compressed
@@ -254,6 +254,7 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
         "providers": sorted(state.providers),
         "batches": state.batches,
         "upsert_batches": job.upserts,
+        "direct_batches": job.direct,
         "partitions_created": job.partitions_created,
         "resumed_from": resumed_from,
         "warnings": warnings,
@@ -346,6 +347,7 @@ class _Job:
         self.progress: Progress | None = None  # set by the caller once the reader exists
         self.partitions_created = 0
         self.upserts = 0
+        self.direct = 0  # batches COPYed straight into a partition (or the hypertable)
         self._covered: set[int] = set()  # days (since the epoch) known to have a partition
         self._read_at_start = state.rows_read
         self._started = time.monotonic()
@@ -372,6 +374,7 @@ class _Job:
             raise
         finally:
             self.upserts = pipeline.upserts
+            self.direct = pipeline.direct
 
     def _pump(self, feed: _Feed, pipeline: Pipeline) -> None:
         task = self.task

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -191,25 +192,67 @@ class Layout:
 
         `constants` are the fields given as parameters (a missing column is fine for them).
         """
+        index, width = self._csv_index(header, constants, show_values)
+        return _compile(index, self.decimal == ","), width
+
+    def csv_line(self, header: list[str] | None, constants: dict) -> tuple[Callable, Callable[[tuple], tuple]]:
+        """The fast path of a CSV line: (`fullmatch` of a whole line, its groups -> the
+        nine FIELDS values with the numbers already floats).
+
+        One regular expression per file checks a plain line at once: exactly the file's
+        columns, no quotes, and every number column in the strict number syntax (bounded
+        so that it is always finite and at most 64 characters). A line it accepts gives
+        the same values as the per-field checks (`rows._number`); any other line (quotes,
+        spaces, empty or odd numbers, a wrong column count) takes the careful path.
+        """
+        index, width = self._csv_index(header, constants)
+        delim = re.escape(self.delimiter)
+        point = "," if self.decimal == "," else r"\."
+        number = rf"[+-]?(?:[0-9]{{1,30}}(?:{point}[0-9]{{0,25}})?|{point}[0-9]{{1,25}})(?:[eE][+-]?[0-9]{{1,2}})?"
+        text = rf'[^{delim}"\r\n]*'
+        by_column = {i: f for f, i in index.items()}
+        pattern: list[str] = []
+        groups: dict[str, int] = {}
+        for column in range(width or 0):
+            f = by_column.get(column)
+            if f is None:
+                pattern.append(text)
+                continue
+            groups[f] = len(groups)
+            pattern.append(f"({number})" if f in _NUMBERS else f"({text})")
+        parts = []
+        for f in FIELDS:
+            g = groups.get(f)
+            if g is None:
+                parts.append("None")
+            elif f in _NUMBERS:
+                parts.append(f"_float(g[{g}].replace(',', '.'))" if self.decimal == "," else f"_float(g[{g}])")
+            else:
+                parts.append(f"(g[{g}] or None)")
+        convert = eval(f"lambda g: ({', '.join(parts)})", {"_float": float})
+        return re.compile(delim.join(pattern) + r"[\r\n]*").fullmatch, convert
+
+    def _csv_index(
+        self, header: list[str] | None, constants: dict, show_values: bool = True
+    ) -> tuple[dict[str, int], int]:
+        """field -> column index, and the number of columns, for this file's header."""
         if isinstance(self.columns, list):
             index = {name: i for i, name in enumerate(self.columns) if name is not None}
-            width = len(self.columns)
-        else:
-            names = [n.strip().lower() for n in header or []]
-            index = {}
-            for f in FIELDS:
-                wanted = self.mapped(f)
-                if wanted in names:
-                    index[f] = names.index(wanted)
-            width = len(names)
-            missing = [
-                f"{f} (column {self.mapped(f)!r})" if self.mapped(f) != f else f
-                for f in FIELDS
-                if f not in index and f not in constants and not (f == "volume" and self.volume_optional)
-            ]
-            if missing:
-                raise SourceError(self._header_error(missing, header or [], show_values))
-        return _compile(index, self.decimal == ","), width
+            return index, len(self.columns)
+        names = [n.strip().lower() for n in header or []]
+        index = {}
+        for f in FIELDS:
+            wanted = self.mapped(f)
+            if wanted in names:
+                index[f] = names.index(wanted)
+        missing = [
+            f"{f} (column {self.mapped(f)!r})" if self.mapped(f) != f else f
+            for f in FIELDS
+            if f not in index and f not in constants and not (f == "volume" and self.volume_optional)
+        ]
+        if missing:
+            raise SourceError(self._header_error(missing, header or [], show_values))
+        return index, len(names)
 
     def _header_error(self, missing: list[str], header: list[str], show_values: bool = True) -> str:
         if not show_values:  # a URL source: errors never repeat its content

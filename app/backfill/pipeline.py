@@ -2,7 +2,8 @@
 
 Each session has its own `Loader` (and staging table) and a thread. Batches go to the
 sessions in turn: while batch i merges on one, batch i+1 is already being COPYed into
-the other's staging table. Order is kept where it matters:
+the other's staging table (a batch COPYed straight into the table waits for the merge
+before it: that COPY is its merge). Order is kept where it matters:
 
 - batch i+1 merges only after batch i merged, so a batch can only ever wait (in the
   database, on a key both hold) on the batch before it, never the other way: no
@@ -129,6 +130,10 @@ class Pipeline:
     def upserts(self) -> int:
         return self.loaders[0].policy.upserts if self.loaders else 0
 
+    @property
+    def direct(self) -> int:
+        return self.loaders[0].policy.direct_batches if self.loaders else 0
+
     def _wait(self, event: threading.Event, prev: Slot) -> None:
         """Wait for the batch before this one to reach a step; Stopped if it failed."""
         while not event.wait(POLL):
@@ -182,10 +187,12 @@ class Pipeline:
         prev, batch = slot.prev, slot.batch
         t0 = time.perf_counter()
         with loader.conn.transaction():
-            loader.copy(batch.chunks)
+            direct = loader.direct(batch)
+            if direct is None:
+                loader.copy(batch.chunks)  # into staging, while the batch before merges
             if prev is not None:
                 self._wait(prev.merged, prev)
-            slot.written = loader.merge() if batch.rows else 0
+            slot.written = loader.merge(batch, direct) if batch.rows else 0
             slot.merged.set()
             if prev is not None:
                 self._wait(prev.committed, prev)

@@ -1,10 +1,12 @@
 """Parsing and validating backfill rows: NDJSON or CSV lines in, CSV batches for COPY out.
 
-Each valid row becomes `[line, provider, SYMBOL, interval, epoch_seconds, open, high, low,
-close, volume]`; a few thousand of them are turned into CSV text by one `orjson.dumps`
-call (the text values are checked to hold no quote, backslash or bracket, so JSON's
-quoting is CSV's). The time travels as epoch seconds (a double holds every microsecond
-of 1970..2100 exactly enough for `to_timestamp` to round back to it).
+Each valid row becomes `[provider, SYMBOL, interval, ts, open, high, low, close, volume]`,
+the columns of `bars_ohlcv` in its order, so a batch can be COPYed straight into a
+partition (app/backfill/loader.py); a few thousand rows are turned into CSV text by one
+`orjson.dumps` call (the text values are checked to hold no quote, backslash or bracket,
+so JSON's quoting is CSV's). The time travels as ISO 8601 text in UTC with microseconds
+(`_stamp`, made once per distinct source value); its epoch seconds are kept beside the
+rows for the batch's range and partitions.
 
 A bad row is skipped, counted and sampled (line number and reason); one more than
 `max_bad_rows` stops the read with `TooManyBadRows`.
@@ -21,7 +23,9 @@ Rows that cannot hurt the store (docs/backfill.md, "Row rules"):
   a digit, `^`, `.` or `_` (so never `= + - @`, which spreadsheets run as formulas);
 - a line longer than `max_line_bytes` is a bad row, read past without being held
   whole; blank lines count toward progress and toward `max_blank_lines`;
-- CSV is parsed line by line: an unterminated quote fails its own line only.
+- CSV is parsed line by line: an unterminated quote fails its own line only. A plain
+  line is checked at once by the file's line pattern (`Layout.csv_line`); any other
+  takes the per-field checks, with the same outcome for every line both accept.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -64,8 +68,9 @@ _MAX_LEN = {"provider": 64, "symbol": 32, "interval": 16}
 _CACHE_LIMIT = 100_000
 _UTC = UTC
 _fromiso = datetime.fromisoformat
-_PROVIDER, _SYMBOL, _INTERVAL, _EPOCH = itemgetter(1), itemgetter(2), itemgetter(3), itemgetter(4)
+_PROVIDER, _SYMBOL, _INTERVAL, _TS = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _isfinite = math.isfinite
+_EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class BadRow(Exception):
@@ -110,10 +115,17 @@ class Batch:
     providers: set = field(default_factory=set)
     intervals: set = field(default_factory=set)
     slots: set = field(default_factory=set)  # days (epoch // slot_seconds) the rows fall on
+    stamps: set = field(default_factory=set)  # the distinct ts texts (what rollups must recompute)
 
 
 def epoch_to_datetime(value: float) -> datetime:
     return datetime.fromtimestamp(round(value, 6), _UTC)
+
+
+def _stamp(epoch: float) -> str:
+    """Epoch seconds -> '2024-03-04T09:30:00.250000+00:00' (the microsecond nearest, as
+    Postgres' `to_timestamp` rounds; exact for every time a parser here produces)."""
+    return (_EPOCH_DT + timedelta(microseconds=round(epoch * 1_000_000))).isoformat(timespec="microseconds")
 
 
 def _csv_text(rows: list[list]) -> bytes:
@@ -124,8 +136,8 @@ def _csv_text(rows: list[list]) -> bytes:
 class Validator:
     """Checks rows; caches the text fields and times it has already accepted.
 
-    `row(line, values)` takes the nine FIELDS values and returns the row ready for COPY,
-    or raises BadRow. It is the hot path (millions of calls): plain dict lookups first,
+    `row(line, values)` takes the nine FIELDS values and returns the row ready for COPY
+    (and appends its epoch seconds to `epochs`), or raises BadRow. It is the hot path (millions of calls): plain dict lookups first,
     the careful checks only for values not seen before.
     """
 
@@ -155,6 +167,7 @@ class Validator:
                 self.constants[name] = self.text(name, value)
         self._parse_ts = ts_parser
         self.volume_optional = volume_optional
+        self.epochs: list[float] = []  # epoch seconds of the rows made since the last take_epochs()
         self.row = self._make_row()
 
     def _seed(self, name: str, cache: dict) -> None:
@@ -207,6 +220,11 @@ class Validator:
         return clean
 
     def epoch(self, value: object) -> float:
+        """Epoch seconds of a ts value (BadRow if it is no time, or outside the window)."""
+        return self.stamp(value)[0]
+
+    def stamp(self, value: object) -> tuple[float, str]:
+        """(epoch seconds, the ts text for COPY) of a ts value; cached per value."""
         cache = self._caches["ts"]
         try:
             return cache[value]
@@ -215,16 +233,20 @@ class Validator:
         show = self.show
         if self._parse_ts is not None and value is not None:  # a layout's time format
             epoch = self._parse_ts(value)
-            if not self.min_epoch <= epoch < self.max_epoch:
-                raise BadRow(
-                    f"ts {show(value)} is outside the accepted window "
-                    f"{epoch_to_datetime(self.min_epoch).isoformat()} .. "
-                    f"{epoch_to_datetime(self.max_epoch).isoformat()}"
-                )
-            if len(cache) >= _CACHE_LIMIT:
-                cache.clear()
-            cache[value] = epoch
-            return epoch
+        else:
+            epoch = self._iso_epoch(value)
+        if not self.min_epoch <= epoch < self.max_epoch:
+            raise BadRow(
+                f"ts {show(value)} is outside the accepted window "
+                f"{epoch_to_datetime(self.min_epoch).isoformat()} .. {epoch_to_datetime(self.max_epoch).isoformat()}"
+            )
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[value] = found = (epoch, _stamp(epoch))
+        return found
+
+    def _iso_epoch(self, value: object) -> float:
+        show = self.show
         if not isinstance(value, str):
             raise BadRow("ts is missing" if value is None else f"ts must be an ISO 8601 string, got {show(value)}")
         if not value.isascii() or len(value) > 64:
@@ -241,21 +263,13 @@ class Validator:
             )
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=_UTC)
-        epoch = parsed.timestamp()
-        if not self.min_epoch <= epoch < self.max_epoch:
-            raise BadRow(
-                f"ts {show(value)} is outside the accepted window "
-                f"{epoch_to_datetime(self.min_epoch).isoformat()} .. {epoch_to_datetime(self.max_epoch).isoformat()}"
-            )
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[value] = epoch
-        return epoch
+        return parsed.timestamp()
 
     def _make_row(self) -> Callable[[int, Sequence[Any]], list]:
         providers, symbols, intervals, times = (self._caches[k] for k in ("provider", "symbol", "interval", "ts"))
-        text, epoch_of, show = self.text, self.epoch, self.show
+        text, stamp_of, show = self.text, self.stamp, self.show
         optional = self.volume_optional
+        epochs_append = self.epochs.append
         for name in ("provider", "symbol", "interval"):
             self._seed(name, self._caches[name])
 
@@ -265,10 +279,10 @@ class Validator:
                 p = providers[p]
                 s = symbols[s]
                 i = intervals[i]
-                e = times[ts]
+                e, t = times[ts]
             except (KeyError, TypeError):
                 p, s, i = text("provider", p), text("symbol", s), text("interval", i)
-                e = epoch_of(ts)
+                e, t = stamp_of(ts)
             if not (type(o) is float and type(h) is float and type(lo) is float and type(c) is float):
                 o, h = _number("open", o, show), _number("high", h, show)
                 lo, c = _number("low", lo, show), _number("close", c, show)
@@ -280,7 +294,8 @@ class Validator:
                 raise BadRow(f"prices must be at least 0 and below {MAX_VALUE:g}; low {lo!r}, high {h!r}")
             if v is not None and not 0 <= v < MAX_VALUE:
                 raise BadRow(f"volume must be at least 0 and below {MAX_VALUE:g}, got {v!r}")
-            return [line, p, s, i, e, o, h, lo, c, v]
+            epochs_append(e)  # last: a row refused above leaves no epoch behind
+            return [p, s, i, t, o, h, lo, c, v]
 
         return row
 
@@ -430,7 +445,9 @@ class Reader:
         batch = self._batch
         self._check_stop()
         if pending:
-            epochs = list(map(_EPOCH, pending))
+            epochs = self.validator.epochs[:]
+            self.validator.epochs.clear()
+            batch.stamps.update(map(_TS, pending))
             batch.min_epoch = min(batch.min_epoch, min(epochs))
             batch.max_epoch = max(batch.max_epoch, max(epochs))
             batch.symbols.update(map(_SYMBOL, pending))
@@ -568,6 +585,7 @@ class Reader:
         if self.header is None and self.layout.header:
             self.read_header()
         values, width = self.layout.csv_picker(self.header, self.validator.constants, self.limits.show_values)
+        plain_line, plain_values = self.layout.csv_line(self.header, self.validator.constants)
         delimiter = self.layout.delimiter
         make_row, chunk = self._row, self._chunk
         reader = csv.reader
@@ -580,6 +598,16 @@ class Reader:
                 self.offset += self._skip_rest_of_line()
                 continue
             text = raw.decode("utf-8", "replace")
+            plain = plain_line(text)
+            if plain is not None:  # the fast path: one regular expression checked the line
+                try:
+                    self._pending.append(make_row(self.line, plain_values(plain.groups())))
+                except BadRow as exc:
+                    self._reject(self.line, str(exc))
+                    continue
+                if len(self._pending) >= chunk and self._flush_chunk():
+                    yield self._cut()
+                continue
             if '"' in text:
                 try:
                     record = next(reader((text,), strict=True, delimiter=delimiter), [])

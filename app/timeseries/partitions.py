@@ -78,6 +78,15 @@ def list_partitions(conn: psycopg.Connection, table: str) -> list[Partition]:
     return [Partition(name, utc(lo), utc(hi)) for name, lo, hi in rows]
 
 
+def holding(conn: psycopg.Connection, table: str, lo: datetime, hi: datetime) -> str | None:
+    """The range partition whose range holds every time in [lo, hi], or None (rows of
+    several partitions, or of the DEFAULT one)."""
+    for part in list_partitions(conn, table):
+        if part.lo <= lo and hi < part.hi:
+            return part.name
+    return None
+
+
 def default_partition(conn: psycopg.Connection, table: str) -> str | None:
     row = conn.execute(
         """SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partdefid
