@@ -191,3 +191,14 @@ def test_a_truncated_gzip_stream_is_a_source_error():
                 gzip.GzipFile(fileobj=io.BytesIO(blob[: len(blob) // 2])), "ndjson", batch_rows=100, max_bad_rows=0
             ).batches()
         )
+
+
+def test_the_first_batch_is_small_so_writing_starts_at_once_then_batches_are_batch_rows():
+    from app.backfill.rows import FIRST_BATCH_ROWS
+
+    rows = [dict(GOOD, ts=f"2024-01-{1 + i // 1440:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00Z") for i in range(42_000)]
+    _, batches = read(ndjson(*rows), batch_rows=15_000)
+    assert FIRST_BATCH_ROWS == 20_000 and [b.rows for b in batches] == [15_000, 15_000, 12_000]
+    _, batches = read(ndjson(*rows), batch_rows=30_000)
+    assert [b.rows for b in batches] == [20_000, 22_000]
+    assert [b.end_line for b in batches] == [20_000, 42_000]

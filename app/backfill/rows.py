@@ -55,6 +55,7 @@ FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close"
 PRICES = ("open", "high", "low", "close")
 SAMPLE_LIMIT = 20
 CHUNK_ROWS = 5000  # rows per orjson.dumps call
+FIRST_BATCH_ROWS = 20_000  # the first batch of a read holds at most this many rows
 READ_PIECE = 1 << 16  # bytes per read while skipping an over-long line
 MAX_VALUE = 1e15  # prices and volume must stay below it (and not be negative)
 MIN_EPOCH = -2208988800.0  # 1900-01-01: the default lower bound of the time window
@@ -408,6 +409,9 @@ class Reader:
         self._pending: list[list] = []
         self._row = self.validator.row
         self._chunk = min(CHUNK_ROWS, batch_rows)
+        # The first batch is small, so the database starts writing within a fraction of
+        # a second instead of waiting for a whole batch to be read; then batch_rows.
+        self._limit = min(batch_rows, FIRST_BATCH_ROWS)
 
     # -- shared bookkeeping --------------------------------------------------------------
     def _check_stop(self) -> None:
@@ -459,10 +463,11 @@ class Reader:
             batch.read += len(pending)
             batch.chunks.append(_csv_text(pending))
             self._pending = []
-        return batch.rows >= self.batch_rows
+        return batch.rows >= self._limit
 
     def _cut(self) -> Batch:
         self._flush_chunk()
+        self._limit = self.batch_rows
         batch, self._batch = self._batch, Batch()
         batch.end_line, batch.end_offset, batch.header = self.line, self.offset, self.header
         return batch
