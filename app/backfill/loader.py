@@ -161,6 +161,12 @@ class Loader:
         # memory (temp_buffers) and for the upsert's sort (work_mem).
         conn.execute("SET temp_buffers = '64MB'")
         conn.execute("SET work_mem = '64MB'")
+        # A batch's COMMIT does not wait for its WAL to reach the disk. A crash can then
+        # lose the last batches, but only whole, each with its checkpoint (they commit
+        # together), so the resumed load re-reads exactly them. The job reports success
+        # only after a synchronous commit on its own session, which flushes the WAL of
+        # every batch before it.
+        conn.execute("SET synchronous_commit = off")
         conn.execute(_STAGING_DDL)
 
     def write(self, batch: Batch, then: Callable[[psycopg.Connection, int], None] | None = None) -> int:

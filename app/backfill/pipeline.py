@@ -13,9 +13,11 @@ before it: that COPY is its merge). Order is kept where it matters:
 
 If a batch fails, every later one rolls back; the caller gets the error from `done`.
 
-Concurrent loads of overlapping keys (other jobs) take row locks in key order (both
-merges sort by the key), and a batch that still loses a deadlock (or a serialization
-failure) before it merged is rolled back and written again, up to `RETRIES` times with a
+Concurrent loads of overlapping keys (other jobs) take row locks in key order where they
+merge from staging (both merges sort by the key); a batch COPYed straight in inserts in
+file order, but it only succeeds when all its keys are new, so two loads meet there only
+on keys both insert. A batch that loses a deadlock (Postgres detects it) or a
+serialization failure before it merged is rolled back and written again, up to `RETRIES` times with a
 short random pause, each retry counted in `store_backfill_batch_retries_total{reason}`.
 """
 
