@@ -554,16 +554,19 @@ def drop_chunks(
     (`drop_chunks(older_than => cutoff)`); return their names (schema.chunk) and the rows
     they held.
 
-    One transaction under lock_timeout holding SHARE ROW EXCLUSIVE on the hypertable
-    (LOCK TABLE extends it to every chunk): writers wait, readers do not. The chunks are
-    listed and counted under that lock, in one query (`count_many`), so the count is
-    exactly what is dropped."""
+    One transaction under lock_timeout: SHARE ROW EXCLUSIVE on the hypertable itself (no
+    row can come in through it, so no chunk is made meanwhile), then the chunks are listed
+    and ACCESS EXCLUSIVE taken on them (as `drop_chunks` does; other chunks are not
+    locked), so they are counted (in one query, `count_many`) with no writer in between
+    and the count is exactly what is dropped."""
 
     def run() -> tuple[list[str], int]:
         with conn.transaction():
             short_lock_timeout(conn)
             _lock(conn, table)
-            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(table)))
+            # ONLY: the hypertable itself (no chunk can be made meanwhile); LOCK TABLE would
+            # also lock every chunk, and wait for autovacuum on the freshly loaded ones
+            conn.execute(sql.SQL("LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(table)))
             old = conn.execute(
                 """SELECT chunk_schema, chunk_name FROM timescaledb_information.chunks
                    WHERE hypertable_schema = current_schema() AND hypertable_name = %s AND range_end <= %s""",
@@ -571,6 +574,12 @@ def drop_chunks(
             ).fetchall()
             if not old:
                 return [], 0
+            # the lock drop_chunks takes on them, taken before they are counted
+            conn.execute(
+                sql.SQL("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.SQL(", ").join(sql.Identifier(s, n) for s, n in old)
+                )
+            )
             rows = count_many(conn, [(s, n) for s, n in old])
             dropped = [
                 r[0]
