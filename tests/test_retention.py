@@ -239,3 +239,17 @@ def test_partition_row_counts_are_exact_before_and_after_vacuum_marks_them_all_v
     lo = partitions.list_partitions(conn, "bars_ohlcv")[1].lo
     insert_bars(conn, bar_series("NEW", lo, lo + DAY, timedelta(minutes=1)))
     assert partitions.count_rows(conn, name) == conn.execute(exact).fetchone()[0]
+
+
+def test_partitions_are_counted_together_exactly_whether_at_rest_or_not(conn):
+    _load_60_days(conn)
+    settings = "SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan'), current_setting('jit')"
+    before = conn.execute(settings).fetchone()
+    names = [p.name for p in partitions.list_partitions(conn, "bars_ohlcv")[1:4]]
+    exact = sum(conn.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in names)
+    assert exact > 0
+    assert partitions.count_many(conn, [(None, n) for n in names]) == exact
+    conn.execute(f"VACUUM (ANALYZE) {names[0]}")  # one counted from its index, the others scanned
+    assert partitions.count_many(conn, [(None, n) for n in names]) == exact
+    assert partitions.count_many(conn, []) == 0
+    assert conn.execute(settings).fetchone() == before  # the session's settings are back

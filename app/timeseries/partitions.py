@@ -451,59 +451,157 @@ def sweep_default(
     return {"rows_moved": sum(c for _, c in rows), "partitions_created": created}
 
 
-def count_rows(conn: psycopg.Connection, name: str, schema: str | None = None) -> int:
-    """Exact row count of one partition. A partition VACUUM has marked all-visible (old
-    history at rest) is counted from its smallest index, without reading the table: about
-    half the time of a sequential scan. The planner, costing index pages as random reads,
-    would not choose that itself, so sequential scans are turned off for this one query."""
-    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
-    row = conn.execute(
+def _all_visible(conn: psycopg.Connection, idents: list[sql.Composable]) -> list[bool]:
+    """For each table, whether VACUUM has marked all its pages all-visible (and it has an
+    index): then its rows can be counted from its smallest index, without reading it."""
+    names = [i.as_string(conn) for i in idents]
+    rows = conn.execute(
         """SELECT c.relpages > 0 AND c.relallvisible >= c.relpages AND EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid)
-           FROM pg_class c WHERE c.oid = %s::regclass""",
-        (ident.as_string(conn),),
-    ).fetchone()
-    query = sql.SQL("SELECT count(*) FROM {}").format(ident)
-    if not (row and row[0]):
-        return int(scalar(conn, query))
+           FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, n) JOIN pg_class c ON c.oid = t.name::regclass
+           ORDER BY t.n""",
+        (names,),
+    ).fetchall()
+    return [bool(r[0]) for r in rows]
+
+
+def _count_union(conn: psycopg.Connection, idents: list[sql.Composable], from_index: bool) -> int:
+    """count(*) over the UNION ALL of these tables, in one query: Postgres can then run
+    it as a Parallel Append of (parallel) scans, on the server's parallel workers, where
+    one count per table would be serial. JIT is off for it (a long scan of many tables
+    costs above jit_above_cost, and compiling takes longer than counting). `from_index`:
+    sequential and bitmap scans are turned off, so all-visible tables are counted from
+    their smallest index (the planner, costing index pages as random reads, would not
+    choose that itself)."""
+    union = sql.SQL(" UNION ALL ").join(sql.SQL("SELECT FROM {}").format(i) for i in idents)
+    query = sql.SQL("SELECT count(*) FROM ({}) AS rows").format(union)
+    settings = {"jit": "off"}
+    if from_index:
+        settings.update(enable_seqscan="off", enable_bitmapscan="off")
+    names = list(settings)
     with conn.transaction():
         saved = conn.execute(
-            "SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')"
+            sql.SQL("SELECT {}").format(
+                sql.SQL(", ").join(sql.SQL("current_setting({})").format(sql.Literal(n)) for n in names)
+            )
         ).fetchone()
-        conn.execute("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true)")
+        assert saved is not None
+        setter = sql.SQL("SELECT {}").format(
+            sql.SQL(", ").join(sql.SQL("set_config({}, %s, true)").format(sql.Literal(n)) for n in names)
+        )
+        conn.execute(setter, [settings[n] for n in names])
         count = int(scalar(conn, query))
-        conn.execute("SELECT set_config('enable_seqscan', %s, true), set_config('enable_bitmapscan', %s, true)", saved)
+        conn.execute(setter, list(saved))
     return count
 
 
-def drop(conn: psycopg.Connection, table: str, names: list[str]) -> list[tuple[str, int]]:
-    """Detach and drop these partitions, GROUP per transaction; return (name, rows it held)
-    for each dropped (a name already gone is skipped).
+def count_many(conn: psycopg.Connection, tables: list[tuple[str | None, str]]) -> int:
+    """Exact total row count of these tables ((schema or None, name) each), in at most
+    two queries: the all-visible ones (history at rest) from their smallest index, the
+    others (e.g. freshly loaded) with sequential scans; each query one count over the
+    UNION ALL of its tables, so that it can run in parallel (`_count_union`)."""
+    if not tables:
+        return 0
+    idents: list[sql.Composable] = [sql.Identifier(s, n) if s else sql.Identifier(n) for s, n in tables]
+    visible = _all_visible(conn, idents)
+    total = 0
+    for from_index in (True, False):
+        part = [i for i, v in zip(idents, visible, strict=True) if v == from_index]
+        if part:
+            total += _count_union(conn, part, from_index)
+    return total
+
+
+def count_rows(conn: psycopg.Connection, name: str, schema: str | None = None) -> int:
+    """Exact row count of one table (partition, chunk). A table VACUUM has marked
+    all-visible (old history at rest) is counted from its smallest index, without reading
+    the table: about half the time of a sequential scan (see `count_many`)."""
+    return count_many(conn, [(schema, name)])
+
+
+def drop(conn: psycopg.Connection, table: str, names: list[str]) -> tuple[list[str], int]:
+    """Detach and drop these partitions, GROUP per transaction; return the names dropped
+    (a name already gone is skipped) and the rows they held.
 
     DETACH needs ACCESS EXCLUSIVE on the parent (CONCURRENTLY is not allowed next to a
     DEFAULT partition), so each group is one short transaction under lock_timeout: the
-    rows are counted after the detach, under that lock, so the count is exactly what
-    was dropped. Detach and drop commit together: nothing is left half done."""
-    out: list[tuple[str, int]] = []
+    group's partitions are detached (one round trip), their rows counted together under
+    that lock (`count_many`: one query, in parallel where the server allows), so the count
+    is exactly what is dropped, then they are dropped (one round trip). Detach and drop
+    commit together: nothing is left half done."""
+    dropped: list[str] = []
+    rows = 0
 
-    def group(batch: list[str]) -> list[tuple[str, int]]:
-        done = []
+    def group(batch: list[str]) -> tuple[list[str], int]:
         with conn.transaction():
             short_lock_timeout(conn)
             _lock(conn, table)
             attached = {p.name for p in list_partitions(conn, table)}
-            for name in batch:
-                if name not in attached:
-                    continue
-                ident = sql.Identifier(name)
-                conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(table), ident))
-                rows = count_rows(conn, name)
-                conn.execute(sql.SQL("DROP TABLE {}").format(ident))
-                done.append((name, int(rows)))
-        return done
+            todo = [name for name in batch if name in attached]
+            if not todo:
+                return [], 0
+            parent = sql.Identifier(table)
+            conn.execute(
+                sql.SQL(";\n").join(
+                    sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, sql.Identifier(name)) for name in todo
+                )
+            )
+            count = count_many(conn, [(None, name) for name in todo])
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.SQL(", ").join(sql.Identifier(n) for n in todo)))
+        return todo, count
 
     for i in range(0, len(names), GROUP):
-        out += retrying(partial(group, names[i : i + GROUP]), f"drop partitions of {table}")
-    return out
+        done, n = retrying(partial(group, names[i : i + GROUP]), f"drop partitions of {table}")
+        dropped += done
+        rows += n
+    return dropped, rows
+
+
+def drop_chunks(
+    conn: psycopg.Connection, table: str, cutoff: datetime, *, check: Callable[[], None] | None = None
+) -> tuple[list[str], int]:
+    """TimescaleDB: drop the hypertable's chunks ending at or before `cutoff`
+    (`drop_chunks(older_than => cutoff)`); return their names (schema.chunk) and the rows
+    they held.
+
+    One transaction under lock_timeout: SHARE ROW EXCLUSIVE on the hypertable itself (no
+    row can come in through it, so no chunk is made meanwhile), then the chunks are listed
+    and ACCESS EXCLUSIVE taken on them (as `drop_chunks` does; other chunks are not
+    locked), so they are counted (in one query, `count_many`) with no writer in between
+    and the count is exactly what is dropped."""
+
+    def run() -> tuple[list[str], int]:
+        with conn.transaction():
+            short_lock_timeout(conn)
+            _lock(conn, table)
+            # ONLY: the hypertable itself (no chunk can be made meanwhile); LOCK TABLE would
+            # also lock every chunk, and wait for autovacuum on the freshly loaded ones
+            conn.execute(sql.SQL("LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(table)))
+            old = conn.execute(
+                """SELECT chunk_schema, chunk_name FROM timescaledb_information.chunks
+                   WHERE hypertable_schema = current_schema() AND hypertable_name = %s AND range_end <= %s""",
+                (table, cutoff),
+            ).fetchall()
+            if not old:
+                return [], 0
+            # the lock drop_chunks takes on them, taken before they are counted
+            conn.execute(
+                sql.SQL("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.SQL(", ").join(sql.Identifier(s, n) for s, n in old)
+                )
+            )
+            rows = count_many(conn, [(s, n) for s, n in old])
+            dropped = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (table, cutoff)
+                ).fetchall()
+            ]
+            if sorted(dropped) != sorted(f"{s}.{n}" for s, n in old):
+                # cannot happen under the lock; never report a count that is not of what was dropped
+                raise RuntimeError(f"drop_chunks of {table} dropped {dropped}, not the {len(old)} chunks counted")
+            return dropped, rows
+
+    return retrying(run, f"drop chunks of {table}", check=check)
 
 
 TRIM_MAX_ROWS = 200_000  # rows a trim copies under the parent's ACCESS EXCLUSIVE lock, at most

@@ -33,7 +33,7 @@ from app.db import scalar
 from app.intervals import format_interval
 from app.times import iso, utc
 from app.timeseries import backend, catalog, partitions, rollups
-from app.timeseries.retry import retrying, short_lock_timeout
+from app.timeseries.retry import retrying
 
 RUN_LOCK = 0x4D44_5352  # advisory namespace: one retention run per table ('MDSR'), object = table oid
 BATCH_ROWS = 20_000
@@ -214,9 +214,9 @@ def _postgres(run: _Run, cutoff: datetime) -> dict:
         run.note("dropping partitions")
         for i in range(0, len(whole), partitions.GROUP):
             run.check()
-            for name, rows in partitions.drop(conn, table, whole[i : i + partitions.GROUP]):
-                run.rows_removed += rows
-                run.dropped.append(name)
+            names_dropped, rows = partitions.drop(conn, table, whole[i : i + partitions.GROUP])
+            run.rows_removed += rows
+            run.dropped.extend(names_dropped)
     names = [p.name for p in straddling]
     default = partitions.default_partition(conn, table)
     if default:
@@ -247,25 +247,17 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
         (table, cutoff),
     ).fetchall()
     whole = [(f"{schema}.{name}", lo, hi) for schema, name, lo, hi, _z in chunks if hi <= cutoff]
-    run.note("counting rows")
-    for schema, name, _lo, hi, _z in chunks:
-        if hi <= cutoff:
-            run.check()
-            run.rows_removed += partitions.count_rows(conn, name, schema)
-    if whole and not run.dry_run:
-        run.note("dropping chunks")
-
-        def drop() -> list:
-            with conn.transaction():
-                short_lock_timeout(conn)
-                return conn.execute(
-                    "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz)", (table, cutoff)
-                ).fetchall()
-
-        dropped = retrying(drop, f"drop chunks of {table}", check=run.check)
-        run.dropped.extend(r[0] for r in dropped)
-    else:
+    if run.dry_run or not whole:
+        run.note("counting rows")
+        run.rows_removed += partitions.count_many(
+            conn, [(schema, name) for schema, name, _lo, hi, _z in chunks if hi <= cutoff]
+        )
         run.dropped.extend(name for name, _lo, _hi in whole)
+    else:
+        run.note("dropping chunks")
+        dropped, rows = partitions.drop_chunks(conn, table, cutoff, check=run.check)
+        run.rows_removed += rows
+        run.dropped.extend(dropped)
     if not run.dry_run and any(hi > cutoff for *_n, hi, _z in chunks):
         run.note("trimming the chunk straddling the cutoff")
     for schema, name, lo, hi, compressed in chunks:
