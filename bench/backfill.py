@@ -15,8 +15,9 @@ postgresql://postgres@127.0.0.1:5432/postgres) and migrates it, then alternates,
 - preset: the same job loading the Polygon-layout file of the same rows.
 
 Every target is emptied (and a CHECKPOINT taken) before every run. Prints rows/s of
-each, the ratios job/COPY and preset/COPY (best round of each), and the job's peak
-memory for `--small` and `--rows` rows.
+each, the ratios job/COPY and preset/COPY (the median of the rounds' ratios, each round
+against its own COPY, and the best run against the best run), and the job's peak memory
+for `--small` and `--rows` rows.
 
 Then, with a throwaway redis-server and real `python -m worker` processes: `--glob-rows`
 rows as one file loaded by 1 worker, against the same rows split into 12 files loaded as
@@ -32,6 +33,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -384,8 +386,20 @@ def main() -> None:
         print(f"keyed COPY (CSV, empty copy of bars_ohlcv):     {args.rows / best_copy:,.0f} rows/s")
         print(f"backfill job (gzip NDJSON, our layout):         {args.rows / best_job:,.0f} rows/s")
         print(f"backfill job (gzip Polygon CSV, polygon_aggs):  {args.rows / best_preset:,.0f} rows/s")
-        print(f"ratio job / COPY: {best_copy / best_job:.2f}")
-        print(f"ratio preset / COPY: {best_copy / best_preset:.2f}")
+        # Each round runs the three back to back, so a round's ratio compares runs made under
+        # the closest conditions; the machine's speed drifts between rounds (another VM on the
+        # host, the kernel's writeback), so the median of the rounds' ratios is the figure
+        # that holds, and the ratio of the best runs is printed beside it.
+        job_ratios = [c / j["seconds"] for c, j in zip(copies, jobs, strict=True)]
+        preset_ratios = [c / p["seconds"] for c, p in zip(copies, presets, strict=True)]
+        print(
+            f"ratio job / COPY: median of the rounds {statistics.median(job_ratios):.2f} "
+            f"({', '.join(f'{r:.2f}' for r in job_ratios)}); best against best {best_copy / best_job:.2f}"
+        )
+        print(
+            f"ratio preset / COPY: median of the rounds {statistics.median(preset_ratios):.2f} "
+            f"({', '.join(f'{r:.2f}' for r in preset_ratios)}); best against best {best_copy / best_preset:.2f}"
+        )
         for rows, run in ((args.small, small_run), (args.rows, big_run)):
             print(
                 f"job peak RSS at {rows:>9,} rows: {run['peak_kb'] / 1024:.0f} MB "

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import io
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
 from app.backfill import layout as layouts
 from app.backfill.layout import Layout
-from app.backfill.rows import Reader
+from app.backfill.rows import Reader, decode, micros_to_datetime
 
 NUMBERS = [
     "1", "1.5", "+1.5", "-1.5", ".5", "5.", "1e3", "1E+2", "1.5e-3", "0", "00012.50",
@@ -75,7 +76,10 @@ def test_the_polygon_preset_comes_out_the_same_and_the_fast_path_takes_plain_lin
     lines.append(b"AAPL,,1,1,1,1,1704067200000000000,3")  # no volume: a bad row either way
     data = b"\n".join(lines) + b"\n"
     rows, bad, _, stamps = _same(data, lay, monkeypatch, provider="polygon", interval="1m")
-    assert len(rows.splitlines()) == 200 and len(bad) == 1
-    assert "2024-01-01T00:00:00.000000+00:00" in stamps[0]
+    decoded = decode([rows])
+    assert len(decoded) == 200 and len(bad) == 1
+    assert decoded[0][:4] == ["polygon", "AAPL", "1m", datetime(2024, 1, 1, tzinfo=UTC)]
+    assert decoded[0][4:] == [100.0, 101.0, 99.0, 100.5, 1000.0]
+    assert micros_to_datetime(min(stamps[0])) == datetime(2024, 1, 1, tzinfo=UTC)
     matched = layouts.Layout.csv_line(lay, lines[0].decode().split(","), {"interval": "1m", "provider": "polygon"})[0]
     assert all(matched(line.decode() + "\n") for line in lines[1:201])

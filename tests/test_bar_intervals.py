@@ -3,7 +3,6 @@ allowed values, and the database rejects anything else (CHECK from migration 002
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -12,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.backfill.rows import Reader
+from app.backfill.rows import Reader, decode
 from app.errors import BadRequest
 from app.jobs import backfill as backfill_job
 from app.timeseries import intervals
@@ -77,8 +76,8 @@ def _rows(*values):
     data = b"".join(json.dumps({**ROW, "interval": v}).encode() + b"\n" for v in values)
     reader = Reader(io.BufferedReader(io.BytesIO(data)), "ndjson", batch_rows=100, max_bad_rows=100)
     batches = list(reader.batches())
-    text = b"".join(c for b in batches for c in b.chunks).decode()
-    return [row[2] for row in csv.reader(io.StringIO(text))], [s for b in batches for s in b.samples]
+    rows = decode([c for b in batches for c in b.chunks])
+    return [row[2] for row in rows], [s for b in batches for s in b.samples]
 
 
 def test_the_backfill_stores_the_canonical_name_and_names_the_allowed_values_for_others():

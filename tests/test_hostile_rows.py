@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.backfill.rows import MAX_VALUE, Reader, RowLimits
+from app.backfill.rows import MAX_VALUE, Reader, RowLimits, decode
 
 GOOD = {
     "provider": "prov",
@@ -31,7 +31,7 @@ def read(lines: list[bytes], fmt: str = "ndjson", limits: RowLimits = WINDOW, ma
         io.BufferedReader(io.BytesIO(b"".join(lines))), fmt, batch_rows=100, max_bad_rows=max_bad_rows, limits=limits
     )
     batches = list(reader.batches())
-    rows = [r for b in batches for chunk in b.chunks for r in chunk.decode().splitlines()]
+    rows = decode([chunk for b in batches for chunk in b.chunks])
     return rows, [(s["line"], s["reason"]) for b in batches for s in b.samples]
 
 
@@ -84,7 +84,7 @@ def test_the_bounds_themselves_are_accepted():
     rows, bad = read([json.dumps({**GOOD, "open": 0, "low": 0, "close": 0, "high": edge, "volume": edge}).encode()])
     assert bad == [] and len(rows) == 1
     rows, bad = read([json.dumps({**GOOD, "open": "+1.5E+1", "high": "16", "close": ".5e1", "low": "5."}).encode()])
-    assert bad == [] and rows[0].split(",")[4:8] == ["15.0", "16.0", "5.0", "5.0"]
+    assert bad == [] and rows[0][4:8] == [15.0, 16.0, 5.0, 5.0]
 
 
 @pytest.mark.parametrize(
@@ -113,10 +113,10 @@ def test_nanosecond_zeros_and_the_window_edges_are_accepted():
         ]
     )
     assert bad == [] and len(rows) == 3
-    assert [r.split(",")[3].strip('"') for r in rows] == [
-        "2024-01-02T03:04:05.123456+00:00",
-        "1900-01-01T00:00:00.000000+00:00",
-        "2026-01-16T23:59:59.000000+00:00",
+    assert [r[3] for r in rows] == [
+        datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 16, 23, 59, 59, tzinfo=UTC),
     ]
 
 
@@ -131,7 +131,7 @@ def test_symbols_outside_the_charset_or_with_a_formula_start_are_refused(symbol)
 def test_symbols_of_real_markets_are_accepted():
     symbols = ["BRK.B", "^GSPC", "EUR/USD", "ES=F", "CL:NYM", "_X", ".DJI", "7203", "rds-a"]
     rows, bad = read([json.dumps({**GOOD, "symbol": s}).encode() + b"\n" for s in symbols])
-    assert bad == [] and [r.split(",")[1].strip('"') for r in rows] == [s.upper() for s in symbols]
+    assert bad == [] and [r[1] for r in rows] == [s.upper() for s in symbols]
 
 
 def test_providers_and_intervals_never_start_like_a_formula():

@@ -28,8 +28,8 @@ Per batch, one transaction:
    no touched `updated_at`). After such a batch the next few go straight to the upsert.
 3. Whatever the caller adds (the checkpoint, the job_runs counts), then COMMIT.
 
-Rows arrive in the table's column order with the time as ISO 8601 text in UTC
-(app/backfill/rows.py).
+Rows arrive in the table's column order as tuples of Postgres' binary COPY format
+(app/backfill/rows.py), the same bytes for both paths.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from app.backfill.rows import Batch, epoch_to_datetime
+from app.backfill.rows import COPY_HEADER, COPY_TRAILER, Batch, epoch_to_datetime
 from app.timeseries import backend, partitions
 
 COLUMNS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
@@ -61,14 +61,16 @@ CREATE TEMP TABLE IF NOT EXISTS backfill_staging (
 """
 _COPY = (
     'COPY pg_temp.backfill_staging (provider, symbol, "interval", ts, open, high, low, close, volume) '
-    "FROM STDIN (FORMAT csv, NULL 'null')"
+    "FROM STDIN (FORMAT binary)"
 )
 # What the rollup trigger of migration 0005 records for inserted rows, for rows COPYed
 # into a partition directly (which fires no trigger of the parent).
 _INVALIDATE = """
 INSERT INTO store_rollup_invalidations (aggregate, bucket)
 SELECT DISTINCT a.name, date_bin(a.bucket_width, t.ts, timestamptz '1970-01-01 00:00:00+00')
-FROM unnest(%s::timestamptz[]) AS t(ts) CROSS JOIN store_aggregates a
+FROM (SELECT timestamptz '2000-01-01 00:00:00+00' + us * interval '1 microsecond' AS ts
+      FROM unnest(%s::bigint[]) AS us) t
+CROSS JOIN store_aggregates a
 WHERE a.source = %s AND isfinite(t.ts)
 """
 
@@ -79,6 +81,14 @@ class Direct:
 
     table: str  # a partition of the table, or the table itself (TimescaleDB)
     invalidate: bool  # record the rollup invalidations (a partition: no trigger fires)
+
+
+def _write(copy: psycopg.Copy, chunks: list[bytes]) -> None:
+    """One binary COPY's data: the header, the chunks of tuples, the trailer."""
+    copy.write(COPY_HEADER)
+    for chunk in chunks:
+        copy.write(chunk)
+    copy.write(COPY_TRAILER)
 
 
 def _ids(names: Iterable[str]) -> sql.Composable:
@@ -200,8 +210,7 @@ class Loader:
         if not chunks:
             return
         with self.conn.cursor() as cur, cur.copy(_COPY) as copy:
-            for chunk in chunks:
-                copy.write(chunk)
+            _write(copy, chunks)
 
     def merge(self, batch: Batch, direct: Direct | None = None) -> int:
         """The batch into the target (inside the caller's transaction): straight in when
@@ -230,13 +239,12 @@ class Loader:
             return cur.execute(self._upsert).rowcount
 
     def _copy_direct(self, batch: Batch, direct: Direct) -> int:
-        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL 'null')").format(
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             sql.Identifier(direct.table), _ids(COLUMNS)
         )
         with self.conn.cursor() as cur:
             with cur.copy(statement) as copy:
-                for chunk in batch.chunks:
-                    copy.write(chunk)
+                _write(copy, batch.chunks)
             written = cur.rowcount
             if direct.invalidate:
                 cur.execute(_INVALIDATE, (sorted(batch.stamps), self.table))

@@ -2,11 +2,12 @@
 
 Each valid row becomes `[provider, SYMBOL, interval, ts, open, high, low, close, volume]`,
 the columns of `bars_ohlcv` in its order, so a batch can be COPYed straight into a
-partition (app/backfill/loader.py); a few thousand rows are turned into CSV text by one
-`orjson.dumps` call (the text values are checked to hold no quote, backslash or bracket,
-so JSON's quoting is CSV's). The time travels as ISO 8601 text in UTC with microseconds
-(`_stamp`, made once per distinct source value); its epoch seconds are kept beside the
-rows for the batch's range and partitions.
+partition (app/backfill/loader.py). The time is Postgres' own: microseconds since
+2000-01-01 UTC (`_micros`, made once per distinct source value); its epoch seconds are
+kept beside the rows for the batch's range and partitions. Every few thousand rows
+become one chunk of tuples in Postgres' binary COPY format (`encode`): the server then
+parses no text at all (no `timestamptz` or `float8` input functions), which saves about
+a fifth of its work per row. `COPY_HEADER` and `COPY_TRAILER` frame the chunks of one COPY.
 
 A bad row is skipped, counted and sampled (line number and reason); one more than
 `max_bad_rows` stops the read with `TooManyBadRows`.
@@ -34,6 +35,7 @@ import csv
 import io
 import math
 import re
+import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 FIELDS = ("provider", "symbol", "interval", "ts", "open", "high", "low", "close", "volume")
 PRICES = ("open", "high", "low", "close")
 SAMPLE_LIMIT = 20
-CHUNK_ROWS = 5000  # rows per orjson.dumps call
+CHUNK_ROWS = 5000  # rows per encoded chunk
 FIRST_BATCH_ROWS = 20_000  # the first batch of a read holds at most this many rows
 READ_PIECE = 1 << 16  # bytes per read while skipping an over-long line
 MAX_VALUE = 1e15  # prices and volume must stay below it (and not be negative)
@@ -71,7 +73,13 @@ _UTC = UTC
 _fromiso = datetime.fromisoformat
 _PROVIDER, _SYMBOL, _INTERVAL, _TS = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _isfinite = math.isfinite
-_EPOCH_DT = datetime(1970, 1, 1, tzinfo=UTC)
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC (Postgres' epoch) in Unix microseconds
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # signature, flags, no extension
+COPY_TRAILER = struct.pack(">h", -1)
+_FIELDS = struct.Struct(">h").pack(len(FIELDS))
+_TAIL = struct.Struct(">iqididididid").pack  # ts, open, high, low, close, volume, each after its length
+_TAIL_NO_VOLUME = struct.Struct(">iqididididi").pack  # ... and a NULL volume (length -1)
+_HEADS_LIMIT = 100_000
 
 
 class BadRow(Exception):
@@ -116,22 +124,79 @@ class Batch:
     providers: set = field(default_factory=set)
     intervals: set = field(default_factory=set)
     slots: set = field(default_factory=set)  # days (epoch // slot_seconds) the rows fall on
-    stamps: set = field(default_factory=set)  # the distinct ts texts (what rollups must recompute)
+    stamps: set = field(default_factory=set)  # the distinct times, Postgres microseconds (for the rollups)
 
 
 def epoch_to_datetime(value: float) -> datetime:
     return datetime.fromtimestamp(round(value, 6), _UTC)
 
 
-def _stamp(epoch: float) -> str:
-    """Epoch seconds -> '2024-03-04T09:30:00.250000+00:00' (the microsecond nearest, as
-    Postgres' `to_timestamp` rounds; exact for every time a parser here produces)."""
-    return (_EPOCH_DT + timedelta(microseconds=round(epoch * 1_000_000))).isoformat(timespec="microseconds")
+def _micros(epoch: float) -> int:
+    """Epoch seconds -> microseconds since 2000-01-01 UTC, Postgres' `timestamptz` (the
+    microsecond nearest, as its `to_timestamp` rounds; exact for every time a parser here
+    produces)."""
+    return round(epoch * 1_000_000) - _PG_EPOCH_US
 
 
-def _csv_text(rows: list[list]) -> bytes:
-    """`[[1,"a",2.5],[2,"b",3.0]]` -> b'1,"a",2.5\\n2,"b",3.0\\n' (texts hold no brackets)."""
-    return orjson.dumps(rows)[2:-2].replace(b"],[", b"\n") + b"\n"
+def micros_to_datetime(micros: int) -> datetime:
+    return datetime(2000, 1, 1, tzinfo=_UTC) + timedelta(microseconds=micros)
+
+
+def _text_fields(provider: str, symbol: str, interval: str) -> bytes:
+    """The start of a binary COPY tuple: the field count and the three text fields."""
+    out = [_FIELDS]
+    for value in (provider, symbol, interval):
+        data = value.encode()
+        out.append(struct.pack(">i", len(data)) + data)
+    return b"".join(out)
+
+
+def encode(rows: list[list], heads: dict) -> bytes:
+    """Rows -> binary COPY tuples (no header or trailer). `heads` caches the encoded text
+    fields per (provider, symbol, interval)."""
+    out: list[bytes] = []
+    append = out.append
+    tail, tail_no_volume = _TAIL, _TAIL_NO_VOLUME
+    for p, s, i, us, o, h, lo, c, v in rows:
+        key = (p, s, i)
+        head = heads.get(key)
+        if head is None:
+            if len(heads) >= _HEADS_LIMIT:
+                heads.clear()
+            head = heads[key] = _text_fields(p, s, i)
+        if v is None:
+            append(head + tail_no_volume(8, us, 8, o, 8, h, 8, lo, 8, c, -1))
+        else:
+            append(head + tail(8, us, 8, o, 8, h, 8, lo, 8, c, 8, v))
+    return b"".join(out)
+
+
+def decode(chunks: list[bytes]) -> list[list]:
+    """Binary COPY tuples -> rows `[provider, symbol, interval, ts (datetime), open, high,
+    low, close, volume]` (for tests and inspection)."""
+    rows = []
+    for chunk in chunks:
+        view, at = memoryview(chunk), 0
+        while at < len(view):
+            (count,) = struct.unpack_from(">h", view, at)
+            at += 2
+            row: list = []
+            for k in range(count):
+                (size,) = struct.unpack_from(">i", view, at)
+                at += 4
+                if size < 0:
+                    row.append(None)
+                    continue
+                data = bytes(view[at : at + size])
+                at += size
+                if k < 3:
+                    row.append(data.decode())
+                elif k == 3:
+                    row.append(micros_to_datetime(struct.unpack(">q", data)[0]))
+                else:
+                    row.append(struct.unpack(">d", data)[0])
+            rows.append(row)
+    return rows
 
 
 class Validator:
@@ -224,8 +289,8 @@ class Validator:
         """Epoch seconds of a ts value (BadRow if it is no time, or outside the window)."""
         return self.stamp(value)[0]
 
-    def stamp(self, value: object) -> tuple[float, str]:
-        """(epoch seconds, the ts text for COPY) of a ts value; cached per value."""
+    def stamp(self, value: object) -> tuple[float, int]:
+        """(epoch seconds, Postgres microseconds for COPY) of a ts value; cached per value."""
         cache = self._caches["ts"]
         try:
             return cache[value]
@@ -243,7 +308,7 @@ class Validator:
             )
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
-        cache[value] = found = (epoch, _stamp(epoch))
+        cache[value] = found = (epoch, _micros(epoch))
         return found
 
     def _iso_epoch(self, value: object) -> float:
@@ -407,6 +472,7 @@ class Reader:
         self.first_bad: dict | None = samples[0] if samples else None
         self._batch = Batch()
         self._pending: list[list] = []
+        self._heads: dict = {}  # encoded text fields per (provider, symbol, interval)
         self._row = self.validator.row
         self._chunk = min(CHUNK_ROWS, batch_rows)
         # The first batch is small, so the database starts writing within a fraction of
@@ -461,7 +527,7 @@ class Reader:
             batch.slots.update({int(e // width) for e in epochs})
             batch.rows += len(pending)
             batch.read += len(pending)
-            batch.chunks.append(_csv_text(pending))
+            batch.chunks.append(encode(pending, self._heads))
             self._pending = []
         return batch.rows >= self._limit
 
