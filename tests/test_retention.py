@@ -178,7 +178,7 @@ def test_rollups_over_dropped_ranges_are_kept_and_never_recomputed(conn):
     assert len(rows) > 0
 
 
-@pytest.mark.parametrize("session_lock_timeout", ["300", "0"])  # 0: no limit; DDL still caps its waits at 1 s
+@pytest.mark.parametrize("session_lock_timeout", ["300", "0"])  # 0: no limit; DDL still caps its waits (at 1.5 s)
 def test_retention_gives_way_to_ingest_on_lock_timeouts_and_retries(migrated_database_url, conn, session_lock_timeout):
     rows = _load_60_days(conn)
     reader = psycopg.connect(migrated_database_url)  # a long report holding ACCESS SHARE on the table

@@ -13,10 +13,13 @@ from typing import TypeVar
 import psycopg
 
 from app import logs, retry
-from app.db import scalar
 
 T = TypeVar("T")
 DDL_LOCK_TIMEOUT_MS = 1000  # cap for locks that make ingest queue behind us (ACCESS EXCLUSIVE)
+# ...but always this much longer than deadlock_timeout: only when a lock request has waited
+# deadlock_timeout does the server cancel an autovacuum that holds the lock (as it does on
+# freshly loaded partitions and chunks); giving up at the same moment would let it win.
+AUTOVACUUM_GRACE_MS = 500
 RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 ATTEMPTS = 8
 
@@ -41,8 +44,15 @@ def short_lock_timeout(conn: psycopg.Connection) -> None:
     """Inside a transaction: cap lock_timeout at DDL_LOCK_TIMEOUT_MS for this transaction.
 
     While we wait for an ACCESS EXCLUSIVE lock, every new INSERT queues behind our
-    request; this bounds that wait (the session's own lock_timeout applies if lower).
+    request; this bounds that wait (the session's own lock_timeout applies if lower). The
+    cap stays AUTOVACUUM_GRACE_MS above deadlock_timeout (1.5 s with the default 1 s), so
+    an autovacuum holding the lock is cancelled by the server before we give up.
     """
-    current = int(scalar(conn, "SELECT setting FROM pg_settings WHERE name = 'lock_timeout'"))
-    value = DDL_LOCK_TIMEOUT_MS if current == 0 else min(current, DDL_LOCK_TIMEOUT_MS)
+    row = conn.execute(
+        """SELECT current_setting('lock_timeout')::interval, current_setting('deadlock_timeout')::interval"""
+    ).fetchone()
+    assert row is not None
+    current, deadlock = (int(v.total_seconds() * 1000) for v in row)
+    cap = max(DDL_LOCK_TIMEOUT_MS, deadlock + AUTOVACUUM_GRACE_MS)
+    value = cap if current == 0 else min(current, cap)
     conn.execute("SELECT set_config('lock_timeout', %s, true)", (str(value),))
