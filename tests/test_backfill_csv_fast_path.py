@@ -12,7 +12,8 @@ import pytest
 
 from app.backfill import layout as layouts
 from app.backfill.layout import Layout
-from app.backfill.rows import Reader, decode, micros_to_datetime
+from app.backfill.rows import Reader, micros_to_datetime
+from tests.support.copy_rows import decode
 
 NUMBERS = [
     "1", "1.5", "+1.5", "-1.5", ".5", "5.", "1e3", "1E+2", "1.5e-3", "0", "00012.50",

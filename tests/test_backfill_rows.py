@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.backfill.rows import Reader, TooManyBadRows, decode, epoch_to_datetime, micros_to_datetime
+from app.backfill.rows import Reader, TooManyBadRows, epoch_to_datetime, micros_to_datetime
 from app.backfill.sources import SourceError
+from tests.support.copy_rows import decode
 
 GOOD = {
     "provider": "prov",

@@ -11,10 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.backfill.rows import Reader, decode
+from app.backfill.rows import Reader
 from app.errors import BadRequest
 from app.jobs import backfill as backfill_job
 from app.timeseries import intervals
+from tests.support.copy_rows import decode
 
 MIGRATION = Path(__file__).resolve().parent.parent / "migrations" / "0021_bar_intervals.sql"
 ROW = {

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.backfill.rows import MAX_VALUE, Reader, RowLimits, decode
+from app.backfill.rows import MAX_VALUE, Reader, RowLimits
+from tests.support.copy_rows import decode
 
 GOOD = {
     "provider": "prov",

@@ -171,34 +171,6 @@ def encode(rows: list[list], heads: dict) -> bytes:
     return b"".join(out)
 
 
-def decode(chunks: list[bytes]) -> list[list]:
-    """Binary COPY tuples -> rows `[provider, symbol, interval, ts (datetime), open, high,
-    low, close, volume]` (for tests and inspection)."""
-    rows = []
-    for chunk in chunks:
-        view, at = memoryview(chunk), 0
-        while at < len(view):
-            (count,) = struct.unpack_from(">h", view, at)
-            at += 2
-            row: list = []
-            for k in range(count):
-                (size,) = struct.unpack_from(">i", view, at)
-                at += 4
-                if size < 0:
-                    row.append(None)
-                    continue
-                data = bytes(view[at : at + size])
-                at += size
-                if k < 3:
-                    row.append(data.decode())
-                elif k == 3:
-                    row.append(micros_to_datetime(struct.unpack(">q", data)[0]))
-                else:
-                    row.append(struct.unpack(">d", data)[0])
-            rows.append(row)
-    return rows
-
-
 class Validator:
     """Checks rows; caches the text fields and times it has already accepted.
 
@@ -284,10 +256,6 @@ class Validator:
             self._seed(name, cache)
         cache[value] = clean
         return clean
-
-    def epoch(self, value: object) -> float:
-        """Epoch seconds of a ts value (BadRow if it is no time, or outside the window)."""
-        return self.stamp(value)[0]
 
     def stamp(self, value: object) -> tuple[float, int]:
         """(epoch seconds, Postgres microseconds for COPY) of a ts value; cached per value."""
