@@ -187,6 +187,7 @@ def child(url: str, source_dir: str, name: str, body: str) -> None:
                 "batches": result["batches"],
                 "upserts": result["upsert_batches"],
                 "direct": result["direct_batches"],
+                "vacuumed": result.get("vacuumed"),
             }
         )
     )

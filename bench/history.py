@@ -143,6 +143,7 @@ def job_load(url: str, work: Path, files: list[Path]) -> tuple[float, int]:
         if proc.returncode != 0:
             raise SystemExit(f"job failed:\n{proc.stdout}\n{proc.stderr}")
         doc = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {path.name}: {doc['rows']:,} rows in {doc['seconds']:.1f} s; vacuumed: {doc.get('vacuumed')}")
         seconds += doc["seconds"]
         rows += doc["rows"]
     return seconds, rows

@@ -19,6 +19,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -35,7 +36,7 @@ from app.backfill.task import BackfillError, Task
 from app.intervals import in_words
 from app.times import iso
 from app.timeseries import intervals as bar_intervals
-from app.timeseries import partitions
+from app.timeseries import partitions, vacuum
 
 JOB = "backfill.bars_ohlcv"
 TABLE = "bars_ohlcv"
@@ -235,7 +236,8 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
             params.provider,
             extra={"batches": state.batches, "upsert_batches": job.upserts, "direct_batches": job.direct},
         )
-        warnings = _retention_warnings(conn, state)
+        vacuumed = _vacuum(task, conn, job)
+        warnings = _retention_warnings(conn, state) + vacuumed.warnings()
         compressed = opened.compressed
     elapsed = time.monotonic() - started
     read_now = state.rows_read - (resumed_from["rows_read"] if resumed_from else 0)
@@ -256,11 +258,28 @@ def _load(task: Task, conn: psycopg.Connection, params: Params, state: State, jo
         "upsert_batches": job.upserts,
         "direct_batches": job.direct,
         "partitions_created": job.partitions_created,
+        "vacuumed": vacuumed.summary(),
         "resumed_from": resumed_from,
         "warnings": warnings,
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(read_now / elapsed, 1) if elapsed > 0 else None,
     }
+
+
+def _vacuum(task: Task, conn: psycopg.Connection, job: _Job) -> vacuum.Vacuumed:
+    """VACUUM the partitions (chunks) this run wrote rows into, so the loaded history is
+    at rest when the job reports success (app/timeseries/vacuum.py says why). The load
+    is complete and recorded before this starts: a table held by another session is
+    skipped, and any other failure only adds a warning."""
+    if not job.wrote:
+        return vacuum.Vacuumed()
+    tables = vacuum.holding(conn, TABLE, job.days())
+
+    def progress(done: int, total: int) -> None:
+        if job.progress is not None:
+            job.progress.update(phase="vacuuming", tables_vacuumed=done, tables_to_vacuum=total)
+
+    return vacuum.vacuum(conn, tables, task.check, progress)
 
 
 def _retention_warnings(conn: psycopg.Connection, state: State) -> list[str]:
@@ -329,6 +348,11 @@ def _advance(before: State, batch: Batch, written: int) -> State:
     return after
 
 
+def _days(slots: set[int]) -> list[datetime]:
+    """One-day slots (`Batch.slots`: days since the epoch) as UTC midnights, in order."""
+    return [partitions.EPOCH + slot * partitions.DAY for slot in sorted(slots)]
+
+
 class _Job:
     """The job's thread: batches from the feed into the pipeline; committed ones into state."""
 
@@ -350,9 +374,19 @@ class _Job:
         self.direct = 0  # batches COPYed straight into a partition (or the hypertable)
         self._covered: set[int] = set()  # days (since the epoch) known to have a partition
         self._read_at_start = state.rows_read
+        self._written_at_start = state.rows_written
         self._started = time.monotonic()
         self._committed: dict[int, Slot] = {}
         self._next = 0
+
+    @property
+    def wrote(self) -> bool:
+        """Whether this run wrote (inserted or changed) any row."""
+        return self.state.rows_written > self._written_at_start
+
+    def days(self) -> list[datetime]:
+        """The days (UTC midnights) this run's rows fall on."""
+        return _days(self._covered)
 
     def run(self, feed: _Feed, pipeline: Pipeline) -> None:
         try:
@@ -490,7 +524,7 @@ class _Job:
         missing = batch.slots - self._covered
         if not missing:
             return
-        days = [partitions.EPOCH + slot * partitions.DAY for slot in sorted(missing)]
+        days = _days(missing)
         limit = self.params.max_partitions_per_batch
         created_before = self.partitions_created
 
