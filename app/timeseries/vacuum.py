@@ -23,16 +23,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
 
 from app.errors import first_line
 from app.timeseries import backend
-from app.timeseries.partitions import list_partitions
-
-DAY = timedelta(days=1)
+from app.timeseries.partitions import DAY, list_partitions
 
 
 @dataclass
