@@ -109,7 +109,7 @@ def test_a_partition_another_session_holds_is_skipped_not_waited_for(migrated_da
     write_ndjson(tmp_path / "history.ndjson", [{**r, "close": 10.75} for r in daily(2)])
     with psycopg.connect(migrated_database_url) as holder:
         with psycopg.connect(migrated_database_url, autocommit=True) as conn:
-            names = [i.as_string(conn) for i in vacuum.holding(conn, "bars_ohlcv", [START])]
+            names = [i.as_string(conn) for i in vacuum.tables_for(conn, "bars_ohlcv", [START])]
         held = names[0].strip('"')
         # what a running VACUUM, ANALYZE or CREATE INDEX holds: conflicts with VACUUM, not with writers
         holder.execute(f'LOCK TABLE "{held}" IN SHARE UPDATE EXCLUSIVE MODE')
@@ -122,7 +122,7 @@ def test_a_partition_another_session_holds_is_skipped_not_waited_for(migrated_da
     assert not [w for w in result["warnings"] if "vacuum" in w]  # left to autovacuum: the load is complete
 
 
-def test_holding_picks_the_partitions_of_the_given_days_only(migrated_database_url):
+def test_tables_for_picks_the_partitions_of_the_given_days_only(migrated_database_url):
     from app.timeseries import partitions
 
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
@@ -130,5 +130,5 @@ def test_holding_picks_the_partitions_of_the_given_days_only(migrated_database_u
         for year in (2010, 2011, 2013):  # 2012 has none
             partitions.create(conn, "bars_ohlcv", [(lo.replace(year=year), lo.replace(year=year + 1))])
         days = [datetime(2010, 6, 1, tzinfo=UTC), datetime(2012, 6, 1, tzinfo=UTC), datetime(2013, 12, 31, tzinfo=UTC)]
-        picked = [i.as_string(conn) for i in vacuum.holding(conn, "bars_ohlcv", days)]
+        picked = [i.as_string(conn) for i in vacuum.tables_for(conn, "bars_ohlcv", days)]
     assert picked == ['"bars_ohlcv_p20100101"', '"bars_ohlcv_p20130101"']

@@ -273,7 +273,7 @@ def _vacuum(task: Task, conn: psycopg.Connection, job: _Job) -> vacuum.Vacuumed:
     skipped, and any other failure only adds a warning."""
     if not job.wrote:
         return vacuum.Vacuumed()
-    tables = vacuum.holding(conn, TABLE, job.days())
+    tables = vacuum.tables_for(conn, TABLE, job.days())
 
     def progress(done: int, total: int) -> None:
         if job.progress is not None:

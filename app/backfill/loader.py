@@ -173,9 +173,9 @@ class Loader:
         conn.execute("SET work_mem = '64MB'")
         # A batch's COMMIT does not wait for its WAL to reach the disk. A crash can then
         # lose the last batches, but only whole, each with its checkpoint (they commit
-        # together), so the resumed load re-reads exactly them. The job reports success
-        # only after a synchronous commit on its own session, which flushes the WAL of
-        # every batch before it.
+        # together), so the resumed load re-reads exactly them. Before it vacuums what it
+        # wrote, the job commits once with synchronous_commit = on on its own session
+        # (app/timeseries/vacuum.flush_wal), which flushes the WAL of every batch before it.
         conn.execute("SET synchronous_commit = off")
         conn.execute(_STAGING_DDL)
 

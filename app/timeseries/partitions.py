@@ -29,7 +29,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -51,6 +51,13 @@ class Partition:
     name: str
     lo: datetime
     hi: datetime
+    # a TimescaleDB chunk's schema; None for a partition (in the parent's schema). Not
+    # compared: a partition (chunk) is its name and range.
+    schema: str | None = field(default=None, compare=False)
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name) if self.schema else sql.Identifier(self.name)
 
 
 def partition_name(table: str, lo: datetime) -> str:
@@ -193,11 +200,11 @@ def existing(conn: psycopg.Connection, table: str) -> list[Partition]:
 def chunks(conn: psycopg.Connection, table: str) -> list[Partition]:
     """A hypertable's chunks as ranges, ordered (catalog reads only)."""
     rows = conn.execute(
-        """SELECT chunk_name, range_start, range_end FROM timescaledb_information.chunks
+        """SELECT chunk_name, range_start, range_end, chunk_schema FROM timescaledb_information.chunks
            WHERE hypertable_schema = current_schema() AND hypertable_name = %s ORDER BY range_start""",
         (table,),
     ).fetchall()
-    return [Partition(name, utc(lo), utc(hi)) for name, lo, hi in rows]
+    return [Partition(name, utc(lo), utc(hi), schema) for name, lo, hi, schema in rows]
 
 
 def _create_group(conn: psycopg.Connection, table: str, pieces: list[tuple[datetime, datetime]]) -> int:

@@ -29,8 +29,7 @@ import psycopg
 from psycopg import sql
 
 from app.errors import first_line
-from app.timeseries import backend
-from app.timeseries.partitions import DAY, list_partitions
+from app.timeseries.partitions import DAY, existing
 
 
 @dataclass
@@ -51,34 +50,22 @@ class Vacuumed:
         ]
 
 
-def _ranges(conn: psycopg.Connection, table: str) -> list[tuple[datetime, datetime, sql.Identifier]]:
-    """The table's partitions (chunks) as (lo, hi, identifier), ordered by lo."""
-    if backend.is_hypertable(conn, table):
-        rows = conn.execute(
-            """SELECT range_start, range_end, chunk_schema, chunk_name FROM timescaledb_information.chunks
-               WHERE hypertable_schema = current_schema() AND hypertable_name = %s ORDER BY range_start""",
-            (table,),
-        ).fetchall()
-        return [(lo, hi, sql.Identifier(schema, name)) for lo, hi, schema, name in rows]
-    return [(p.lo, p.hi, sql.Identifier(p.name)) for p in list_partitions(conn, table)]
-
-
-def holding(conn: psycopg.Connection, table: str, days: Iterable[datetime]) -> list[sql.Identifier]:
+def tables_for(conn: psycopg.Connection, table: str, days: Iterable[datetime]) -> list[sql.Identifier]:
     """The partitions (chunks) of `table` holding any of these days (UTC midnights), in
     range order."""
-    ranges = _ranges(conn, table)
-    los = [lo for lo, _hi, _ident in ranges]
+    ranges = existing(conn, table)
+    los = [p.lo for p in ranges]
     picked: set[int] = set()
     for day in days:
-        # the last partition starting at or before the day's end; it holds the day if it
-        # ends after the day's start
+        # the last partition starting before the day's end; it holds the day if it ends
+        # after the day's start
         i = bisect.bisect_left(los, day + DAY) - 1
-        while i >= 0 and ranges[i][1] > day:
+        while i >= 0 and ranges[i].hi > day:
             picked.add(i)
-            if ranges[i][0] <= day:
+            if ranges[i].lo <= day:
                 break
             i -= 1
-    return [ranges[i][2] for i in sorted(picked)]
+    return [ranges[i].ident for i in sorted(picked)]
 
 
 def flush_wal(conn: psycopg.Connection) -> None:
