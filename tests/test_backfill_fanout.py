@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from app.timeseries import partitions
 from tests.support.common import wait_for
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,32 @@ def make_days(source_dir: Path, n: int, symbols: int = 20, minutes: int = 150) -
 
 
 BODY = {"source": "polygon/2024-03-*.csv.gz", "preset": "polygon_aggs", "interval": "1m", "batch_rows": 500}
+
+
+@pytest.fixture
+def blocker(database_url):
+    """A session of the test's own, whose open transaction is rolled back at the end."""
+    with psycopg.connect(database_url) as conn:
+        yield conn
+        conn.rollback()
+
+
+def hold_rows(blocker: psycopg.Connection, url: str, days: range, minute: int) -> None:
+    """Stop the child loading each of these days (make_days' files) at `minute`, however
+    fast the machine: that minute's first row, inserted in `blocker`'s open transaction.
+    A unique-key check waits for the transaction that inserted the key, so the child waits
+    there, with the batches before it committed and in its progress, until `blocker`
+    rolls back. The days' partitions are made first, so the pending row holds no lock
+    that creating them would need."""
+    starts = [DAY0 + timedelta(days=d) for d in days]
+    with psycopg.connect(url, autocommit=True) as conn:
+        partitions.ensure_days(conn, "bars_ohlcv", starts, grain=timedelta(minutes=1))
+    for start in starts:
+        blocker.execute(
+            """INSERT INTO bars_ohlcv (provider, symbol, interval, ts, open, high, low, close, volume)
+               VALUES ('polygon', 'T000', '1m', %s, 1, 1, 1, 1, 1)""",
+            (start + timedelta(minutes=minute),),
+        )
 
 
 def table_counts(url: str) -> tuple[int, int]:
@@ -99,10 +126,15 @@ def test_a_glob_of_12_files_runs_on_both_workers_and_lands_every_row_once(svc2, 
     assert table_counts(database_url) == (total, total)
 
 
-def test_cancel_mid_way_then_trigger_again_loads_every_row_exactly_once(database_url, service_factory, source_dir):
+def test_cancel_mid_way_then_trigger_again_loads_every_row_exactly_once(
+    database_url, service_factory, source_dir, blocker
+):
     svc = service_factory(database_url, env={"BACKFILL_SOURCE_DIR": str(source_dir)}, workers=1)
     svc.migrate()
     total = make_days(source_dir, 12)
+    # One worker runs the children in file order: the first file loads, the second waits
+    # halfway through until after the cancel, so the cancel always comes mid-way.
+    hold_rows(blocker, database_url, range(1, 12), minute=75)
     parent = svc.trigger("/backfill/bars_ohlcv", BODY)
     wait_for(lambda: any(k["status"] == "success" for k in children(svc, parent)), 120, 0.2, "a first file loaded")
     resp = svc.post(f"/jobs/{parent}/cancel")
@@ -111,10 +143,12 @@ def test_cancel_mid_way_then_trigger_again_loads_every_row_exactly_once(database
     assert doc["status"] == "cancelled", doc
     kids = children(svc, parent)
     finished = {k["params"]["source"] for k in kids if k["status"] == "success"}
-    assert 1 <= len(finished) < 12 and all(k["status"] in ("success", "cancelled") for k in kids), kids
+    assert finished == {"polygon/2024-03-01.csv.gz"}, kids
+    assert all(k["status"] in ("success", "cancelled") for k in kids), kids
     with psycopg.connect(database_url) as conn:
         written_before = conn.execute("SELECT count(*) FROM bars_ohlcv").fetchone()[0]
     assert written_before < total
+    blocker.rollback()
 
     second = svc.trigger("/backfill/bars_ohlcv", BODY)
     assert second != parent
@@ -133,14 +167,15 @@ def test_cancel_mid_way_then_trigger_again_loads_every_row_exactly_once(database
 
 
 def test_a_killed_worker_fails_its_child_and_the_parent_names_it_then_a_retrigger_completes(
-    database_url, service_factory, source_dir
+    database_url, service_factory, source_dir, blocker
 ):
     svc = service_factory(
         database_url, env={"BACKFILL_SOURCE_DIR": str(source_dir), "JOB_LOST_AFTER_SECONDS": "4"}, workers=1
     )
     svc.migrate()
-    total = make_days(source_dir, 3, symbols=40, minutes=780)  # long enough to be seen mid-file
+    total = make_days(source_dir, 3, symbols=40, minutes=780)
     body = {**BODY, "batch_rows": 100}
+    hold_rows(blocker, database_url, range(3), minute=390)  # the first child waits halfway through its file
     parent = svc.trigger("/backfill/bars_ohlcv", body)
 
     def running_child():
@@ -164,10 +199,14 @@ def test_a_killed_worker_fails_its_child_and_the_parent_names_it_then_a_retrigge
         "eta_s",
     ):
         assert name in progress, progress
+    assert 0 < progress["rows_written"] <= 390 * 40, progress  # halfway: the rows before the held one
     os.killpg(svc.workers[0].pid, signal.SIGKILL)
     svc.workers[0].wait(10)
     lost = svc.wait_job(victim["run_id"], timeout=60)
     assert lost["status"] == "failed" and "worker lost" in lost["error"], lost
+    # Released: the dead worker's session ends without committing its batch, and nothing
+    # waits on the pending rows any more.
+    blocker.rollback()
     svc.start_worker()  # the queued children run; the parent ends failed naming the lost one
     doc = svc.wait_job(parent, timeout=180)
     assert doc["status"] == "failed", doc
