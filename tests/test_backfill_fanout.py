@@ -173,9 +173,9 @@ def test_a_killed_worker_fails_its_child_and_the_parent_names_it_then_a_retrigge
         database_url, env={"BACKFILL_SOURCE_DIR": str(source_dir), "JOB_LOST_AFTER_SECONDS": "4"}, workers=1
     )
     svc.migrate()
-    total = make_days(source_dir, 3, symbols=40, minutes=780)
+    total = make_days(source_dir, 3)
     body = {**BODY, "batch_rows": 100}
-    hold_rows(blocker, database_url, range(3), minute=390)  # the first child waits halfway through its file
+    hold_rows(blocker, database_url, range(3), minute=75)  # the first child waits halfway through its file
     parent = svc.trigger("/backfill/bars_ohlcv", body)
 
     def running_child():
@@ -199,7 +199,7 @@ def test_a_killed_worker_fails_its_child_and_the_parent_names_it_then_a_retrigge
         "eta_s",
     ):
         assert name in progress, progress
-    assert 0 < progress["rows_written"] <= 390 * 40, progress  # halfway: the rows before the held one
+    assert 0 < progress["rows_written"] <= 75 * 20, progress  # halfway: the rows before the held one
     os.killpg(svc.workers[0].pid, signal.SIGKILL)
     svc.workers[0].wait(10)
     lost = svc.wait_job(victim["run_id"], timeout=60)
