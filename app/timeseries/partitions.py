@@ -621,17 +621,14 @@ def _trimmed_start(part: Partition, cutoff: datetime) -> datetime | None:
     return start if part.lo < cutoff < part.hi and start > part.lo else None
 
 
-def _worth_trimming(
-    conn: psycopg.Connection, name: str, schema: str | None, col: sql.Identifier, cutoff: datetime
-) -> int | None:
+def _worth_trimming(conn: psycopg.Connection, part: Partition, col: sql.Identifier, cutoff: datetime) -> int | None:
     """The rows of a partition (chunk) older than the cutoff, when keeping its newer rows
     costs less than deleting those (fewer newer rows, at most TRIM_MAX_ROWS); else None.
     The newer rows are counted through the time index, the whole with `count_rows`."""
-    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
-    kept = int(scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s").format(ident, col), (cutoff,)))
+    kept = int(scalar(conn, sql.SQL("SELECT count(*) FROM {} WHERE {} >= %s").format(part.ident, col), (cutoff,)))
     if kept > TRIM_MAX_ROWS:
         return None
-    removed = count_rows(conn, name, schema) - kept
+    removed = count_rows(conn, part.name, part.schema) - kept
     return removed if kept < removed else None
 
 
@@ -658,7 +655,7 @@ def trim(conn: psycopg.Connection, table: str, part: Partition, cutoff: datetime
             if part not in list_partitions(conn, table):
                 return None  # dropped or replaced meanwhile
             conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(parent))
-            removed = _worth_trimming(conn, part.name, None, col, cutoff)
+            removed = _worth_trimming(conn, part, col, cutoff)
             if removed is None:
                 raise psycopg.Rollback(tx)
             lo_lit, hi_lit = sql.Literal(new_lo), sql.Literal(part.hi)
@@ -690,8 +687,8 @@ def trim(conn: psycopg.Connection, table: str, part: Partition, cutoff: datetime
     return retrying(run, f"trim {part.name}")
 
 
-def trim_chunk(conn: psycopg.Connection, table: str, chunk: Partition, schema: str, cutoff: datetime) -> int | None:
-    """`trim` for a TimescaleDB chunk (compressed or not): when fewer of its rows are kept
+def trim_chunk(conn: psycopg.Connection, table: str, chunk: Partition, cutoff: datetime) -> int | None:
+    """`trim` for a TimescaleDB chunk (compressed or not; `chunk.schema` set): when fewer of its rows are kept
     than removed (and at most TRIM_MAX_ROWS), the newer rows are set aside, the chunk is
     dropped whole (`drop_chunks` over exactly its range), a chunk from the cutoff's day to
     its old end is created (`_timescaledb_functions.create_chunk`) and the rows go back in
@@ -707,7 +704,7 @@ def trim_chunk(conn: psycopg.Connection, table: str, chunk: Partition, schema: s
         return None
     time_column = catalog.table(table).time_column
     col = sql.Identifier(time_column)
-    parent, old = sql.Identifier(table), sql.Identifier(schema, chunk.name)
+    parent, old = sql.Identifier(table), chunk.ident
 
     def run() -> int | None:
         with conn.transaction() as tx:
@@ -716,7 +713,7 @@ def trim_chunk(conn: psycopg.Connection, table: str, chunk: Partition, schema: s
             conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(parent))
             if chunk not in chunks(conn, table):
                 return None  # dropped or replaced meanwhile
-            removed = _worth_trimming(conn, chunk.name, schema, col, cutoff)
+            removed = _worth_trimming(conn, chunk, col, cutoff)
             if removed is None:
                 raise psycopg.Rollback(tx)
             conn.execute(
@@ -729,7 +726,7 @@ def trim_chunk(conn: psycopg.Connection, table: str, chunk: Partition, schema: s
                 "SELECT drop_chunks(%s::regclass, older_than => %s::timestamptz, newer_than => %s::timestamptz)",
                 (table, chunk.hi, chunk.lo),
             ).fetchall()
-            if [r[0] for r in dropped] != [f"{schema}.{chunk.name}"]:
+            if [r[0] for r in dropped] != [f"{chunk.schema}.{chunk.name}"]:
                 raise RuntimeError(f"trimming {chunk.name} would drop {dropped}")  # rolls back: nothing done
             conn.execute(
                 "SELECT _timescaledb_functions.create_chunk(%s::regclass, %s::jsonb)",

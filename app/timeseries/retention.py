@@ -273,7 +273,7 @@ def _timescaledb(run: _Run, cutoff: datetime) -> dict:
                 )
             elif (
                 removed := partitions.trim_chunk(
-                    conn, table, partitions.Partition(name, utc(lo), utc(hi)), schema, cutoff
+                    conn, table, partitions.Partition(name, utc(lo), utc(hi), schema), cutoff
                 )
             ) is not None:
                 # mostly older than the cutoff: its newer rows were kept in a new chunk instead
